@@ -1,0 +1,86 @@
+//! `ecr-bridge`: the operator's command-line tool.
+
+mod copy;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ecr-bridge",
+    version,
+    about = "Copy container images between registries under new names, and manage ECR access"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Copy an image (single-arch, multi-arch index or artifact) to another repository, byte for byte.
+    Copy(copy::CopyArgs),
+}
+
+/// Exit code for failures a retry may fix (sysexits' EX_TEMPFAIL).
+const EXIT_RETRYABLE: u8 = 75;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Copy(args) => copy::run(args).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            if failure.retryable {
+                eprintln!("(transient: retrying later may succeed)");
+                ExitCode::from(EXIT_RETRYABLE)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// A failed command: what to tell the user, and whether trying again can help.
+pub struct Failure {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl Failure {
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// Logs go to stderr (stdout carries the JSON report); `ECR_BRIDGE_LOG`
+/// takes a tracing filter such as `info` or `ecr_bridge::http=debug`.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ECR_BRIDGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,14 @@
+//! ecr-bridge's domain logic: a registry client ([`registry`]), the image copy
+//! engine ([`copy`]), references, digests and manifests. No Lambda types live
+//! here; the functions in `functions/` are thin adapters over this crate.
+
+pub mod copy;
+pub mod digest;
+pub mod manifest;
+pub mod reference;
+pub mod registry;
+
+pub use copy::{CopyError, CopyOptions, CopyReport, ImageCopier, RepositoryLocation};
+pub use digest::Digest;
+pub use reference::ImageReference;
+pub use registry::RegistryClient;

@@ -1,0 +1,245 @@
+//! Typed registry errors, each knowing whether a retry can help.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The `errors` array of the distribution spec's error body.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ErrorBody {
+    #[serde(default)]
+    pub errors: Vec<ErrorEntry>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ErrorEntry {
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn parse(bytes: &[u8]) -> ErrorBody {
+        serde_json::from_slice(bytes).unwrap_or_default()
+    }
+
+    pub fn has_code(&self, code: &str) -> bool {
+        self.errors.iter().any(|e| e.code == code)
+    }
+
+    /// `CODE: message; CODE: message`, or the first bytes of a non-JSON body.
+    pub fn summary(&self) -> String {
+        self.errors
+            .iter()
+            .map(|e| format!("{}: {}", e.code, e.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("invalid registry endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint { endpoint: String, reason: String },
+
+    #[error("{request}: authentication failed (HTTP 401); check the registry credentials{}", detail(.message))]
+    Unauthorized { request: String, message: String },
+
+    #[error("{request}: access denied (HTTP 403){}", detail(.message))]
+    Denied { request: String, message: String },
+
+    #[error("repository {repository:?} does not exist on {registry} (NAME_UNKNOWN)")]
+    RepositoryNotFound {
+        registry: String,
+        repository: String,
+    },
+
+    #[error("manifest {reference} not found in {registry}/{repository}")]
+    ManifestNotFound {
+        registry: String,
+        repository: String,
+        reference: String,
+    },
+
+    #[error("blob {digest} not found in {registry}/{repository}")]
+    BlobNotFound {
+        registry: String,
+        repository: String,
+        digest: String,
+    },
+
+    #[error("{request}: throttled (HTTP {status}){}", detail(.message))]
+    Throttled {
+        request: String,
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+
+    #[error("{request}: server error HTTP {status}{}", detail(.message))]
+    Server {
+        request: String,
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+
+    #[error("{request}: refused with HTTP {status}{}", detail(.message))]
+    Rejected {
+        request: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
+
+    #[error("{request}: {kind}: {source}")]
+    Transport {
+        request: String,
+        kind: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+
+    #[error("{request}: timed out after {waited:?} {phase}")]
+    Timeout {
+        request: String,
+        waited: Duration,
+        phase: &'static str,
+    },
+
+    #[error("content of {digest} does not match its digest (got {actual}); the bytes were corrupted in transit or at the source")]
+    DigestMismatch { digest: String, actual: String },
+
+    #[error("content of {digest} has {actual} bytes where {expected} were expected")]
+    SizeMismatch {
+        digest: String,
+        expected: u64,
+        actual: u64,
+    },
+
+    #[error("{request}: unexpected answer: {reason}")]
+    Protocol { request: String, reason: String },
+
+    #[error("registry credentials unavailable: {message}")]
+    Credentials { message: String, retryable: bool },
+}
+
+fn detail(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    }
+}
+
+impl RegistryError {
+    /// Whether the same request could succeed later without anyone changing
+    /// anything: network trouble, throttling, 5xx, a truncated or corrupted
+    /// transfer. Never a 4xx that states a fact (unknown, denied, invalid).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RegistryError::Throttled { .. }
+            | RegistryError::Server { .. }
+            | RegistryError::Transport { .. }
+            | RegistryError::Timeout { .. }
+            | RegistryError::DigestMismatch { .. }
+            | RegistryError::SizeMismatch { .. } => true,
+            RegistryError::Credentials { retryable, .. } => *retryable,
+            RegistryError::Rejected { status, .. } => *status == 408,
+            RegistryError::InvalidEndpoint { .. }
+            | RegistryError::Unauthorized { .. }
+            | RegistryError::Denied { .. }
+            | RegistryError::RepositoryNotFound { .. }
+            | RegistryError::ManifestNotFound { .. }
+            | RegistryError::BlobNotFound { .. }
+            | RegistryError::Protocol { .. } => false,
+        }
+    }
+
+    /// The wait the server asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RegistryError::Throttled { retry_after, .. }
+            | RegistryError::Server { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub(crate) fn transport(request: String, source: reqwest::Error) -> RegistryError {
+        let kind = if source.is_timeout() {
+            "timed out"
+        } else if source.is_connect() {
+            "cannot connect"
+        } else if source.is_body() || source.is_decode() {
+            "connection broke while transferring the body"
+        } else {
+            "request failed"
+        };
+        RegistryError::Transport {
+            request,
+            kind,
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_error_body_when_parsed_then_codes_are_found_and_summarised() {
+        let body = ErrorBody::parse(br#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}"#);
+        assert!(body.has_code("NAME_UNKNOWN"));
+        assert_eq!(
+            body.summary(),
+            "NAME_UNKNOWN: repository name not known to registry"
+        );
+        assert!(ErrorBody::parse(b"<html>").errors.is_empty());
+    }
+
+    #[test]
+    fn given_each_error_when_classified_then_only_transient_ones_retry() {
+        let r = || "GET x".to_string();
+        assert!(RegistryError::Server {
+            request: r(),
+            status: 503,
+            message: String::new(),
+            retry_after: None
+        }
+        .is_retryable());
+        assert!(RegistryError::Throttled {
+            request: r(),
+            status: 429,
+            message: String::new(),
+            retry_after: None
+        }
+        .is_retryable());
+        assert!(RegistryError::Rejected {
+            request: r(),
+            status: 408,
+            code: String::new(),
+            message: String::new()
+        }
+        .is_retryable());
+        assert!(!RegistryError::Rejected {
+            request: r(),
+            status: 400,
+            code: String::new(),
+            message: String::new()
+        }
+        .is_retryable());
+        assert!(!RegistryError::Unauthorized {
+            request: r(),
+            message: String::new()
+        }
+        .is_retryable());
+        assert!(!RegistryError::ManifestNotFound {
+            registry: r(),
+            repository: r(),
+            reference: r()
+        }
+        .is_retryable());
+    }
+}

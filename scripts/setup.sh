@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what the tests, the demo and the benchmark need, on a fresh
+# Debian machine or this one again (each step is skipped when already done).
+#   - Debian: docker-registry (the real registry), skopeo (peer and oracle),
+#     apache2-utils (htpasswd), curl, time (/usr/bin/time -v for peak RSS)
+#   - cargo-nextest (test runner) when missing
+# Later issues add moto, cargo-lambda and SAM in their own venvs here.
+set -euo pipefail
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+need_apt=()
+command -v docker-registry >/dev/null || need_apt+=(docker-registry)
+command -v skopeo >/dev/null || need_apt+=(skopeo)
+command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
+command -v curl >/dev/null || need_apt+=(curl)
+[ -x /usr/bin/time ] || need_apt+=(time)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    log "apt-get install ${need_apt[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    log "cargo install cargo-nextest"
+    cargo install --locked cargo-nextest
+fi
+log "ready: $(docker-registry --version 2>/dev/null | awk '{print $2, $3}'), $(skopeo --version), $(cargo nextest --version | head -1)"

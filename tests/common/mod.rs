@@ -1,0 +1,113 @@
+//! Glue between the rig (processes, images, skopeo) and the ecr-bridge library.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ecr_bridge::copy::{CopyError, CopyOptions, CopyReport, ImageCopier, RepositoryLocation};
+use ecr_bridge::reference::Selector;
+use ecr_bridge::registry::{
+    self, BasicCredentials, Endpoint, RegistryClient, RetryPolicy, StaticCredentials, Timeouts,
+};
+use rig::{build_layout, skopeo_push, ImageSpec, Layout, Registry};
+
+/// A client for a rig registry with its real credentials.
+pub fn client(reg: &Registry) -> RegistryClient {
+    client_with(
+        reg,
+        Some(BasicCredentials::new(reg.user(), reg.password())),
+        fast_retry(),
+    )
+}
+
+pub fn client_with(
+    reg: &Registry,
+    creds: Option<BasicCredentials>,
+    retry: RetryPolicy,
+) -> RegistryClient {
+    let timeouts = Timeouts::default();
+    RegistryClient::new(
+        registry::http_client(&timeouts).expect("http client"),
+        Endpoint::parse(&reg.url(), true).expect("loopback endpoint"),
+        Arc::new(StaticCredentials(creds)),
+        retry,
+        timeouts,
+    )
+}
+
+/// Retries that keep failing tests quick.
+pub fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        initial_backoff: std::time::Duration::from_millis(20),
+        max_backoff: std::time::Duration::from_millis(200),
+        max_total_wait: std::time::Duration::from_secs(2),
+    }
+}
+
+pub fn at(reg: &Registry, repository: &str) -> RepositoryLocation {
+    RepositoryLocation::new(client(reg), repository)
+}
+
+pub fn tag(t: &str) -> Selector {
+    Selector::Tag(t.to_string())
+}
+
+pub fn digest(d: &str) -> Selector {
+    Selector::Digest(d.parse().expect("digest"))
+}
+
+pub fn tags(ts: &[&str]) -> Vec<String> {
+    ts.iter().map(|t| t.to_string()).collect()
+}
+
+pub async fn copy(
+    from: &RepositoryLocation,
+    selector: &Selector,
+    to: &RepositoryLocation,
+    with_tags: &[&str],
+) -> Result<CopyReport, CopyError> {
+    ImageCopier::new(CopyOptions::default())
+        .copy(from, selector, to, &tags(with_tags))
+        .await
+}
+
+/// A test image built on disk and pushed by skopeo. Keep the guard alive as
+/// long as the layout is used.
+pub struct Pushed {
+    pub layout: Layout,
+    _dir: tempfile::TempDir,
+}
+
+pub fn push_image(reg: &Registry, spec: &ImageSpec, repo: &str, tag: &str) -> Pushed {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = build_layout(dir.path(), tag, spec);
+    skopeo_push(&layout, reg, &format!("{repo}:{tag}"));
+    Pushed { layout, _dir: dir }
+}
+
+/// The `ecr-bridge` binary built next to the test executable.
+pub fn cli_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("ecr-bridge");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace` first (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Blob uploads the registry received (a PUT completing an upload session).
+pub fn blob_puts(records: &[rig::RequestRecord]) -> usize {
+    records
+        .iter()
+        .filter(|r| r.method == "PUT" && r.uri.contains("/blobs/uploads/"))
+        .count()
+}
+
+/// Chunked-upload PATCHes the registry received: the engine must never send one.
+pub fn patches(records: &[rig::RequestRecord]) -> usize {
+    records.iter().filter(|r| r.method == "PATCH").count()
+}
