@@ -1,6 +1,6 @@
 //! End-to-end check of the rig itself against the real tools. Ignored by
 //! default because it needs docker-registry and skopeo; run with
-//! `cargo test -p ecr-bridge-tests --lib -- --ignored --nocapture`.
+//! `cargo test -p ecr-bridge-tests --lib`.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -16,7 +16,6 @@ fn summary(reqs: &[RequestRecord]) -> BTreeMap<(String, u16), usize> {
 }
 
 #[test]
-#[ignore = "needs docker-registry and skopeo"]
 fn push_copy_and_compare_every_kind_of_image() {
     let t = Instant::now();
     let src = Registry::start("111111111111");
@@ -142,7 +141,6 @@ fn push_copy_and_compare_every_kind_of_image() {
 }
 
 #[test]
-#[ignore = "needs docker-registry"]
 fn anonymous_registry_and_timings() {
     let t = Instant::now();
     let reg = Registry::start_anonymous();
@@ -178,7 +176,6 @@ fn anonymous_registry_and_timings() {
 }
 
 #[test]
-#[ignore = "needs docker-registry"]
 fn request_log_never_lags() {
     // The "response completed" line is written after the response: without
     // the barrier in requests() this loop would see 0 records now and then.
@@ -207,7 +204,6 @@ fn panic_text(f: impl FnOnce()) -> String {
 }
 
 #[test]
-#[ignore = "needs docker-registry and skopeo"]
 fn oracle_catches_differences() {
     let (a, b) = (
         Registry::start("555555555555"),
@@ -238,7 +234,6 @@ fn oracle_catches_differences() {
 }
 
 #[test]
-#[ignore = "needs docker-registry"]
 fn registry_outlives_the_thread_that_started_it() {
     // PR_SET_PDEATHSIG is per thread: a registry started from a short-lived
     // thread must not die with that thread.
