@@ -118,7 +118,7 @@ def floor(layout, dst_reg, repo):
         sep = "&" if "?" in loc else "?"
         subprocess.run(
             ["curl", "-sS", "-f", "-o", "/dev/null", "-X", "PUT", *auth, "-H", "Content-Type: application/octet-stream",
-             "--data-binary", f"@{path}", f"{loc}{sep}digest={digest}"],
+             "-T", path, f"{loc}{sep}digest={digest}"],
             check=True,
         )
 

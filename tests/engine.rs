@@ -188,9 +188,10 @@ async fn given_a_complete_target_when_copied_again_then_no_blob_moves_and_only_t
     );
     assert_eq!(again.tags_unchanged, 1);
     assert_eq!(blob_puts(&received), 0);
-    // One HEAD of the tag tells the whole story (plus one HEAD for the media type in the report).
-    assert!(
-        received.len() <= 2,
+    // One HEAD of the tag tells the whole story.
+    assert_eq!(
+        received.len(),
+        1,
         "target saw {} requests: {received:?}",
         received.len()
     );

@@ -264,9 +264,13 @@ impl ImageCopier {
         // do, the content is complete too (a registry only accepts a
         // manifest whose references it has).
         let mut pending_tags = Vec::new();
+        let mut known_media_type = None;
         for tag in tags {
             match target.client.manifest_head(&target.repository, tag).await? {
-                Some(h) if h.digest.as_ref() == Some(&digest) => inc(&stats.tags_unchanged),
+                Some(h) if h.digest.as_ref() == Some(&digest) => {
+                    inc(&stats.tags_unchanged);
+                    known_media_type = h.media_type.or(known_media_type);
+                }
                 _ => pending_tags.push(tag.clone()),
             }
         }
@@ -296,13 +300,16 @@ impl ImageCopier {
             }
         };
         let media_type = if media_type.is_empty() {
-            // Complete target, tags in place: ask the target for the type (cheap, no body).
-            target
-                .client
-                .manifest_head(&target.repository, &digest.to_string())
-                .await?
-                .and_then(|h| h.media_type)
-                .unwrap_or_default()
+            match known_media_type {
+                Some(mt) => mt,
+                // Complete target, no tags to look at: ask it for the type (no body).
+                None => target
+                    .client
+                    .manifest_head(&target.repository, &digest.to_string())
+                    .await?
+                    .and_then(|h| h.media_type)
+                    .unwrap_or_default(),
+            }
         } else {
             media_type
         };
