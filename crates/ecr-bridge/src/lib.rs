@@ -5,6 +5,7 @@
 pub mod copy;
 pub mod digest;
 pub mod manifest;
+pub mod mapping;
 pub mod reference;
 pub mod registry;
 

@@ -1,0 +1,196 @@
+//! The mapping config: which pushed repositories replicate, and under which
+//! names, to which accounts and regions.
+//!
+//! The config is a JSON document (from SSM Parameter Store or an environment
+//! variable) checked completely at load time — types, unknown fields,
+//! account and region shapes, role ARNs, globs, regexes and every template
+//! against its rule's match kind — so that at event time the only thing left
+//! that can go wrong is a rendered name that ECR would refuse, which depends
+//! on the source name. See [`MappingConfig::from_json`] for the schema.
+
+mod decision;
+mod error;
+mod glob;
+mod parse;
+mod schema;
+mod template;
+
+#[cfg(test)]
+mod tests;
+
+pub use decision::{
+    Decision, InvalidTargetName, Mismatch, Replication, RuleVerdict, TagFilterReason, Target,
+    Verdict,
+};
+pub use error::{ConfigError, FieldError, Problem};
+pub use glob::{Glob, GlobError};
+pub use schema::{
+    Destination, Encryption, NameRegex, RepositoryMatch, RepositorySettings, Rule, TagFilter,
+    TagMutability,
+};
+pub use template::{Template, TemplateError};
+
+use crate::reference::is_valid_ecr_repository_name;
+use template::Captured;
+
+/// Largest document accepted. Far above what SSM (8 KiB) or Lambda's
+/// environment (4 KiB) can hold today; it bounds the work a hostile
+/// document can cause, wherever the text comes from.
+pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+pub const MAX_RULES: usize = 500;
+pub const MAX_DESTINATIONS: usize = 20;
+/// Per `include` or `exclude` list.
+pub const MAX_GLOBS: usize = 100;
+/// Rule names and `prefix`es.
+pub const MAX_NAME_LEN: usize = 256;
+pub const MAX_REGEX_LEN: usize = 1000;
+/// Bounds a compiled regex's memory and so its per-name matching time,
+/// which every push pays for every regex rule before the winner.
+const REGEX_SIZE_LIMIT: usize = 64 * 1024;
+const REGEX_NEST_LIMIT: u32 = 50;
+
+/// Longest excerpt of a config or event value quoted in a message.
+const QUOTE_CHARS: usize = 100;
+
+/// A validated mapping config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappingConfig {
+    rules: Vec<Rule>,
+}
+
+impl MappingConfig {
+    /// Parses and checks a config document:
+    ///
+    /// ```json
+    /// { "version": 1,
+    ///   "rules": [ { "name": "kuali",
+    ///                "match": { "prefix": "kuali-" },
+    ///                "destinations": [ { "account": "222222222222", "region": "us-east-1",
+    ///                                    "role_arn": "arn:aws:iam::222222222222:role/push",
+    ///                                    "external_id": "kuali-sync",
+    ///                                    "repository": "{suffix}" } ],
+    ///                "tags": { "include": ["v*"], "exclude": ["*-dirty"], "untagged": true },
+    ///                "create_repository": { "tag_mutability": "IMMUTABLE", "scan_on_push": true,
+    ///                                       "encryption": { "type": "KMS", "kms_key": "alias/x" } },
+    ///                "propagate_deletes": false,
+    ///                "copy_referrers": false } ] }
+    /// ```
+    ///
+    /// On failure every problem found is reported, each with its field's path.
+    pub fn from_json(text: &str) -> Result<MappingConfig, ConfigError> {
+        parse::parse(text)
+    }
+
+    /// The rules, in the order they are tried.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// What to do with a push of `repository` with `tag` (`None`: pushed by
+    /// digest only). The first rule whose `match` takes the name decides,
+    /// even if its tag filter then drops the push.
+    pub fn decide(&self, repository: &str, tag: Option<&str>) -> Decision {
+        for rule in &self.rules {
+            if let Ok(values) = rule.matcher.capture(repository) {
+                return match outcome(rule, &values, tag) {
+                    Ok(replication) => Decision::Replicate(replication),
+                    Err(reason) => Decision::TagFiltered {
+                        rule: rule.name.clone(),
+                        rule_index: rule.index,
+                        reason,
+                    },
+                };
+            }
+        }
+        Decision::NoMatchingRule
+    }
+
+    /// Every rule's verdict for the push, in order: why each did not match,
+    /// which one decided and how, and which would have matched but were
+    /// shadowed. Agrees with [`MappingConfig::decide`].
+    pub fn explain(&self, repository: &str, tag: Option<&str>) -> Vec<RuleVerdict> {
+        let mut winner: Option<&Rule> = None;
+        self.rules
+            .iter()
+            .map(|rule| {
+                let verdict = match (rule.matcher.capture(repository), winner) {
+                    (Err(reason), _) => Verdict::NotMatched { reason },
+                    (Ok(_), Some(w)) => Verdict::Shadowed {
+                        by_rule_index: w.index,
+                        by_rule: w.name.clone(),
+                    },
+                    (Ok(values), None) => {
+                        winner = Some(rule);
+                        match outcome(rule, &values, tag) {
+                            Ok(r) => Verdict::Replicate(r),
+                            Err(reason) => Verdict::TagFiltered { reason },
+                        }
+                    }
+                };
+                RuleVerdict {
+                    rule_index: rule.index,
+                    rule: rule.name.clone(),
+                    verdict,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The matched rule's answer for this push.
+fn outcome(
+    rule: &Rule,
+    values: &Captured<'_>,
+    tag: Option<&str>,
+) -> Result<Replication, TagFilterReason> {
+    rule.tags.admits(tag)?;
+    let destinations = rule
+        .destinations
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let rendered = d.repository.render(values);
+            let repository = if is_valid_ecr_repository_name(&rendered) {
+                Ok(rendered)
+            } else {
+                Err(InvalidTargetName {
+                    rule: rule.name.clone(),
+                    destination_index: i,
+                    template: d.repository.to_string(),
+                    rendered: truncated(&rendered),
+                })
+            };
+            Target {
+                account: d.account.clone(),
+                region: d.region.clone(),
+                role_arn: d.role_arn.clone(),
+                external_id: d.external_id.clone(),
+                repository,
+            }
+        })
+        .collect();
+    Ok(Replication {
+        rule: rule.name.clone(),
+        rule_index: rule.index,
+        destinations,
+        create_repository: rule.create_repository.clone(),
+        propagate_deletes: rule.propagate_deletes,
+        copy_referrers: rule.copy_referrers,
+    })
+}
+
+/// At most [`QUOTE_CHARS`] characters of `s`, marked when cut: config and
+/// event values end up in logs and must not flood them.
+fn truncated(s: &str) -> String {
+    let mut chars = s.chars();
+    let mut out: String = chars.by_ref().take(QUOTE_CHARS).collect();
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// [`truncated`], quoted and escaped for a message.
+fn shown(s: &str) -> String {
+    format!("{:?}", truncated(s))
+}
