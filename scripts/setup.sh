@@ -4,7 +4,8 @@
 #   - Debian: docker-registry (the real registry), skopeo (peer and oracle),
 #     apache2-utils (htpasswd), curl, time (/usr/bin/time -v for peak RSS)
 #   - cargo-nextest (test runner) when missing
-# Later issues add moto, cargo-lambda and SAM in their own venvs here.
+#   - moto[server] (AWS API stand-in) in its own venv under
+#     $ECR_BRIDGE_TOOLS (default ~/.cache/ecr-bridge), kept between runs
 set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -22,8 +23,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+TOOLS="${ECR_BRIDGE_TOOLS:-$HOME/.cache/ecr-bridge}"
+if [ ! -x "$TOOLS/venv/bin/moto_server" ]; then
+    log "python venv with moto[server] in $TOOLS/venv"
+    mkdir -p "$TOOLS"
+    python3 -m venv "$TOOLS/venv"
+    "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5.1,<6'
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
     log "cargo install cargo-nextest"
     cargo install --locked cargo-nextest
 fi
-log "ready: $(docker-registry --version 2>/dev/null | awk '{print $2, $3}'), $(skopeo --version), $(cargo nextest --version | head -1)"
+log "ready: $(docker-registry --version 2>/dev/null | awk '{print $2, $3}'), $(skopeo --version), moto $("$TOOLS/venv/bin/python" -c 'import moto; print(moto.__version__)'), $(cargo nextest --version | head -1)"

@@ -26,11 +26,13 @@
 mod e2e;
 mod http;
 mod image;
+mod moto;
 mod registry;
 mod skopeo;
 
 pub use http::RawResponse;
 pub use image::*;
+pub use moto::{moto_server_path, Moto, DEFAULT_ACCOUNT};
 pub use registry::{Registry, RegistryOptions, RequestRecord, USER};
 pub use skopeo::{
     assert_same_image, dir_view, repo_of, skopeo, skopeo_copy, skopeo_digest, skopeo_inspect_raw,

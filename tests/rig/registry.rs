@@ -425,7 +425,7 @@ fn spawn(config: &Path, log_path: &Path) -> Child {
 /// PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, and
 /// test threads come and go while a registry may outlive them. So children
 /// are forked by one thread that lives as long as the process.
-fn spawn_from_lasting_thread(cmd: Command) -> std::io::Result<Child> {
+pub(crate) fn spawn_from_lasting_thread(cmd: Command) -> std::io::Result<Child> {
     type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
     static SPAWNER: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {

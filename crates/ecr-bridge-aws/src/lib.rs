@@ -1,0 +1,14 @@
+//! AWS adapters of ecr-bridge (STS, ECR, SSM) and the use cases built on
+//! them. Lambda types stay in `functions/`: these are called from the
+//! handlers, the CLI and the tests alike.
+
+pub mod emf;
+pub mod env;
+pub mod error;
+pub mod logging;
+pub mod mapping_store;
+pub mod registries;
+pub mod replicator;
+pub mod repositories;
+
+pub use error::AwsError;

@@ -1,0 +1,54 @@
+//! Log set-up shared by the functions: JSON lines when Lambda's log format
+//! is JSON, the level from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`.
+//!
+//! Whatever level is asked for, the AWS SDK's HTTP layer is held at DEBUG:
+//! at TRACE it logs raw response bodies, and those carry registry tokens
+//! (GetAuthorizationToken) and session keys (AssumeRole).
+
+use tracing_subscriber::EnvFilter;
+
+/// Targets that log HTTP bodies at TRACE.
+const BODY_LOGGERS: &[&str] = &[
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_http_client",
+    "hyper",
+    "h2",
+];
+
+/// The filter for `spec` (e.g. `info`, `debug,ecr_bridge=trace`), with the
+/// body-logging targets capped at DEBUG.
+pub fn filter(spec: &str) -> EnvFilter {
+    let mut filter = EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("info"));
+    for target in BODY_LOGGERS {
+        if let Ok(d) = format!("{target}=debug").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    filter
+}
+
+/// Installs the global subscriber for a Lambda function (or a local run).
+pub fn init_lambda() {
+    let spec = std::env::var("RUST_LOG")
+        .ok()
+        .or_else(|| {
+            std::env::var("AWS_LAMBDA_LOG_LEVEL")
+                .ok()
+                .map(|l| l.to_lowercase())
+        })
+        .unwrap_or_else(|| "info".to_string());
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter(&spec))
+        .with_target(false);
+    if json {
+        builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.with_ansi(false).without_time().init();
+    }
+}

@@ -1,0 +1,459 @@
+//! The image replicator's use case: an ECR image action in, every
+//! destination of the matching rule brought up to date.
+//!
+//! Idempotent by digest: a duplicate event finds the target complete and
+//! moves nothing; an out-of-order event never moves a tag backwards, because
+//! a tag is only set while the source tag still points at the event's digest.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use ecr_bridge::copy::{CopyError, CopyOptions, CopyReport, ImageCopier, RepositoryLocation};
+use ecr_bridge::mapping::{Decision, Replication, Target};
+use ecr_bridge::reference::Selector;
+use ecr_bridge::registry::{RegistryClient, RegistryError};
+use ecr_bridge::Digest;
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use crate::error::AwsError;
+use crate::mapping_store::{MappingError, MappingStore};
+use crate::registries::{Access, EcrRegistries};
+use crate::repositories::{self, ImageId, RepositoryState};
+
+/// What happened in the source registry, as the replicator needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageAction {
+    pub account: String,
+    pub region: String,
+    pub repository: String,
+    pub digest: Digest,
+    pub tag: Option<String>,
+    pub kind: ActionKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    Push,
+    Delete,
+}
+
+/// The result for one destination, logged as one structured line.
+#[derive(Debug, Clone, Serialize)]
+pub struct DestinationOutcome {
+    pub account: String,
+    pub region: String,
+    pub repository: String,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<CopyReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub retryable: bool,
+    pub created_repository: bool,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Replicated,
+    /// The target already had everything.
+    UpToDate,
+    Deleted,
+    AlreadyDeleted,
+    Failed,
+}
+
+/// What an action led to, when nothing failed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Handled {
+    /// No rule matches the repository.
+    NoRule,
+    /// A rule matched but its tag filter refused this push.
+    Filtered { rule: String, reason: String },
+    /// A delete under a rule that does not propagate deletes.
+    DeleteNotPropagated { rule: String },
+    Done {
+        rule: String,
+        destinations: Vec<DestinationOutcome>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    #[error("source registry {access}: {source}")]
+    Source {
+        access: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("{failed} of {total} destinations failed (rule {rule}); first: {first}")]
+    Destinations {
+        rule: String,
+        failed: usize,
+        total: usize,
+        retryable: bool,
+        first: String,
+        outcomes: Vec<DestinationOutcome>,
+    },
+}
+
+impl ReplicationError {
+    /// Whether Lambda's retry of the whole event can help.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ReplicationError::Mapping(e) => e.is_retryable(),
+            ReplicationError::Source { source, .. } => source.is_retryable(),
+            ReplicationError::Destinations { retryable, .. } => *retryable,
+        }
+    }
+}
+
+/// Where the source registry is reached: the function's own credentials, or
+/// a configured role.
+#[derive(Debug, Clone, Default)]
+pub struct SourceRole {
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+}
+
+pub struct Replicator {
+    mapping: MappingStore,
+    registries: EcrRegistries,
+    copy_options: CopyOptions,
+    source_role: SourceRole,
+    /// Target repositories seen to exist: checked once per container, not per event.
+    known_repositories: Mutex<HashSet<(Access, String)>>,
+}
+
+impl Replicator {
+    pub fn new(
+        mapping: MappingStore,
+        registries: EcrRegistries,
+        copy_options: CopyOptions,
+        source_role: SourceRole,
+    ) -> Self {
+        Replicator {
+            mapping,
+            registries,
+            copy_options,
+            source_role,
+            known_repositories: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn registries(&self) -> &EcrRegistries {
+        &self.registries
+    }
+
+    pub async fn handle(&self, action: &ImageAction) -> Result<Handled, ReplicationError> {
+        let config = self.mapping.get().await?;
+        let replication = match config.decide(&action.repository, action.tag.as_deref()) {
+            Decision::NoMatchingRule => return Ok(Handled::NoRule),
+            Decision::TagFiltered { rule, reason, .. } => {
+                return Ok(Handled::Filtered {
+                    rule,
+                    reason: reason.to_string(),
+                })
+            }
+            Decision::Replicate(r) => r,
+        };
+        if action.kind == ActionKind::Delete && !replication.propagate_deletes {
+            return Ok(Handled::DeleteNotPropagated {
+                rule: replication.rule,
+            });
+        }
+
+        let source = match action.kind {
+            ActionKind::Push => Some(self.source_location(action).await?),
+            ActionKind::Delete => None,
+        };
+        let tags = match (&source, &action.tag) {
+            (Some(src), Some(tag)) => self.tags_still_current(src, tag, &action.digest).await?,
+            _ => Vec::new(),
+        };
+
+        let jobs = replication.destinations.iter().map(|target| async {
+            let started = Instant::now();
+            let mut outcome = match (&source, action.kind) {
+                (Some(src), ActionKind::Push) => {
+                    self.push_to(src, action, &tags, &replication, target).await
+                }
+                _ => self.delete_in(action, target).await,
+            };
+            outcome.duration_ms = started.elapsed().as_millis() as u64;
+            log_outcome(action, &replication.rule, &outcome);
+            outcome
+        });
+        let outcomes: Vec<DestinationOutcome> = futures_util::future::join_all(jobs).await;
+
+        let failed: Vec<&DestinationOutcome> = outcomes
+            .iter()
+            .filter(|o| o.outcome == Outcome::Failed)
+            .collect();
+        if let Some(first) = failed.first() {
+            return Err(ReplicationError::Destinations {
+                rule: replication.rule.clone(),
+                failed: failed.len(),
+                total: outcomes.len(),
+                retryable: failed.iter().any(|o| o.retryable),
+                first: format!(
+                    "{}/{}/{}: {}",
+                    first.account,
+                    first.region,
+                    first.repository,
+                    first.error.clone().unwrap_or_default()
+                ),
+                outcomes,
+            });
+        }
+        Ok(Handled::Done {
+            rule: replication.rule,
+            destinations: outcomes,
+        })
+    }
+
+    async fn source_location(
+        &self,
+        action: &ImageAction,
+    ) -> Result<RepositoryLocation, ReplicationError> {
+        let access = Access {
+            account: action.account.clone(),
+            region: action.region.clone(),
+            role_arn: self.source_role.role_arn.clone(),
+            external_id: self.source_role.external_id.clone(),
+        };
+        let client: RegistryClient =
+            self.registries
+                .registry(&access)
+                .await
+                .map_err(|source| ReplicationError::Source {
+                    access: access.to_string(),
+                    source,
+                })?;
+        Ok(RepositoryLocation::new(client, action.repository.clone()))
+    }
+
+    /// The event's tag, if the source tag still points at the event's digest.
+    /// A tag that has moved on since belongs to a later event.
+    async fn tags_still_current(
+        &self,
+        source: &RepositoryLocation,
+        tag: &str,
+        digest: &Digest,
+    ) -> Result<Vec<String>, ReplicationError> {
+        let head = source
+            .client
+            .manifest_head(&source.repository, tag)
+            .await
+            .map_err(|e| ReplicationError::Source {
+                access: source.client.endpoint().authority(),
+                source: e,
+            })?;
+        match head.and_then(|h| h.digest) {
+            Some(current) if &current == digest => Ok(vec![tag.to_string()]),
+            other => {
+                tracing::info!(
+                    repository = %source.repository, tag, digest = %digest,
+                    current = other.map(|d| d.to_string()).unwrap_or_else(|| "none".into()),
+                    "source tag no longer points at this digest; copying the content without the tag"
+                );
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    async fn push_to(
+        &self,
+        source: &RepositoryLocation,
+        action: &ImageAction,
+        tags: &[String],
+        replication: &Replication,
+        target: &Target,
+    ) -> DestinationOutcome {
+        let mut out = DestinationOutcome::new(target);
+        let repository = match &target.repository {
+            Ok(r) => r.clone(),
+            Err(invalid) => return out.failed(invalid.to_string(), false),
+        };
+        let access = access_of(target);
+        let ecr = self.registries.ecr(&access).await;
+        match self
+            .ensure_repository(&ecr, &access, &repository, replication)
+            .await
+        {
+            Ok(created) => out.created_repository = created,
+            Err(e) => return out.failed(e.to_string(), e.retryable),
+        }
+        let client = match self.registries.registry(&access).await {
+            Ok(c) => c,
+            Err(e) => {
+                return out.failed(format!("target registry {access}: {e}"), e.is_retryable())
+            }
+        };
+        let destination = RepositoryLocation::new(client, repository.clone());
+        let copier = ImageCopier::new(CopyOptions {
+            copy_referrers: replication.copy_referrers,
+            ..self.copy_options.clone()
+        });
+        let selector = Selector::Digest(action.digest.clone());
+        let mut result = copier.copy(source, &selector, &destination, tags).await;
+        if let Err(CopyError::TargetRepositoryMissing { .. }) = &result {
+            // Deleted since we last looked: forget it, create it if allowed, try once more.
+            self.known_repositories
+                .lock()
+                .await
+                .remove(&(access.clone(), repository.clone()));
+            match self
+                .ensure_repository(&ecr, &access, &repository, replication)
+                .await
+            {
+                Ok(created) => out.created_repository |= created,
+                Err(e) => return out.failed(e.to_string(), e.retryable),
+            }
+            result = copier.copy(source, &selector, &destination, tags).await;
+        }
+        match result {
+            Ok(report) => {
+                out.outcome = if report.manifests_copied == 0
+                    && report.tags_set == 0
+                    && report.referrers_copied == 0
+                {
+                    Outcome::UpToDate
+                } else {
+                    Outcome::Replicated
+                };
+                out.report = Some(report);
+                out
+            }
+            Err(e) => {
+                let retryable = e.is_retryable();
+                out.failed(e.to_string(), retryable)
+            }
+        }
+    }
+
+    /// Makes sure the target repository exists; creates it when the rule allows.
+    /// Returns whether it was created now.
+    async fn ensure_repository(
+        &self,
+        ecr: &aws_sdk_ecr::Client,
+        access: &Access,
+        repository: &str,
+        replication: &Replication,
+    ) -> Result<bool, AwsError> {
+        let key = (access.clone(), repository.to_string());
+        if self.known_repositories.lock().await.contains(&key) {
+            return Ok(false);
+        }
+        let mut created = false;
+        if !repositories::repository_exists(ecr, repository).await? {
+            let Some(settings) = &replication.create_repository else {
+                return Err(AwsError::permanent(
+                    "ecr:DescribeRepositories",
+                    format!(
+                        "target repository {repository} does not exist in {}/{} and rule {} does not allow creating it (set create_repository)",
+                        access.account, access.region, replication.rule
+                    ),
+                ));
+            };
+            created = repositories::create_repository(ecr, repository, settings).await?
+                == RepositoryState::Created;
+            if created {
+                tracing::info!(account = %access.account, region = %access.region, repository, "target repository created");
+            }
+        }
+        self.known_repositories.lock().await.insert(key);
+        Ok(created)
+    }
+
+    async fn delete_in(&self, action: &ImageAction, target: &Target) -> DestinationOutcome {
+        let mut out = DestinationOutcome::new(target);
+        let repository = match &target.repository {
+            Ok(r) => r.clone(),
+            Err(invalid) => return out.failed(invalid.to_string(), false),
+        };
+        let ecr = self.registries.ecr(&access_of(target)).await;
+        let id = match &action.tag {
+            Some(t) => ImageId::Tag(t.clone()),
+            None => ImageId::Digest(action.digest.to_string()),
+        };
+        match repositories::delete_image(&ecr, &repository, &id).await {
+            Ok(true) => out.outcome = Outcome::Deleted,
+            Ok(false) => out.outcome = Outcome::AlreadyDeleted,
+            Err(e) => return out.failed(e.to_string(), e.retryable),
+        }
+        out
+    }
+}
+
+fn access_of(target: &Target) -> Access {
+    Access {
+        account: target.account.clone(),
+        region: target.region.clone(),
+        role_arn: target.role_arn.clone(),
+        external_id: target.external_id.clone(),
+    }
+}
+
+impl DestinationOutcome {
+    fn new(target: &Target) -> Self {
+        DestinationOutcome {
+            account: target.account.clone(),
+            region: target.region.clone(),
+            repository: match &target.repository {
+                Ok(r) => r.clone(),
+                Err(e) => e.rendered.clone(),
+            },
+            outcome: Outcome::Failed,
+            report: None,
+            error: None,
+            retryable: false,
+            created_repository: false,
+            duration_ms: 0,
+        }
+    }
+
+    fn failed(mut self, error: String, retryable: bool) -> Self {
+        self.outcome = Outcome::Failed;
+        self.error = Some(error);
+        self.retryable = retryable;
+        self
+    }
+}
+
+/// One structured line per destination: what users grep and alarm on.
+fn log_outcome(action: &ImageAction, rule: &str, o: &DestinationOutcome) {
+    let report = o.report.as_ref();
+    let fields = (
+        report.map_or(0, |r| r.blobs_uploaded),
+        report.map_or(0, |r| r.blobs_mounted),
+        report.map_or(0, |r| r.blobs_skipped),
+        report.map_or(0, |r| r.bytes_uploaded),
+    );
+    let outcome = serde_json::to_value(o.outcome).ok();
+    let outcome = outcome
+        .as_ref()
+        .and_then(|v| v.as_str())
+        .unwrap_or("unknown");
+    if o.outcome == Outcome::Failed {
+        tracing::error!(
+            source_repository = %action.repository, digest = %action.digest, tag = action.tag.as_deref().unwrap_or(""),
+            rule, target_account = %o.account, target_region = %o.region, target_repository = %o.repository,
+            outcome, retryable = o.retryable, error = o.error.as_deref().unwrap_or(""),
+            duration_ms = o.duration_ms, "replication failed"
+        );
+    } else {
+        tracing::info!(
+            source_repository = %action.repository, digest = %action.digest, tag = action.tag.as_deref().unwrap_or(""),
+            rule, target_account = %o.account, target_region = %o.region, target_repository = %o.repository,
+            outcome, blobs_uploaded = fields.0, blobs_mounted = fields.1, blobs_skipped = fields.2, bytes = fields.3,
+            created_repository = o.created_repository, duration_ms = o.duration_ms, "replication"
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! ECR control-plane calls on target repositories: does it exist, create it
+//! with the rule's settings, delete an image or a tag.
+
+use aws_sdk_ecr::types::{
+    EncryptionConfiguration, EncryptionType, ImageIdentifier, ImageScanningConfiguration,
+    ImageTagMutability,
+};
+use ecr_bridge::mapping::{Encryption, RepositorySettings, TagMutability};
+
+use crate::error::AwsError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepositoryState {
+    Existed,
+    Created,
+}
+
+/// Whether `name` exists in the client's account and region.
+pub async fn repository_exists(ecr: &aws_sdk_ecr::Client, name: &str) -> Result<bool, AwsError> {
+    match ecr
+        .describe_repositories()
+        .repository_names(name)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(!out.repositories().is_empty()),
+        Err(e) => {
+            let e = AwsError::from_sdk("ecr:DescribeRepositories", e);
+            if e.has_code("RepositoryNotFoundException") {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Creates `name` with `settings`. Another invocation creating it first is
+/// not an error: the repository exists either way.
+pub async fn create_repository(
+    ecr: &aws_sdk_ecr::Client,
+    name: &str,
+    settings: &RepositorySettings,
+) -> Result<RepositoryState, AwsError> {
+    let mutability = match settings.tag_mutability {
+        TagMutability::Mutable => ImageTagMutability::Mutable,
+        TagMutability::Immutable => ImageTagMutability::Immutable,
+    };
+    let encryption = match &settings.encryption {
+        Encryption::Aes256 => EncryptionConfiguration::builder()
+            .encryption_type(EncryptionType::Aes256)
+            .build(),
+        Encryption::Kms { key } => EncryptionConfiguration::builder()
+            .encryption_type(EncryptionType::Kms)
+            .set_kms_key(key.clone())
+            .build(),
+    }
+    .map_err(|e| AwsError::permanent("ecr:CreateRepository", e.to_string()))?;
+    let result = ecr
+        .create_repository()
+        .repository_name(name)
+        .image_tag_mutability(mutability)
+        .image_scanning_configuration(
+            ImageScanningConfiguration::builder()
+                .scan_on_push(settings.scan_on_push)
+                .build(),
+        )
+        .encryption_configuration(encryption)
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(RepositoryState::Created),
+        Err(e) => {
+            let e = AwsError::from_sdk("ecr:CreateRepository", e);
+            if e.has_code("RepositoryAlreadyExistsException") {
+                Ok(RepositoryState::Existed)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// What a delete names: a tag (ECR removes the tag, and the image with its
+/// last tag) or a digest (the image and all its tags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageId {
+    Tag(String),
+    Digest(String),
+}
+
+/// Deletes an image or tag. Already gone (or no repository) counts as done:
+/// deletes are propagated at least once and must be idempotent.
+pub async fn delete_image(
+    ecr: &aws_sdk_ecr::Client,
+    repository: &str,
+    id: &ImageId,
+) -> Result<bool, AwsError> {
+    let ident = match id {
+        ImageId::Tag(t) => ImageIdentifier::builder().image_tag(t).build(),
+        ImageId::Digest(d) => ImageIdentifier::builder().image_digest(d).build(),
+    };
+    match ecr
+        .batch_delete_image()
+        .repository_name(repository)
+        .image_ids(ident)
+        .send()
+        .await
+    {
+        Ok(out) => {
+            let failure = out.failures().first();
+            match failure {
+                None => Ok(true),
+                Some(f) => {
+                    let code = f
+                        .failure_code()
+                        .map(|c| c.as_str().to_string())
+                        .unwrap_or_default();
+                    if code == "ImageNotFound" || code == "ImageTagDoesNotMatchDigest" {
+                        Ok(false)
+                    } else {
+                        Err(AwsError {
+                            operation: "ecr:BatchDeleteImage",
+                            message: f.failure_reason().unwrap_or("failed").to_string(),
+                            retryable: false,
+                            code: Some(code),
+                        })
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            let e = AwsError::from_sdk("ecr:BatchDeleteImage", e);
+            if e.has_code("RepositoryNotFoundException") {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The replicator's configuration, read from the environment once at
+//! start-up. Every problem names its variable.
+
+use std::time::Duration;
+
+use ecr_bridge::copy::CopyOptions;
+use ecr_bridge::mapping::MappingConfig;
+use ecr_bridge::registry::{RetryPolicy, Timeouts};
+use ecr_bridge_aws::env::{self, EnvError, Vars};
+use ecr_bridge_aws::mapping_store::{MappingSource, MappingStore};
+use ecr_bridge_aws::registries::{EcrRegistries, RegistryEndpoints};
+use ecr_bridge_aws::replicator::{Replicator, SourceRole};
+
+/// Where the mapping config lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MappingOrigin {
+    /// `MAPPING_PARAMETER`: an SSM parameter name (String or SecureString).
+    Parameter(String),
+    /// `MAPPING_JSON`: the document itself (local runs, tests).
+    Inline(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mapping: MappingOrigin,
+    pub mapping_ttl: Duration,
+    pub endpoints: RegistryEndpoints,
+    pub source_role: SourceRole,
+    pub blob_concurrency: usize,
+    pub max_attempts: u32,
+    pub session_name: String,
+    pub metrics_namespace: String,
+}
+
+impl Config {
+    pub fn from_env(vars: &dyn Vars) -> Result<Config, EnvError> {
+        let mapping = match (
+            env::optional(vars, "MAPPING_PARAMETER"),
+            env::optional(vars, "MAPPING_JSON"),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(EnvError::new(
+                    "MAPPING_JSON",
+                    "set either MAPPING_PARAMETER or MAPPING_JSON, not both",
+                ))
+            }
+            (None, None) => return Err(EnvError::new(
+                "MAPPING_PARAMETER",
+                "not set: name the SSM parameter holding the mapping config (or give MAPPING_JSON)",
+            )),
+            (Some(name), None) => MappingOrigin::Parameter(name),
+            (None, Some(json)) => {
+                // Inline config is checked now: a typo fails the deployment, not the first push.
+                MappingConfig::from_json(&json)
+                    .map_err(|e| EnvError::new("MAPPING_JSON", e.to_string()))?;
+                MappingOrigin::Inline(json)
+            }
+        };
+        let endpoints = match env::optional(vars, "REGISTRY_ENDPOINTS") {
+            Some(spec) => RegistryEndpoints::parse(&spec)
+                .map_err(|e| EnvError::new("REGISTRY_ENDPOINTS", e))?,
+            None => RegistryEndpoints::default(),
+        };
+        let role_arn = env::role_arn(vars, "SOURCE_ROLE_ARN")?;
+        let external_id = env::external_id(
+            vars,
+            "SOURCE_ROLE_EXTERNAL_ID",
+            "SOURCE_ROLE_ARN",
+            &role_arn,
+        )?;
+        let session_name = env::optional(vars, "ROLE_SESSION_NAME")
+            .unwrap_or_else(|| "ecr-bridge-replicator".into());
+        if !(2..=64).contains(&session_name.len())
+            || !session_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b))
+        {
+            return Err(EnvError::new(
+                "ROLE_SESSION_NAME",
+                "must be 2-64 characters of letters, digits and _+=,.@-",
+            ));
+        }
+        Ok(Config {
+            mapping,
+            mapping_ttl: Duration::from_secs(env::number(
+                vars,
+                "MAPPING_TTL_SECONDS",
+                60u64,
+                0,
+                86_400,
+            )?),
+            endpoints,
+            source_role: SourceRole {
+                role_arn,
+                external_id,
+            },
+            blob_concurrency: env::number(
+                vars,
+                "BLOB_CONCURRENCY",
+                CopyOptions::default().blob_concurrency,
+                1,
+                64,
+            )?,
+            max_attempts: env::number(
+                vars,
+                "MAX_ATTEMPTS",
+                RetryPolicy::default().max_attempts,
+                1,
+                20,
+            )?,
+            session_name,
+            metrics_namespace: env::optional(vars, "METRICS_NAMESPACE")
+                .unwrap_or_else(|| "ecr-bridge".into()),
+        })
+    }
+
+    /// Builds the replicator with the default AWS configuration (the Lambda
+    /// role's credentials; `AWS_ENDPOINT_URL` for local stand-ins).
+    pub async fn build(&self) -> Result<Replicator, lambda_runtime::Error> {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        self.build_with(sdk)
+    }
+
+    pub fn build_with(
+        &self,
+        sdk: aws_config::SdkConfig,
+    ) -> Result<Replicator, lambda_runtime::Error> {
+        let source = match &self.mapping {
+            MappingOrigin::Inline(json) => MappingSource::Inline(json.clone()),
+            MappingOrigin::Parameter(name) => MappingSource::Parameter {
+                ssm: aws_sdk_ssm::Client::new(&sdk),
+                name: name.clone(),
+            },
+        };
+        let retry = RetryPolicy {
+            max_attempts: self.max_attempts,
+            ..RetryPolicy::default()
+        };
+        let registries = EcrRegistries::new(
+            sdk,
+            self.endpoints.clone(),
+            retry,
+            Timeouts::default(),
+            &self.session_name,
+        )?;
+        Ok(Replicator::new(
+            MappingStore::new(source, self.mapping_ttl),
+            registries,
+            CopyOptions {
+                blob_concurrency: self.blob_concurrency,
+                ..CopyOptions::default()
+            },
+            self.source_role.clone(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn given_only_a_parameter_name_when_read_then_defaults_apply() {
+        let c = Config::from_env(&vars(&[("MAPPING_PARAMETER", "/ecr-bridge/mapping")])).unwrap();
+        assert_eq!(
+            c.mapping,
+            MappingOrigin::Parameter("/ecr-bridge/mapping".into())
+        );
+        assert_eq!(c.mapping_ttl, Duration::from_secs(60));
+        assert_eq!(c.blob_concurrency, 6);
+        assert_eq!(c.session_name, "ecr-bridge-replicator");
+        assert!(c.endpoints.is_empty());
+    }
+
+    #[test]
+    fn given_no_mapping_or_both_when_read_then_the_error_names_the_variable() {
+        let e = Config::from_env(&vars(&[])).unwrap_err();
+        assert_eq!(e.variable, "MAPPING_PARAMETER");
+        let e = Config::from_env(&vars(&[("MAPPING_PARAMETER", "p"), ("MAPPING_JSON", "{}")]))
+            .unwrap_err();
+        assert_eq!(e.variable, "MAPPING_JSON");
+    }
+
+    #[test]
+    fn given_invalid_inline_mapping_when_read_then_start_up_fails_naming_the_field() {
+        let json = r#"{"rules":[{"match":{"exact":"a"},"destinations":[{"account":"123","region":"us-east-1"}]}]}"#;
+        let e = Config::from_env(&vars(&[("MAPPING_JSON", json)])).unwrap_err();
+        assert_eq!(e.variable, "MAPPING_JSON");
+        assert!(
+            e.problem.contains("rules[0].destinations[0].account"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn given_bad_values_when_read_then_each_names_its_variable() {
+        let base = ("MAPPING_PARAMETER", "p");
+        for (var, value) in [
+            ("MAPPING_TTL_SECONDS", "-1"),
+            ("BLOB_CONCURRENCY", "0"),
+            ("MAX_ATTEMPTS", "many"),
+            ("SOURCE_ROLE_ARN", "not-an-arn"),
+            (
+                "REGISTRY_ENDPOINTS",
+                "x.dkr.ecr.us-east-1.amazonaws.com=http://192.168.1.10:5000",
+            ),
+            ("ROLE_SESSION_NAME", "has spaces"),
+            ("SOURCE_ROLE_EXTERNAL_ID", "needs-a-role"),
+        ] {
+            let e = Config::from_env(&vars(&[base, (var, value)])).unwrap_err();
+            assert_eq!(e.variable, var, "{e}");
+        }
+    }
+}

@@ -1,0 +1,892 @@
+//! The image replicator function, end to end: moto for the AWS APIs (ECR
+//! control plane, STS, SSM), one docker-registry per account for the
+//! registry API, skopeo as the oracle. Events are the samples in `events/`,
+//! with the digest of the image each test pushed.
+
+mod common;
+
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use common::{blob_puts, push_image};
+use ecr_bridge_aws::replicator::Replicator;
+use image_replicator::config::Config;
+use image_replicator::handler::{self, HandlerError};
+use rig::{
+    assert_same_image, skopeo_digest, skopeo_inspect_raw, ImageSpec, Moto, Platform, Registry,
+};
+use serde_json::{json, Value};
+
+const SOURCE: &str = rig::DEFAULT_ACCOUNT; // moto's account for plain credentials
+const TARGET: &str = "222222222222";
+const OTHER: &str = "333333333333";
+const REGION: &str = "us-east-1";
+
+fn role(account: &str) -> String {
+    format!("arn:aws:iam::{account}:role/ecr-bridge-push")
+}
+
+/// moto plus a registry per account, wired together as in AWS.
+struct Stage {
+    moto: Moto,
+    source: Registry,
+    target: Registry,
+    other: Registry,
+}
+
+impl Stage {
+    fn new() -> Stage {
+        Stage {
+            moto: Moto::start(),
+            source: Registry::start(SOURCE),
+            target: Registry::start(TARGET),
+            other: Registry::start(OTHER),
+        }
+    }
+
+    fn endpoints(&self) -> String {
+        [&self.source, &self.target, &self.other]
+            .iter()
+            .map(|r| format!("{}.dkr.ecr.{REGION}.amazonaws.com={}", r.account(), r.url()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    async fn sdk(&self) -> SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .endpoint_url(self.moto.url())
+            .region(Region::new(REGION))
+            .credentials_provider(Credentials::new(
+                "AKIDTESTONLY",
+                "test-secret-key",
+                None,
+                None,
+                "test",
+            ))
+            .load()
+            .await
+    }
+
+    /// An ECR client acting in `account`, as the target role would.
+    async fn ecr_in(&self, account: &str) -> aws_sdk_ecr::Client {
+        let sdk = self.sdk().await;
+        let provider = aws_config::sts::AssumeRoleProvider::builder(role(account))
+            .session_name("test-oracle")
+            .configure(&sdk)
+            .build()
+            .await;
+        let conf = sdk
+            .to_builder()
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+            )
+            .build();
+        aws_sdk_ecr::Client::new(&conf)
+    }
+
+    async fn replicator_with_env(&self, extra: &[(&str, &str)]) -> (Replicator, Config) {
+        let mut vars: std::collections::HashMap<String, String> = [
+            ("REGISTRY_ENDPOINTS".to_string(), self.endpoints()),
+            ("MAX_ATTEMPTS".into(), "2".into()),
+        ]
+        .into();
+        for (k, v) in extra {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        let config = Config::from_env(&vars).expect("config");
+        let replicator = config.build_with(self.sdk().await).expect("replicator");
+        (replicator, config)
+    }
+
+    async fn replicator(&self, mapping: &Value) -> (Replicator, Config) {
+        self.replicator_with_env(&[("MAPPING_JSON", &mapping.to_string())])
+            .await
+    }
+}
+
+/// A sample event from `events/`, pointed at a pushed image.
+fn event(file: &str, repository: &str, digest: &str, tag: Option<&str>) -> Value {
+    let path = format!("{}/../events/{file}", env!("CARGO_MANIFEST_DIR"));
+    let mut e: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("sample event")).expect("json");
+    e["detail"]["repository-name"] = json!(repository);
+    e["detail"]["image-digest"] = json!(digest);
+    match tag {
+        Some(t) => e["detail"]["image-tag"] = json!(t),
+        None => {
+            e["detail"].as_object_mut().unwrap().remove("image-tag");
+        }
+    }
+    e
+}
+
+fn kuali_mapping() -> Value {
+    let dest = |repo: &str| json!([{"account": TARGET, "region": REGION, "role_arn": role(TARGET), "external_id": "kuali-sync", "repository": repo}]);
+    json!({"version": 1, "rules": [
+        {"name": "kuali-coeus", "match": {"exact": "kuali-coeus"}, "destinations": dest("coeus"),
+         "create_repository": {"tag_mutability": "IMMUTABLE", "scan_on_push": true, "encryption": {"type": "KMS"}}},
+        {"name": "kuali-coeus-feature", "match": {"exact": "kuali-coeus-feature"}, "destinations": dest("coeus-feature"),
+         "create_repository": true}
+    ]})
+}
+
+async fn invoke(r: &Replicator, c: &Config, e: Value) -> Result<Value, HandlerError> {
+    handler::handle(r, c, e).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_the_kuali_mapping_when_an_image_is_pushed_then_it_lands_renamed_in_the_other_account_through_the_role(
+) {
+    let stage = Stage::new();
+    let image = push_image(
+        &stage.source,
+        &ImageSpec::single(&[200_000, 50_000]),
+        "kuali-coeus",
+        "2501.0001",
+    );
+    let (r, c) = stage.replicator(&kuali_mapping()).await;
+
+    let out = invoke(
+        &r,
+        &c,
+        event(
+            "image-push-tagged.json",
+            "kuali-coeus",
+            &image.layout.digest,
+            Some("2501.0001"),
+        ),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(out["result"], "done", "{out}");
+    assert_eq!(out["destinations"][0]["outcome"], "replicated");
+    assert_same_image(
+        &stage.source,
+        "kuali-coeus:2501.0001",
+        &stage.target,
+        "coeus:2501.0001",
+    );
+    // The repository was created in the target account with the rule's settings.
+    let ecr = stage.ecr_in(TARGET).await;
+    let repos = ecr
+        .describe_repositories()
+        .repository_names("coeus")
+        .send()
+        .await
+        .unwrap();
+    let repo = &repos.repositories()[0];
+    assert_eq!(repo.image_tag_mutability().unwrap().as_str(), "IMMUTABLE");
+    assert!(repo.image_scanning_configuration().unwrap().scan_on_push());
+    assert_eq!(
+        repo.encryption_configuration()
+            .unwrap()
+            .encryption_type()
+            .as_str(),
+        "KMS"
+    );
+    assert_eq!(repo.registry_id(), Some(TARGET));
+    // Nothing was created in the source account.
+    let own = aws_sdk_ecr::Client::new(&stage.sdk().await);
+    assert!(own
+        .describe_repositories()
+        .send()
+        .await
+        .unwrap()
+        .repositories()
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_a_prefix_rule_when_pushed_then_the_prefix_is_replaced() {
+    let stage = Stage::new();
+    let image = push_image(
+        &stage.source,
+        &ImageSpec::single(&[30_000]),
+        "kuali-coeus-feature",
+        "f1",
+    );
+    let mapping = json!({"rules": [{"match": {"prefix": "kuali-"}, "create_repository": true,
+        "destinations": [{"account": TARGET, "region": REGION, "role_arn": role(TARGET), "repository": "legacy/{suffix}"}]}]});
+    let (r, c) = stage.replicator(&mapping).await;
+
+    invoke(
+        &r,
+        &c,
+        event(
+            "image-push-tagged.json",
+            "kuali-coeus-feature",
+            &image.layout.digest,
+            Some("f1"),
+        ),
+    )
+    .await
+    .unwrap();
+
+    assert_same_image(
+        &stage.source,
+        "kuali-coeus-feature:f1",
+        &stage.target,
+        "legacy/coeus-feature:f1",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_a_regex_rule_when_pushed_then_capture_groups_build_the_target_name() {
+    let stage = Stage::new();
+    let image = push_image(
+        &stage.source,
+        &ImageSpec::single(&[30_000]),
+        "team-blue/api",
+        "v3",
+    );
+    let mapping = json!({"rules": [{"match": {"regex": "team-(?P<team>[a-z]+)/(.+)"}, "create_repository": true,
+        "destinations": [{"account": TARGET, "region": REGION, "role_arn": role(TARGET), "repository": "mirror/{team}/{2}"}]}]});
+    let (r, c) = stage.replicator(&mapping).await;
+
+    invoke(
+        &r,
+        &c,
+        event(
+            "image-push-tagged.json",
+            "team-blue/api",
+            &image.layout.digest,
+            Some("v3"),
+        ),
+    )
+    .await
+    .unwrap();
+
+    assert_same_image(
+        &stage.source,
+        "team-blue/api:v3",
+        &stage.target,
+        "mirror/blue/api:v3",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_a_tag_filter_that_excludes_the_tag_when_pushed_then_nothing_is_copied() {
+    let stage = Stage::new();
+    let image = push_image(
+        &stage.source,
+        &ImageSpec::single(&[30_000]),
+        "kuali-coeus",
+        "wip-dirty",
+    );
+    let mut mapping = kuali_mapping();
+    mapping["rules"][0]["tags"] = json!({"include": ["*"], "exclude": ["*-dirty"]});
+    let (r, c) = stage.replicator(&mapping).await;
+    let mark = stage.target.request_mark();
+
+    let out = invoke(
+        &r,
+        &c,
+        event(
+            "image-push-tagged.json",
+            "kuali-coeus",
+            &image.layout.digest,
+            Some("wip-dirty"),
+        ),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(out["result"], "filtered", "{out}");
+    assert!(
+        stage.target.requests_since(mark).is_empty(),
+        "the target registry must not be touched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_a_multi_arch_push_as_untagged_children_and_a_tagged_index_in_any_order_then_the_target_ends_identical(
+) {
+    let stage = Stage::new();
+    let platforms = [
+        Platform::new("linux", "amd64"),
+        Platform::new("linux", "arm64"),
+    ];
+    let image = push_image(
+        &stage.source,
+        &ImageSpec::multi_arch(&platforms, &[60_000, 20_000], 1),
+        "kuali-coeus",
+        "multi",
+    );
+    let (r, c) = stage.replicator(&kuali_mapping()).await;
+    let children: Vec<String> = image.layout.manifests[1..]
+        .iter()
+        .map(|(d, _)| d.clone())
+        .collect();
+
+    // The index event first, then the children, one of them twice.
+    invoke(
+        &r,
+        &c,
+        event(
+            "image-push-tagged.json",
+            "kuali-coeus",
+            &image.layout.digest,
+            Some("multi"),
+        ),
+    )
+    .await
+    .unwrap();
+    for child in children.iter().chain(children.iter().take(1)) {
+        let out = invoke(
+            &r,
+            &c,
+            event("image-push-untagged.json", "kuali-coeus", child, None),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out["destinations"][0]["outcome"], "up_to_date", "{out}");
+    }
+
+    assert_same_image(
+        &stage.source,
+        "kuali-coeus:multi",
+        &stage.target,
+        "coeus:multi",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_children_events_before_the_index_event_when_replicated_then_the_index_completes_the_image(
+) {
+    let stage = Stage::new();
+    let platforms = [
+        Platform::new("linux", "amd64"),
+        Platform::new("linux", "arm64"),
+    ];
+    let image = push_image(
+        &stage.source,
+        &ImageSpec::multi_arch(&platforms, &[60_000, 20_000], 1),
+        "kuali-coeus",
+        "multi",
+    );
+    let (r, c) = stage.replicator(&kuali_mapping()).await;
+
+    for (child, _) in &image.layout.manifests[1..] {
+        invoke(
+            &r,
+            &c,
+            event("image-push-untagged.json", "kuali-coeus", child, None),
+        )
+        .await
+        .unwrap();
+    }
+    let out = invoke(
+        &r,
+        &c,
+        event(
+            "image-push-tagged.json",
+            "kuali-coeus",
+            &image.layout.digest,
+            Some("multi"),
+        ),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(
+        out["destinations"][0]["report"]["manifests_skipped"], 2,
+        "children were already there: {out}"
+    );
+    assert_same_image(
+        &stage.source,
+        "kuali-coeus:multi",
+        &stage.target,
+        "coeus:multi",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_a_duplicate_event_when_replicated_again_then_no_blob_moves() {
+    let stage = Stage::new();
+    let image = push_image(
+        &stage.source,
+        &ImageSpec::single(&[100_000, 100_000]),
+        "kuali-coeus",
+        "2501.0001",
+    );
+    let (r, c) = stage.replicator(&kuali_mapping()).await;
+    let e = event(
+        "image-push-tagged.json",
+        "kuali-coeus",
+        &image.layout.digest,
+        Some("2501.0001"),
+    );
+    invoke(&r, &c, e.clone()).await.unwrap();
+    let mark = stage.target.request_mark();
+
+    let again = invoke(&r, &c, e).await.unwrap();
+
+    assert_eq!(again["destinations"][0]["outcome"], "up_to_date", "{again}");
+    let received = stage.target.requests_since(mark);
+    assert_eq!(blob_puts(&received), 0);
+    assert!(received.iter().all(|r| r.method == "HEAD"), "{received:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_an_out_of_order_push_event_when_the_source_tag_moved_on_then_the_target_tag_is_not_moved_back(
+) {
+    let stage = Stage::new();
+    let old = push_image(
+        &stage.source,
+        &ImageSpec::single(&[10_000]).with_seed(1),
+        "kuali-coeus-feature",
+        "latest",
+    );
+    let new = push_image(
+        &stage.source,
+        &ImageSpec::single(&[10_000]).with_seed(2),
+        "kuali-coeus-feature",
+        "latest",
+    );
+    let (r, c) = stage.replicator(&kuali_mapping()).await;
+
+    invoke(
+        &r,
+        &c,
+        event(
+            "image-push-tagged.json",
+            "kuali-coeus-feature",
+            &new.layout.digest,
+            Some("latest"),
+        ),
+    )
+    .await
+    .unwrap();
+    invoke(
+        &r,
+        &c,
+        event(
+            "image-push-tagged.json",
+            "kuali-coeus-feature",
+            &old.layout.digest,
+            Some("latest"),
+        ),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(
+        skopeo_digest(&stage.target, "coeus-feature:latest").unwrap(),
+        new.layout.digest
+    );
+    // The late event's content is still copied, by digest.
+    assert!(skopeo_inspect_raw(
+        &stage.target,
+        &format!("coeus-feature@{}", old.layout.digest)
+    )
+    .is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_delete_propagation_on_and_off_when_a_tag_is_deleted_then_only_the_propagating_rule_deletes(
+) {
+    let stage = Stage::new();
+    let a = push_image(
+        &stage.source,
+        &ImageSpec::single(&[10_000]).with_seed(1),
+        "kuali-coeus",
+        "old",
+    );
+    let b = push_image(
+        &stage.source,
+        &ImageSpec::single(&[10_000]).with_seed(2),
+        "kuali-coeus-feature",
+        "old",
+    );
+    let mut mapping = kuali_mapping();
+    mapping["rules"][0]["propagate_deletes"] = json!(true);
+    let (r, c) = stage.replicator(&mapping).await;
+    invoke(
+        &r,
+        &c,
+        event(
+            "image-push-tagged.json",
+            "kuali-coeus",
+            &a.layout.digest,
+            Some("old"),
+        ),
+    )
+    .await
+    .unwrap();
+    invoke(
+        &r,
+        &c,
+        event(
+            "image-push-tagged.json",
+            "kuali-coeus-feature",
+            &b.layout.digest,
+            Some("old"),
+        ),
+    )
+    .await
+    .unwrap();
+    // The images exist in the target's control plane (moto) as ECR would list them.
+    let ecr = stage.ecr_in(TARGET).await;
+    for (repo, image) in [("coeus", &a), ("coeus-feature", &b)] {
+        put_image_record(&ecr, repo, "old", &image.layout).await;
+    }
+
+    let on = invoke(
+        &r,
+        &c,
+        event(
+            "image-delete.json",
+            "kuali-coeus",
+            &a.layout.digest,
+            Some("old"),
+        ),
+    )
+    .await
+    .unwrap();
+    let off = invoke(
+        &r,
+        &c,
+        event(
+            "image-delete.json",
+            "kuali-coeus-feature",
+            &b.layout.digest,
+            Some("old"),
+        ),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(on["destinations"][0]["outcome"], "deleted", "{on}");
+    assert_eq!(off["result"], "delete_not_propagated", "{off}");
+    assert!(list_tags(&ecr, "coeus").await.is_empty());
+    assert_eq!(list_tags(&ecr, "coeus-feature").await, ["old"]);
+    // Deleting again is harmless.
+    let again = invoke(
+        &r,
+        &c,
+        event(
+            "image-delete.json",
+            "kuali-coeus",
+            &a.layout.digest,
+            Some("old"),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        again["destinations"][0]["outcome"], "already_deleted",
+        "{again}"
+    );
+}
+
+/// moto keeps ECR images in its own store, apart from the docker-registry
+/// holding the bytes; deletes go through the control plane, so the test
+/// records the image there the way ECR would have on push.
+async fn put_image_record(ecr: &aws_sdk_ecr::Client, repo: &str, tag: &str, layout: &rig::Layout) {
+    let manifest = String::from_utf8(layout.manifest_bytes()).unwrap();
+    ecr.put_image()
+        .repository_name(repo)
+        .image_manifest(manifest)
+        .image_manifest_media_type(&layout.media_type)
+        .image_tag(tag)
+        .send()
+        .await
+        .expect("put_image in moto");
+}
+
+async fn list_tags(ecr: &aws_sdk_ecr::Client, repo: &str) -> Vec<String> {
+    let out = ecr
+        .describe_images()
+        .repository_name(repo)
+        .send()
+        .await
+        .unwrap();
+    out.image_details()
+        .iter()
+        .flat_map(|d| d.image_tags().iter().cloned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_a_rule_with_two_destinations_when_pushed_then_both_accounts_get_the_image() {
+    let stage = Stage::new();
+    let image = push_image(
+        &stage.source,
+        &ImageSpec::single(&[40_000]),
+        "kuali-coeus",
+        "v1",
+    );
+    let mapping = json!({"rules": [{"match": {"exact": "kuali-coeus"}, "create_repository": true, "destinations": [
+        {"account": TARGET, "region": REGION, "role_arn": role(TARGET), "repository": "coeus"},
+        {"account": OTHER, "region": REGION, "role_arn": role(OTHER), "external_id": "other-side", "repository": "backup/coeus"}
+    ]}]});
+    let (r, c) = stage.replicator(&mapping).await;
+
+    let out = invoke(
+        &r,
+        &c,
+        event(
+            "image-push-tagged.json",
+            "kuali-coeus",
+            &image.layout.digest,
+            Some("v1"),
+        ),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(out["destinations"].as_array().unwrap().len(), 2);
+    assert_same_image(&stage.source, "kuali-coeus:v1", &stage.target, "coeus:v1");
+    assert_same_image(
+        &stage.source,
+        "kuali-coeus:v1",
+        &stage.other,
+        "backup/coeus:v1",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_a_missing_target_repository_and_no_create_when_pushed_then_a_clear_permanent_error()
+{
+    let stage = Stage::new();
+    let image = push_image(
+        &stage.source,
+        &ImageSpec::single(&[10_000]),
+        "kuali-coeus",
+        "v1",
+    );
+    let mut mapping = kuali_mapping();
+    mapping["rules"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("create_repository");
+    let (r, c) = stage.replicator(&mapping).await;
+    let mark = stage.target.request_mark();
+
+    let err = invoke(
+        &r,
+        &c,
+        event(
+            "image-push-tagged.json",
+            "kuali-coeus",
+            &image.layout.digest,
+            Some("v1"),
+        ),
+    )
+    .await
+    .unwrap_err();
+
+    assert!(!err.is_retryable());
+    let text = err.to_string();
+    assert!(
+        text.starts_with("permanent:") && text.contains("coeus") && text.contains("does not exist"),
+        "{text}"
+    );
+    assert_eq!(blob_puts(&stage.target.requests_since(mark)), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_the_mapping_in_ssm_when_invalid_then_the_invocation_fails_naming_the_field_and_when_fixed_it_replicates(
+) {
+    let stage = Stage::new();
+    let image = push_image(
+        &stage.source,
+        &ImageSpec::single(&[10_000]),
+        "kuali-coeus",
+        "v1",
+    );
+    let ssm = aws_sdk_ssm::Client::new(&stage.sdk().await);
+    let mut bad = kuali_mapping();
+    bad["rules"][0]["destinations"][0]["account"] = json!("2222");
+    ssm.put_parameter()
+        .name("/ecr-bridge/mapping")
+        .value(bad.to_string())
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .send()
+        .await
+        .unwrap();
+    let (r, c) = stage
+        .replicator_with_env(&[
+            ("MAPPING_PARAMETER", "/ecr-bridge/mapping"),
+            ("MAPPING_TTL_SECONDS", "0"),
+        ])
+        .await;
+    let e = event(
+        "image-push-tagged.json",
+        "kuali-coeus",
+        &image.layout.digest,
+        Some("v1"),
+    );
+
+    let err = invoke(&r, &c, e.clone()).await.unwrap_err();
+    assert!(
+        err.to_string().contains("rules[0].destinations[0].account"),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+
+    ssm.put_parameter()
+        .name("/ecr-bridge/mapping")
+        .value(kuali_mapping().to_string())
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+    invoke(&r, &c, e).await.unwrap();
+    assert_same_image(&stage.source, "kuali-coeus:v1", &stage.target, "coeus:v1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_a_failed_push_or_another_ecr_detail_type_or_an_unmapped_repository_then_ignored_without_error(
+) {
+    let stage = Stage::new();
+    let (r, c) = stage.replicator(&kuali_mapping()).await;
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let mark = stage.target.request_mark();
+
+    let failure = invoke(
+        &r,
+        &c,
+        serde_json::from_str(
+            &std::fs::read_to_string(format!(
+                "{}/../events/image-push-failure.json",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap(),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let scan = invoke(
+        &r,
+        &c,
+        serde_json::from_str(
+            &std::fs::read_to_string(format!(
+                "{}/../events/image-scan.json",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap(),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let unmapped = invoke(
+        &r,
+        &c,
+        event(
+            "image-push-tagged.json",
+            "somebody-else",
+            &digest,
+            Some("v1"),
+        ),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(failure["result"], "ignored");
+    assert_eq!(scan["result"], "ignored");
+    assert_eq!(unmapped["result"], "no_rule");
+    assert!(stage.target.requests_since(mark).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_a_malformed_event_when_invoked_then_a_permanent_error_naming_the_field() {
+    let stage = Stage::new();
+    let (r, c) = stage.replicator(&kuali_mapping()).await;
+    let mut e = event(
+        "image-push-tagged.json",
+        "kuali-coeus",
+        "sha256:123",
+        Some("v1"),
+    );
+
+    let err = invoke(&r, &c, e.clone()).await.unwrap_err();
+    assert!(matches!(err, HandlerError::InvalidEvent(_)));
+    assert!(err.to_string().contains("detail.image-digest"), "{err}");
+
+    e["detail"]["image-digest"] = json!(format!("sha256:{}", "ab".repeat(32)));
+    e["account"] = json!(42);
+    let err = invoke(&r, &c, e).await.unwrap_err();
+    assert!(err.to_string().starts_with("permanent:"), "{err}");
+}
+
+/// Keeps every log line the process writes, for the no-secrets check.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_debug_logging_when_replicating_across_accounts_then_no_credential_or_token_appears_in_the_logs(
+) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    // nextest runs each test in its own process: a global subscriber sees every thread.
+    // The functions' own filter, asked for everything (RUST_LOG=trace).
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(ecr_bridge_aws::logging::filter("trace"))
+        .with_writer(move || writer.clone())
+        .init();
+    let stage = Stage::new();
+    let image = push_image(
+        &stage.source,
+        &ImageSpec::single(&[20_000]),
+        "kuali-coeus",
+        "v1",
+    );
+    let (r, c) = stage.replicator(&kuali_mapping()).await;
+
+    invoke(
+        &r,
+        &c,
+        event(
+            "image-push-tagged.json",
+            "kuali-coeus",
+            &image.layout.digest,
+            Some("v1"),
+        ),
+    )
+    .await
+    .unwrap();
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("replication"), "the outcome line is logged");
+    assert!(
+        logs.contains("registry request"),
+        "requests are traced at debug"
+    );
+    let secrets = [
+        stage.source.password(),
+        stage.target.password(),
+        "test-secret-key".to_string(),
+        // base64 of "AWS:<password>", the registry Authorization header's payload
+        stage
+            .target
+            .auth_header()
+            .trim_start_matches("Basic ")
+            .to_string(),
+        "FQoGZXIvYXdzE".to_string(), // moto's session-token prefix
+    ];
+    for s in secrets {
+        if let Some(i) = logs.find(&s) {
+            let start = logs[..i].rfind('\n').map_or(0, |n| n + 1);
+            panic!(
+                "secret {s:?} leaked into the logs: {}",
+                &logs[start..(i + 200).min(logs.len())]
+            );
+        }
+    }
+}
