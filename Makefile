@@ -1,5 +1,6 @@
 # The two commands a newcomer needs:
-#   make test   - install what is missing, run every test against real registries
+#   make test   - install what is missing, run every test against real registries,
+#                 moto and the Lambda runtime emulator (cargo lambda watch/invoke)
 #   make bench  - ecr-bridge vs skopeo vs the registry's floor (prints a table)
 SHELL := /bin/bash
 NEXTEST_PROFILE ?= default
@@ -12,6 +13,7 @@ setup:
 test: setup
 	cargo build --workspace --all-targets
 	cargo nextest run --workspace --profile $(NEXTEST_PROFILE)
+	scripts/lambda-invoke.sh
 
 bench: setup
 	scripts/bench.sh

@@ -6,6 +6,7 @@
 #   - cargo-nextest (test runner) when missing
 #   - moto[server] (AWS API stand-in) in its own venv under
 #     $ECR_BRIDGE_TOOLS (default ~/.cache/ecr-bridge), kept between runs
+#   - cargo-lambda (brings zig for cross builds) in a venv of its own there
 set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -31,8 +32,14 @@ if [ ! -x "$TOOLS/venv/bin/moto_server" ]; then
     "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5.1,<6'
 fi
 
+if [ ! -x "$TOOLS/lambda-venv/bin/cargo-lambda" ]; then
+    log "python venv with cargo-lambda in $TOOLS/lambda-venv"
+    python3 -m venv "$TOOLS/lambda-venv"
+    "$TOOLS/lambda-venv/bin/pip" install -q --disable-pip-version-check 'cargo-lambda>=1.8,<2'
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
     log "cargo install cargo-nextest"
     cargo install --locked cargo-nextest
 fi
-log "ready: $(docker-registry --version 2>/dev/null | awk '{print $2, $3}'), $(skopeo --version), moto $("$TOOLS/venv/bin/python" -c 'import moto; print(moto.__version__)'), $(cargo nextest --version | head -1)"
+log "ready: $(docker-registry --version 2>/dev/null | awk '{print $2, $3}'), $(skopeo --version), moto $("$TOOLS/venv/bin/python" -c 'import moto; print(moto.__version__)'), $("$TOOLS/lambda-venv/bin/cargo-lambda" lambda --version), $(cargo nextest --version | head -1)"
