@@ -890,3 +890,94 @@ async fn given_debug_logging_when_replicating_across_accounts_then_no_credential
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_two_invocations_racing_to_create_the_same_new_repository_then_both_succeed() {
+    let stage = Stage::new();
+    let image = push_image(
+        &stage.source,
+        &ImageSpec::single(&[50_000]),
+        "kuali-coeus",
+        "v1",
+    );
+    // Two containers: separate caches, so both see the repository missing.
+    let (r1, c1) = stage.replicator(&kuali_mapping()).await;
+    let (r2, c2) = stage.replicator(&kuali_mapping()).await;
+    let e = event(
+        "image-push-tagged.json",
+        "kuali-coeus",
+        &image.layout.digest,
+        Some("v1"),
+    );
+
+    let (a, b) = tokio::join!(invoke(&r1, &c1, e.clone()), invoke(&r2, &c2, e));
+
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let created = [&a, &b]
+        .iter()
+        .filter(|o| o["destinations"][0]["created_repository"] == json!(true))
+        .count();
+    assert!(created <= 1, "at most one invocation created it: {a} {b}");
+    assert_same_image(&stage.source, "kuali-coeus:v1", &stage.target, "coeus:v1");
+    let ecr = stage.ecr_in(TARGET).await;
+    assert_eq!(
+        ecr.describe_repositories()
+            .send()
+            .await
+            .unwrap()
+            .repositories()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_the_target_registry_is_unreachable_when_pushed_then_a_transient_error_lets_lambda_retry(
+) {
+    let stage = Stage::new();
+    let image = push_image(
+        &stage.source,
+        &ImageSpec::single(&[10_000]),
+        "kuali-coeus",
+        "v1",
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoints = format!(
+        "{},{TARGET}.dkr.ecr.{REGION}.amazonaws.com=http://127.0.0.1:{closed}",
+        stage.endpoints()
+    );
+    let (r, c) = stage
+        .replicator_with_env(&[
+            ("MAPPING_JSON", &kuali_mapping().to_string()),
+            ("REGISTRY_ENDPOINTS", &endpoints),
+        ])
+        .await;
+
+    let started = std::time::Instant::now();
+    let err = invoke(
+        &r,
+        &c,
+        event(
+            "image-push-tagged.json",
+            "kuali-coeus",
+            &image.layout.digest,
+            Some("v1"),
+        ),
+    )
+    .await
+    .unwrap_err();
+
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().starts_with("transient:"), "{err}");
+    assert!(err.to_string().contains("cannot connect"), "{err}");
+    let diag: lambda_runtime::Diagnostic = err.into();
+    assert_eq!(diag.error_type, "TransientReplicationFailure");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "bounded by the retry budget"
+    );
+}
