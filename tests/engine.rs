@@ -505,3 +505,55 @@ fn given_the_cli_when_the_source_is_missing_or_creds_are_wrong_then_it_exits_non
     assert!(String::from_utf8_lossy(&malformed.stderr).contains("invalid image reference"));
     assert!(missing.stdout.is_empty() && wrong.stdout.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_a_cosign_signature_tag_when_copied_with_referrers_then_the_signature_follows_the_image(
+) {
+    let (src, dst) = (Registry::start(SRC_ACCOUNT), Registry::start(DST_ACCOUNT));
+    let image = push_image(&src, &ImageSpec::single(&[20_000]), "app", "v1");
+    // cosign stores a signature as an artifact tagged sha256-<hex>.sig in the same repository.
+    let sig_tag = format!(
+        "sha256-{}.sig",
+        image.layout.digest.trim_start_matches("sha256:")
+    );
+    let signature = push_image(&src, &ImageSpec::artifact().with_seed(9), "app", &sig_tag);
+    let copier = ecr_bridge::copy::ImageCopier::new(ecr_bridge::copy::CopyOptions {
+        copy_referrers: true,
+        ..Default::default()
+    });
+
+    let report = copier
+        .copy(
+            &at(&src, "app"),
+            &tag("v1"),
+            &at(&dst, "signed-app"),
+            &tags(&["v1"]),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(report.referrers_copied, 1);
+    assert_eq!(
+        skopeo_digest(&dst, &format!("signed-app:{sig_tag}")).unwrap(),
+        signature.layout.digest
+    );
+    assert_same_image(&src, "app:v1", &dst, "signed-app:v1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_referrers_off_when_copied_then_signature_tags_stay_behind() {
+    let (src, dst) = (Registry::start(SRC_ACCOUNT), Registry::start(DST_ACCOUNT));
+    let image = push_image(&src, &ImageSpec::single(&[20_000]), "app", "v1");
+    let sig_tag = format!(
+        "sha256-{}.sig",
+        image.layout.digest.trim_start_matches("sha256:")
+    );
+    push_image(&src, &ImageSpec::artifact().with_seed(9), "app", &sig_tag);
+
+    let report = copy(&at(&src, "app"), &tag("v1"), &at(&dst, "app"), &["v1"])
+        .await
+        .unwrap();
+
+    assert_eq!(report.referrers_copied, 0);
+    assert!(rig::skopeo_inspect_raw(&dst, &format!("app:{sig_tag}")).is_err());
+}
