@@ -1,14 +1,20 @@
 # The two commands a newcomer needs:
+#   make demo   - install what is missing, run the replicator locally against stand-ins
 #   make test   - install what is missing, run every test against real registries,
 #                 moto and the Lambda runtime emulator (cargo lambda watch/invoke)
+# and:
 #   make bench  - ecr-bridge vs skopeo vs the registry's floor (prints a table)
 SHELL := /bin/bash
 NEXTEST_PROFILE ?= default
 
-.PHONY: setup test bench lint fmt
+.PHONY: setup demo test bench lint fmt
 
 setup:
 	@scripts/setup.sh
+
+demo: setup
+	cargo build -q -p ecr-bridge-tests --bin rig
+	scripts/demo.sh
 
 test: setup
 	cargo build --workspace --all-targets

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The whole job, locally, in a few seconds: two "accounts" (a docker-registry
+# each), moto standing in for the AWS APIs, the replicator run by the Lambda
+# runtime emulator (cargo lambda watch) on the sample event from events/.
+#
+# Usage: make demo     (installs what is missing first)
+set -euo pipefail
+LOG_TAG=demo
+source "$(dirname "$0")/lib/stand-ins.sh"
+ensure_tools
+PY="$TOOLS/venv/bin/python"   # moto's venv has boto3, used here as the "aws" CLI
+
+say "Starting local stand-ins"
+start_moto
+start_registry 123456789012
+start_registry 222222222222
+SRC=$REG_HOST_123456789012
+DST=$REG_HOST_222222222222
+echo "  moto (ECR, STS, SSM, DynamoDB)     $MOTO_URL"
+echo "  registry of account 123456789012   http://$SRC   (the source)"
+echo "  registry of account 222222222222   http://$DST   (the target, reached through a role)"
+
+say "Pushing a multi-arch image to 123456789012: kuali-coeus:2501.0001"
+DIR="$WORK/img"
+"$RIG" build-image --out "$DIR" --tag 2501.0001 --layers 8M,2M,256K --platforms linux/amd64,linux/arm64 --shared 1 --seed 7 >"$DIR.json"
+DIGEST=$(json_get "$DIR.json" '["digest"]')
+skopeo copy --quiet --all --preserve-digests --dest-tls-verify=false --dest-creds "$REG_CREDS_123456789012" \
+    "oci:$DIR:2501.0001" "docker://$SRC/kuali-coeus:2501.0001"
+echo "  $DIGEST  ($(json_get "$DIR.json" '["total_blob_bytes"]') bytes in $(json_get "$DIR.json" '["blobs"].__len__()') blobs)"
+
+say "Storing the mapping in SSM: kuali-coeus -> coeus in account 222222222222"
+MAPPING='{"rules":[{"name":"kuali-coeus","match":{"exact":"kuali-coeus"},
+  "create_repository":{"tag_mutability":"IMMUTABLE","scan_on_push":true},
+  "destinations":[{"account":"222222222222","region":"us-east-1",
+    "role_arn":"arn:aws:iam::222222222222:role/ecr-bridge-push","external_id":"kuali-sync","repository":"coeus"}]}]}'
+AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo "$PY" - "$MOTO_URL" "$MAPPING" <<'EOF'
+import boto3, json, sys
+ssm = boto3.client("ssm", endpoint_url=sys.argv[1], region_name="us-east-1")
+ssm.put_parameter(Name="/ecr-bridge/mapping", Value=sys.argv[2], Type="String")
+print("  /ecr-bridge/mapping:", json.dumps(json.loads(sys.argv[2])["rules"][0]["match"]), "->", "coeus")
+EOF
+
+say "Starting the replicator under the Lambda runtime emulator (cargo lambda watch)"
+cat >"$WORK/function.env" <<EOF
+AWS_ENDPOINT_URL=$MOTO_URL
+AWS_ACCESS_KEY_ID=AKIDLOCAL
+AWS_SECRET_ACCESS_KEY=local-secret
+AWS_REGION=us-east-1
+MAPPING_PARAMETER=/ecr-bridge/mapping
+REGISTRY_ENDPOINTS='123456789012.dkr.ecr.us-east-1.amazonaws.com=http://$SRC,222222222222.dkr.ecr.us-east-1.amazonaws.com=http://$DST'
+RUST_LOG=info
+EOF
+start_watch "$WORK/function.env"
+
+say "Invoking it with events/image-push-tagged.json (pointed at the pushed digest)"
+sample_event image-push-tagged push.json "$DIGEST" 2501.0001
+OUT=$(invoke image-replicator push.json) || { tail -30 "$WORK/watch.log"; fail "invoke failed"; }
+OUT="$OUT" python3 - <<'EOF'
+import json, os
+d = json.loads(os.environ["OUT"])["destinations"][0]
+r = d["report"]
+print(f"  outcome {d['outcome']}: {d['account']}/{d['region']}/{d['repository']}, repository created: {d['created_repository']}")
+print(f"  {r['manifests_copied']} manifests, {r['blobs_uploaded']} blobs, {r['bytes_uploaded']} bytes in {r['duration_ms']} ms")
+EOF
+
+say "Checking the target with skopeo: coeus:2501.0001 in account 222222222222"
+GOT="sha256:$(skopeo inspect --raw --tls-verify=false --creds "$REG_CREDS_222222222222" "docker://$DST/coeus:2501.0001" | sha256sum | cut -d' ' -f1)"
+echo "  source kuali-coeus:2501.0001  $DIGEST"
+echo "  target coeus:2501.0001        $GOT"
+[ "$GOT" = "$DIGEST" ] || fail "digests differ"
+echo "  identical, byte for byte"
+AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo "$PY" - "$MOTO_URL" <<'EOF'
+import boto3, sys
+sts = boto3.client("sts", endpoint_url=sys.argv[1], region_name="us-east-1")
+c = sts.assume_role(RoleArn="arn:aws:iam::222222222222:role/ecr-bridge-push", RoleSessionName="demo")["Credentials"]
+ecr = boto3.client("ecr", endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id=c["AccessKeyId"],
+                   aws_secret_access_key=c["SecretAccessKey"], aws_session_token=c["SessionToken"])
+r = ecr.describe_repositories(repositoryNames=["coeus"])["repositories"][0]
+print(f"  repository {r['repositoryUri']}: tags {r['imageTagMutability']}, scan on push {r['imageScanningConfiguration']['scanOnPush']}")
+EOF
+
+say "Sending the same event again (EventBridge delivers at least once)"
+OUT=$(invoke image-replicator push.json)
+OUT="$OUT" python3 - <<'EOF'
+import json, os
+d = json.loads(os.environ["OUT"])["destinations"][0]
+print(f"  outcome {d['outcome']}: {d['report']['blobs_uploaded']} blobs moved")
+EOF
+
+say "Done; stopping the stand-ins"
