@@ -557,3 +557,47 @@ async fn given_referrers_off_when_copied_then_signature_tags_stay_behind() {
     assert_eq!(report.referrers_copied, 0);
     assert!(rig::skopeo_inspect_raw(&dst, &format!("app:{sig_tag}")).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_blob_downloads_redirected_to_an_s3_like_host_when_copied_then_credentials_never_reach_that_host(
+) {
+    let src = Registry::start_with(rig::RegistryOptions {
+        redirect_blobs: true,
+        ..rig::RegistryOptions::new(SRC_ACCOUNT)
+    });
+    let dst = Registry::start(DST_ACCOUNT);
+    let image = push_image(&src, &ImageSpec::single(&[300_000, 40_000]), "app", "v1");
+    let s3 = src.blob_host().expect("blob host");
+    // The stand-in refuses a request that carries Authorization, as S3 does.
+    let leaked = rig::http_request(
+        &s3.host(),
+        "GET",
+        "/anything",
+        &[("Authorization", &src.auth_header())],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(leaked.status, 400);
+
+    copy(&at(&src, "app"), &tag("v1"), &at(&dst, "app"), &["v1"])
+        .await
+        .unwrap();
+
+    assert_same_image(&src, "app:v1", &dst, "app:v1");
+    let downloads: Vec<_> = s3
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path != "/anything")
+        .collect();
+    assert_eq!(
+        downloads.len(),
+        image.layout.blobs.len(),
+        "every blob came through the redirect: {downloads:?}"
+    );
+    assert!(
+        downloads
+            .iter()
+            .all(|r| !r.had_authorization && r.status == 200),
+        "{downloads:?}"
+    );
+}

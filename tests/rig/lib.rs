@@ -22,6 +22,7 @@
 //! assert!(puts >= 3); // two layers, a config, a manifest
 //! ```
 
+mod blob_host;
 #[cfg(test)]
 mod e2e;
 mod http;
@@ -30,6 +31,7 @@ mod moto;
 mod registry;
 mod skopeo;
 
+pub use blob_host::{BlobHost, BlobHostRequest};
 pub use http::RawResponse;
 pub use image::*;
 pub use moto::{moto_server_path, Moto, DEFAULT_ACCOUNT};

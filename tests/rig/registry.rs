@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::Value;
 
+use crate::blob_host::BlobHost;
 use crate::http::{self, RawResponse};
 
 /// User name ECR hands out with its authorization tokens.
@@ -45,6 +46,9 @@ pub struct RegistryOptions {
     /// Keep config, data and log here instead of a temporary directory that
     /// is deleted on drop.
     pub dir: Option<PathBuf>,
+    /// Answer blob GETs and HEADs with a 307 to an S3-like [`BlobHost`]
+    /// that refuses requests carrying `Authorization`, as ECR does.
+    pub redirect_blobs: bool,
 }
 
 impl RegistryOptions {
@@ -54,6 +58,7 @@ impl RegistryOptions {
             anonymous: false,
             port: None,
             dir: None,
+            redirect_blobs: false,
         }
     }
 }
@@ -99,6 +104,7 @@ pub struct Registry {
     account: String,
     anonymous: bool,
     syncs: AtomicU64,
+    blob_host: Option<BlobHost>,
 }
 
 impl Registry {
@@ -106,6 +112,11 @@ impl Registry {
     /// `<account_id>-auth-token`. Panics if it cannot be started.
     pub fn start(account_id: &str) -> Registry {
         Self::start_with(RegistryOptions::new(account_id))
+    }
+
+    /// The S3-like host blob downloads are redirected to, if any.
+    pub fn blob_host(&self) -> Option<&BlobHost> {
+        self.blob_host.as_ref()
     }
 
     /// Starts a registry that needs no credentials (account `000000000000`).
@@ -135,13 +146,21 @@ impl Registry {
             write_htpasswd(&htpasswd, &password_for(&opts.account));
         }
         let log_path = dir.join("registry.log");
+        let blob_host = opts
+            .redirect_blobs
+            .then(|| BlobHost::start(dir.join("data")));
         let mut last_failure = String::new();
         for _ in 0..START_ATTEMPTS {
             let port = opts.port.unwrap_or_else(free_port);
             let config = dir.join("config.yml");
             fs::write(
                 &config,
-                config_yaml(&dir, port, (!opts.anonymous).then_some(&*htpasswd)),
+                config_yaml(
+                    &dir,
+                    port,
+                    (!opts.anonymous).then_some(&*htpasswd),
+                    blob_host.as_ref().map(BlobHost::url).as_deref(),
+                ),
             )
             .expect("writing registry config");
             let mut child = spawn(&config, &log_path);
@@ -154,6 +173,7 @@ impl Registry {
                         account: opts.account.clone(),
                         anonymous: opts.anonymous,
                         syncs: AtomicU64::new(0),
+                        blob_host,
                     }
                 }
                 Err(failure) => {
@@ -338,7 +358,12 @@ fn write_htpasswd(path: &Path, password: &str) {
 
 /// Renders the registry config. Paths are JSON-quoted, which YAML reads as
 /// double-quoted strings.
-pub(crate) fn config_yaml(dir: &Path, port: u16, htpasswd: Option<&Path>) -> String {
+pub(crate) fn config_yaml(
+    dir: &Path,
+    port: u16,
+    htpasswd: Option<&Path>,
+    redirect_to: Option<&str>,
+) -> String {
     let q = |p: &Path| serde_json::to_string(&p.to_string_lossy()).expect("string to JSON");
     let mut y = format!(
         "version: 0.1\n\
@@ -351,6 +376,12 @@ pub(crate) fn config_yaml(dir: &Path, port: u16, htpasswd: Option<&Path>) -> Str
         y.push_str(&format!(
             "auth:\n  htpasswd:\n    realm: ecr-bridge-test\n    path: {}\n",
             q(h)
+        ));
+    }
+    if let Some(base) = redirect_to {
+        // distribution's redirect middleware: blob GET/HEAD -> 307 to <base>/<storage path>.
+        y.push_str(&format!(
+            "middleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: {base}\n"
         ));
     }
     y
