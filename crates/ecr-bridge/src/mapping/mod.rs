@@ -105,6 +105,14 @@ impl MappingConfig {
         Decision::NoMatchingRule
     }
 
+    /// The rule that takes `repository` and where it sends it, whatever the
+    /// tag: for planning and backfill, which apply tag filters per image.
+    pub fn route(&self, repository: &str) -> Option<Replication> {
+        let rule = self.rules.iter().find(|r| r.matcher.capture(repository).is_ok())?;
+        let values = rule.matcher.capture(repository).ok()?;
+        Some(replication(rule, &values))
+    }
+
     /// Every rule's verdict for the push, in order: why each did not match,
     /// which one decided and how, and which would have matched but were
     /// shadowed. Agrees with [`MappingConfig::decide`].
@@ -144,6 +152,11 @@ fn outcome(
     tag: Option<&str>,
 ) -> Result<Replication, TagFilterReason> {
     rule.tags.admits(tag)?;
+    Ok(replication(rule, values))
+}
+
+/// The rule's destinations rendered for the captured name.
+fn replication(rule: &Rule, values: &Captured<'_>) -> Replication {
     let destinations = rule
         .destinations
         .iter()
@@ -169,14 +182,14 @@ fn outcome(
             }
         })
         .collect();
-    Ok(Replication {
+    Replication {
         rule: rule.name.clone(),
         rule_index: rule.index,
         destinations,
         create_repository: rule.create_repository.clone(),
         propagate_deletes: rule.propagate_deletes,
         copy_referrers: rule.copy_referrers,
-    })
+    }
 }
 
 /// At most [`QUOTE_CHARS`] characters of `s`, marked when cut: config and
