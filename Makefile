@@ -7,7 +7,7 @@
 SHELL := /bin/bash
 NEXTEST_PROFILE ?= default
 
-.PHONY: setup demo test bench lint fmt
+.PHONY: setup demo test check-templates bench lint fmt
 
 setup:
 	@scripts/setup.sh
@@ -19,7 +19,11 @@ demo: setup
 test: setup
 	cargo build --workspace --all-targets
 	cargo nextest run --workspace --profile $(NEXTEST_PROFILE)
+	scripts/check-templates.sh
 	scripts/lambda-invoke.sh
+
+check-templates: setup
+	scripts/check-templates.sh
 
 bench: setup
 	scripts/bench.sh

@@ -7,6 +7,7 @@
 #   - moto[server] (AWS API stand-in) in its own venv under
 #     $ECR_BRIDGE_TOOLS (default ~/.cache/ecr-bridge), kept between runs
 #   - cargo-lambda (brings zig for cross builds) in a venv of its own there
+#   - aws-sam-cli and cfn-lint (template checks) in a third venv there
 set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -38,8 +39,14 @@ if [ ! -x "$TOOLS/lambda-venv/bin/cargo-lambda" ]; then
     "$TOOLS/lambda-venv/bin/pip" install -q --disable-pip-version-check 'cargo-lambda>=1.8,<2'
 fi
 
+if [ ! -x "$TOOLS/sam-venv/bin/sam" ] || [ ! -x "$TOOLS/sam-venv/bin/cfn-lint" ]; then
+    log "python venv with aws-sam-cli and cfn-lint in $TOOLS/sam-venv"
+    python3 -m venv "$TOOLS/sam-venv"
+    "$TOOLS/sam-venv/bin/pip" install -q --disable-pip-version-check 'aws-sam-cli>=1.170,<2' 'cfn-lint>=1.58,<2'
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
     log "cargo install cargo-nextest"
     cargo install --locked cargo-nextest
 fi
-log "ready: $(docker-registry --version 2>/dev/null | awk '{print $2, $3}'), $(skopeo --version), moto $("$TOOLS/venv/bin/python" -c 'import moto; print(moto.__version__)'), $("$TOOLS/lambda-venv/bin/cargo-lambda" lambda --version), $(cargo nextest --version | head -1)"
+log "ready: $(docker-registry --version 2>/dev/null | awk '{print $2, $3}'), $(skopeo --version), moto $("$TOOLS/venv/bin/python" -c 'import moto; print(moto.__version__)'), $("$TOOLS/lambda-venv/bin/cargo-lambda" lambda --version), $("$TOOLS/sam-venv/bin/sam" --version), $(cargo nextest --version | head -1)"

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Checks the CloudFormation templates, offline and without AWS credentials:
+#   - sam validate (SAM translation) and sam validate --lint, both templates
+#   - cfn-lint, both templates
+#   - scripts/check-iam.py --self-test (the IAM check must be able to fail)
+#   - scripts/check-iam.py, both templates (no "*" but ecr:GetAuthorizationToken,
+#     scoped sts:AssumeRole, ExternalId on cross-account trust, no managed policies)
+# Ends with "check-templates: N passed, M failed"; exits 1 if any failed.
+# Installs nothing: it needs the SAM venv that scripts/setup.sh creates.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+TOOLS="${ECR_BRIDGE_TOOLS:-$HOME/.cache/ecr-bridge}"
+VENV="$TOOLS/sam-venv"
+SAM="$VENV/bin/sam"
+CFN_LINT="$VENV/bin/cfn-lint"
+PYTHON="$VENV/bin/python"
+TEMPLATES=(template.yaml deploy/target-account.yaml)
+
+for tool in "$SAM" "$CFN_LINT" "$PYTHON"; do
+    if [ ! -x "$tool" ]; then
+        {
+            echo "check-templates: $tool is missing. Install it with:"
+            echo "    python3 -m venv \"$VENV\" && \"$VENV/bin/pip\" install aws-sam-cli cfn-lint"
+            echo "(or run scripts/setup.sh)"
+        } >&2
+        exit 2
+    fi
+done
+
+# The checks must never depend on (or use) anyone's AWS credentials.
+offline() {
+    env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN -u AWS_PROFILE \
+        AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+        SAM_CLI_TELEMETRY=0 "$@"
+}
+
+passed=0
+failed=0
+check() {
+    local name="$1"
+    shift
+    local out
+    if out=$(offline "$@" 2>&1); then
+        passed=$((passed + 1))
+        printf 'ok    %s\n' "$name"
+    else
+        failed=$((failed + 1))
+        printf 'FAIL  %s\n' "$name"
+        printf '%s\n' "$out" | sed 's/^/      /'
+    fi
+}
+
+for t in "${TEMPLATES[@]}"; do
+    check "sam validate $t" "$SAM" validate --region us-east-1 -t "$t"
+    check "sam validate --lint $t" "$SAM" validate --lint --region us-east-1 -t "$t"
+    check "cfn-lint $t" "$CFN_LINT" "$t"
+done
+check "check-iam --self-test" "$PYTHON" scripts/check-iam.py --self-test
+for t in "${TEMPLATES[@]}"; do
+    check "check-iam $t" "$PYTHON" scripts/check-iam.py "$t"
+done
+
+echo "check-templates: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
