@@ -1,6 +1,8 @@
 //! `ecr-bridge`: the operator's command-line tool.
 
 mod copy;
+mod escape;
+mod plan;
 
 use std::process::ExitCode;
 
@@ -21,6 +23,10 @@ struct Cli {
 enum Command {
     /// Copy an image (single-arch, multi-arch index or artifact) to another repository, byte for byte.
     Copy(copy::CopyArgs),
+    /// Print the ECR repository name of a user id, escaped as Gen3's ecr-access-job does.
+    Escape(escape::EscapeArgs),
+    /// Show which source repositories a mapping config matches, where they would land, and how many images that means.
+    Plan(plan::PlanArgs),
 }
 
 /// Exit code for failures a retry may fix (sysexits' EX_TEMPFAIL).
@@ -42,6 +48,8 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Copy(args) => copy::run(args).await,
+            Command::Escape(args) => escape::run(args),
+            Command::Plan(args) => plan::run(args).await,
         }
     });
     match outcome {

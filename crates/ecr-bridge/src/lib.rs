@@ -2,6 +2,7 @@
 //! engine ([`copy`]), references, digests and manifests. No Lambda types live
 //! here; the functions in `functions/` are thin adapters over this crate.
 
+pub mod access;
 pub mod copy;
 pub mod digest;
 pub mod manifest;

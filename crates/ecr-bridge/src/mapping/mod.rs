@@ -108,7 +108,10 @@ impl MappingConfig {
     /// The rule that takes `repository` and where it sends it, whatever the
     /// tag: for planning and backfill, which apply tag filters per image.
     pub fn route(&self, repository: &str) -> Option<Replication> {
-        let rule = self.rules.iter().find(|r| r.matcher.capture(repository).is_ok())?;
+        let rule = self
+            .rules
+            .iter()
+            .find(|r| r.matcher.capture(repository).is_ok())?;
         let values = rule.matcher.capture(repository).ok()?;
         Some(replication(rule, &values))
     }

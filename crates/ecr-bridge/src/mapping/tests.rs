@@ -1011,15 +1011,21 @@ fn given_nulls_for_optional_fields_when_loaded_then_they_read_as_absent() {
 }
 
 #[test]
-fn given_a_rule_that_filters_every_tag_when_routing_a_repository_then_its_destinations_still_show() {
+fn given_a_rule_that_filters_every_tag_when_routing_a_repository_then_its_destinations_still_show()
+{
     let config = load(json!({"rules": [
         {"match": {"prefix": "kuali-"}, "destinations": [dest("{suffix}")],
          "tags": {"include": ["release-*"], "untagged": false}}
     ]}));
 
-    let route = config.route("kuali-coeus").expect("the prefix rule takes the repository");
+    let route = config
+        .route("kuali-coeus")
+        .expect("the prefix rule takes the repository");
 
     assert_eq!(route.destinations[0].repository.as_deref(), Ok("coeus"));
-    assert!(matches!(config.decide("kuali-coeus", None), Decision::TagFiltered { .. }));
+    assert!(matches!(
+        config.decide("kuali-coeus", None),
+        Decision::TagFiltered { .. }
+    ));
     assert!(config.route("other").is_none());
 }

@@ -1,0 +1,153 @@
+//! Repository policies in the account that owns the repositories: read,
+//! write, delete, and the repositories under the prefix. "Not found" answers
+//! are facts here, not failures.
+
+use ecr_bridge::mapping::RepositorySettings;
+
+use super::CallStats;
+use crate::error::AwsError;
+use crate::repositories::{self, RepositoryState};
+
+/// What `GetRepositoryPolicy` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CurrentPolicy {
+    Text(String),
+    /// The repository exists without a policy.
+    None,
+    NoRepository,
+}
+
+pub struct RepositoryPolicies {
+    ecr: aws_sdk_ecr::Client,
+}
+
+impl RepositoryPolicies {
+    pub fn new(ecr: aws_sdk_ecr::Client) -> Self {
+        RepositoryPolicies { ecr }
+    }
+
+    pub async fn get(
+        &self,
+        repository: &str,
+        calls: &mut CallStats,
+    ) -> Result<CurrentPolicy, AwsError> {
+        calls.get_policy += 1;
+        match self
+            .ecr
+            .get_repository_policy()
+            .repository_name(repository)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(match out.policy_text() {
+                Some(text) if !text.trim().is_empty() => CurrentPolicy::Text(text.to_string()),
+                _ => CurrentPolicy::None,
+            }),
+            Err(e) => {
+                let e = AwsError::from_sdk("ecr:GetRepositoryPolicy", e);
+                if e.has_code("RepositoryPolicyNotFoundException") {
+                    Ok(CurrentPolicy::None)
+                } else if e.has_code("RepositoryNotFoundException") {
+                    Ok(CurrentPolicy::NoRepository)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Writes the policy. `Ok(false)`: the repository is gone.
+    pub async fn set(
+        &self,
+        repository: &str,
+        text: &str,
+        calls: &mut CallStats,
+    ) -> Result<bool, AwsError> {
+        calls.set_policy += 1;
+        match self
+            .ecr
+            .set_repository_policy()
+            .repository_name(repository)
+            .policy_text(text)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = AwsError::from_sdk("ecr:SetRepositoryPolicy", e);
+                if e.has_code("RepositoryNotFoundException") {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Deletes the policy; already gone (or no repository) is done.
+    pub async fn delete(&self, repository: &str, calls: &mut CallStats) -> Result<(), AwsError> {
+        calls.delete_policy += 1;
+        match self
+            .ecr
+            .delete_repository_policy()
+            .repository_name(repository)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = AwsError::from_sdk("ecr:DeleteRepositoryPolicy", e);
+                if e.has_code("RepositoryPolicyNotFoundException")
+                    || e.has_code("RepositoryNotFoundException")
+                {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Creates the repository with ECR's defaults (mutable tags, AES256).
+    pub async fn create(
+        &self,
+        repository: &str,
+        calls: &mut CallStats,
+    ) -> Result<RepositoryState, AwsError> {
+        calls.create_repository += 1;
+        repositories::create_repository(&self.ecr, repository, &RepositorySettings::default()).await
+    }
+
+    /// Every repository directly under `prefix/`, over all pages
+    /// (`DescribeRepositories` cannot filter by prefix).
+    pub async fn list_under(
+        &self,
+        prefix: &str,
+        calls: &mut CallStats,
+    ) -> Result<Vec<String>, AwsError> {
+        let mut names = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            calls.describe_repositories += 1;
+            let out = self
+                .ecr
+                .describe_repositories()
+                .max_results(1000)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ecr:DescribeRepositories", e))?;
+            names.extend(
+                out.repositories()
+                    .iter()
+                    .filter_map(|r| r.repository_name())
+                    .filter(|n| ecr_bridge::access::naming::escaped_part(prefix, n).is_some())
+                    .map(str::to_string),
+            );
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(names),
+            }
+        }
+    }
+}

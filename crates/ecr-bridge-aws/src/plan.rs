@@ -1,0 +1,174 @@
+//! What a mapping config would do to the repositories that exist now: which
+//! rule each source repository matches, where it would land, and how many
+//! images and tags that means. Read-only (DescribeRepositories and
+//! DescribeImages, all pages); how a user tests a config before deploying it.
+
+use ecr_bridge::mapping::{Decision, MappingConfig};
+use serde::Serialize;
+
+use crate::error::AwsError;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Plan {
+    pub repositories: Vec<RepositoryPlan>,
+    /// Source repositories no rule matches.
+    pub unmatched: Vec<String>,
+    pub totals: Totals,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Totals {
+    pub repositories_matched: usize,
+    pub images: usize,
+    /// Images that would replicate (tag filter applied; untagged per the rule).
+    pub images_replicated: usize,
+    pub tags_replicated: usize,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RepositoryPlan {
+    pub repository: String,
+    pub rule: String,
+    pub rule_index: usize,
+    pub destinations: Vec<PlannedDestination>,
+    pub images: usize,
+    pub images_replicated: usize,
+    pub tags: usize,
+    pub tags_replicated: usize,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PlannedDestination {
+    pub account: String,
+    pub region: String,
+    /// The rendered target name, or why it is not a valid one.
+    pub repository: Result<String, String>,
+}
+
+/// One image of a source repository: its digest and tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceImage {
+    pub digest: String,
+    pub tags: Vec<String>,
+}
+
+/// Every repository name of the client's registry (all pages).
+pub async fn list_repositories(ecr: &aws_sdk_ecr::Client) -> Result<Vec<String>, AwsError> {
+    let mut names = Vec::new();
+    let mut token = None;
+    loop {
+        let out = ecr
+            .describe_repositories()
+            .set_next_token(token)
+            .max_results(1000)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ecr:DescribeRepositories", e))?;
+        names.extend(
+            out.repositories()
+                .iter()
+                .filter_map(|r| r.repository_name().map(str::to_string)),
+        );
+        token = out.next_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Every image of a repository (all pages).
+pub async fn list_images(
+    ecr: &aws_sdk_ecr::Client,
+    repository: &str,
+) -> Result<Vec<SourceImage>, AwsError> {
+    let mut images = Vec::new();
+    let mut token = None;
+    loop {
+        let out = ecr
+            .describe_images()
+            .repository_name(repository)
+            .set_next_token(token)
+            .max_results(1000)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ecr:DescribeImages", e))?;
+        images.extend(out.image_details().iter().map(|d| SourceImage {
+            digest: d.image_digest().unwrap_or_default().to_string(),
+            tags: d.image_tags().to_vec(),
+        }));
+        token = out.next_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    Ok(images)
+}
+
+/// Whether an image replicates under `config`, and which of its tags do.
+pub fn replicated_tags(
+    config: &MappingConfig,
+    repository: &str,
+    image: &SourceImage,
+) -> (bool, Vec<String>) {
+    if image.tags.is_empty() {
+        return (
+            matches!(config.decide(repository, None), Decision::Replicate(_)),
+            Vec::new(),
+        );
+    }
+    let tags: Vec<String> = image
+        .tags
+        .iter()
+        .filter(|t| matches!(config.decide(repository, Some(t)), Decision::Replicate(_)))
+        .cloned()
+        .collect();
+    (!tags.is_empty(), tags)
+}
+
+/// The plan for every repository of the registry the client reaches.
+pub async fn plan(config: &MappingConfig, ecr: &aws_sdk_ecr::Client) -> Result<Plan, AwsError> {
+    let mut plan = Plan {
+        repositories: Vec::new(),
+        unmatched: Vec::new(),
+        totals: Totals::default(),
+    };
+    for repository in list_repositories(ecr).await? {
+        // Which rule, and where to; tag filters apply per image below.
+        let Some(route) = config.route(&repository) else {
+            plan.unmatched.push(repository);
+            continue;
+        };
+        let (rule, rule_index, targets) = (route.rule, route.rule_index, route.destinations);
+        let images = list_images(ecr, &repository).await?;
+        let mut rp = RepositoryPlan {
+            repository: repository.clone(),
+            rule,
+            rule_index,
+            destinations: targets
+                .into_iter()
+                .map(|t| PlannedDestination {
+                    account: t.account,
+                    region: t.region,
+                    repository: t.repository.map_err(|e| e.to_string()),
+                })
+                .collect(),
+            images: images.len(),
+            images_replicated: 0,
+            tags: images.iter().map(|i| i.tags.len()).sum(),
+            tags_replicated: 0,
+        };
+        for image in &images {
+            let (replicates, tags) = replicated_tags(config, &repository, image);
+            rp.images_replicated += usize::from(replicates);
+            rp.tags_replicated += tags.len();
+        }
+        plan.totals.repositories_matched += 1;
+        plan.totals.images += rp.images;
+        plan.totals.images_replicated += rp.images_replicated;
+        plan.totals.tags_replicated += rp.tags_replicated;
+        plan.repositories.push(rp);
+    }
+    Ok(plan)
+}

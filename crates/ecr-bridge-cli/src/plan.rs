@@ -1,0 +1,160 @@
+//! `ecr-bridge plan`: what a mapping config would do, before deploying it.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use ecr_bridge::mapping::{Decision, MappingConfig};
+use ecr_bridge_aws::plan::{self, Plan};
+
+use crate::Failure;
+
+#[derive(Args)]
+pub struct PlanArgs {
+    /// The mapping config as a JSON file.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "mapping_parameter",
+        required_unless_present = "mapping_parameter"
+    )]
+    mapping_file: Option<PathBuf>,
+    /// The SSM parameter holding the mapping config (read with your AWS credentials).
+    #[arg(long, value_name = "NAME")]
+    mapping_parameter: Option<String>,
+    /// Show the decision for one source repository, with every rule's verdict (no ECR calls).
+    #[arg(long, value_name = "NAME")]
+    repository: Option<String>,
+    /// With --repository: the pushed tag (omit for a push by digest).
+    #[arg(long, value_name = "TAG", requires = "repository")]
+    tag: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: PlanArgs) -> Result<(), Failure> {
+    let sdk = || aws_config::load_defaults(aws_config::BehaviorVersion::latest());
+    let (text, origin) = match (&args.mapping_file, &args.mapping_parameter) {
+        (Some(path), _) => (
+            std::fs::read_to_string(path)
+                .map_err(|e| Failure::permanent(format!("reading {}: {e}", path.display())))?,
+            format!("file {}", path.display()),
+        ),
+        (None, Some(name)) => {
+            let ssm = aws_sdk_ssm::Client::new(&sdk().await);
+            let out = ssm
+                .get_parameter()
+                .name(name)
+                .with_decryption(true)
+                .send()
+                .await
+                .map_err(|e| {
+                    let e = ecr_bridge_aws::AwsError::from_sdk("ssm:GetParameter", e);
+                    Failure {
+                        retryable: e.retryable,
+                        message: e.to_string(),
+                    }
+                })?;
+            let value = out
+                .parameter()
+                .and_then(|p| p.value())
+                .unwrap_or_default()
+                .to_string();
+            (value, format!("SSM parameter {name}"))
+        }
+        (None, None) => {
+            return Err(Failure::permanent(
+                "give --mapping-file or --mapping-parameter",
+            ))
+        }
+    };
+    let config = MappingConfig::from_json(&text)
+        .map_err(|e| Failure::permanent(format!("mapping config ({origin}) is invalid: {e}")))?;
+
+    if let Some(repository) = &args.repository {
+        return explain(&config, repository, args.tag.as_deref(), args.json);
+    }
+    let ecr = aws_sdk_ecr::Client::new(&sdk().await);
+    let plan = plan::plan(&config, &ecr).await.map_err(|e| Failure {
+        retryable: e.retryable,
+        message: e.to_string(),
+    })?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).unwrap_or_default()
+        );
+    } else {
+        print!("{}", render(&plan));
+    }
+    Ok(())
+}
+
+fn explain(
+    config: &MappingConfig,
+    repository: &str,
+    tag: Option<&str>,
+    json: bool,
+) -> Result<(), Failure> {
+    let decision = config.decide(repository, tag);
+    let verdicts = config.explain(repository, tag);
+    if json {
+        let doc = serde_json::json!({"repository": repository, "tag": tag, "decision": decision, "rules": verdicts});
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return Ok(());
+    }
+    let pushed = match tag {
+        Some(t) => format!("{repository}:{t}"),
+        None => format!("{repository} (pushed by digest)"),
+    };
+    println!("{pushed}: {decision}");
+    for v in verdicts {
+        println!("  {v}");
+    }
+    if let Decision::Replicate(r) = &decision {
+        for t in &r.destinations {
+            match &t.repository {
+                Ok(name) => println!("  -> {}/{}/{name}", t.account, t.region),
+                Err(e) => println!("  -> {}/{}: {e}", t.account, t.region),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn render(plan: &Plan) -> String {
+    let mut out = String::new();
+    for r in &plan.repositories {
+        let targets: Vec<String> = r
+            .destinations
+            .iter()
+            .map(|d| match &d.repository {
+                Ok(name) => format!("{}/{}/{name}", d.account, d.region),
+                Err(e) => format!("{}/{}: {e}", d.account, d.region),
+            })
+            .collect();
+        out.push_str(&format!(
+            "{} -> {}  [rule {}]  images: {} of {} replicate, tags: {} of {}\n",
+            r.repository,
+            targets.join(", "),
+            r.rule,
+            r.images_replicated,
+            r.images,
+            r.tags_replicated,
+            r.tags
+        ));
+    }
+    for u in &plan.unmatched {
+        out.push_str(&format!("{u}: no rule matches\n"));
+    }
+    let t = &plan.totals;
+    out.push_str(&format!(
+        "total: {} repositories matched, {} unmatched; {} of {} images and {} tags would replicate\n",
+        t.repositories_matched,
+        plan.unmatched.len(),
+        t.images_replicated,
+        t.images,
+        t.tags_replicated
+    ));
+    out
+}

@@ -1,0 +1,15 @@
+//! Lambda entry point: configuration and clients built once, then the runtime loop.
+
+use access_sync::{config::Config, handler};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    ecr_bridge_aws::logging::init_lambda();
+    let config = Config::from_env(&ecr_bridge_aws::env::ProcessEnv)?;
+    let sync = config.build().await?;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+        handler::handle(&sync, &config, event.payload)
+    }))
+    .await
+}

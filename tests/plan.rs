@@ -1,0 +1,218 @@
+//! `ecr-bridge plan` against moto's ECR: the repositories and images that
+//! exist, and what the Kuali, prefix and regex example configs would do.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::cli_binary;
+use rig::{build_layout, ImageSpec, Moto};
+use serde_json::{json, Value};
+
+const TARGET: &str = "222222222222";
+
+/// Source repositories in moto's default account, each with tagged images.
+async fn seed(moto: &Moto) {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto.url())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "AKIDTEST", "secret", None, None, "test",
+        ))
+        .load()
+        .await;
+    let ecr = aws_sdk_ecr::Client::new(&sdk);
+    let images: &[(&str, &[&str])] = &[
+        ("kuali-coeus", &["2501.0001", "2501.0002", "wip-dirty"]),
+        ("kuali-coeus-feature", &["f1"]),
+        ("team-blue/api", &["v3"]),
+        ("unrelated", &["latest"]),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (n, (repo, tags)) in images.iter().enumerate() {
+        ecr.create_repository()
+            .repository_name(*repo)
+            .send()
+            .await
+            .unwrap();
+        for (i, tag) in tags.iter().enumerate() {
+            // Distinct, real manifests (moto keys images by their digest).
+            let layout = build_layout(
+                &dir.path().join(format!("{n}-{i}")),
+                tag,
+                &ImageSpec::single(&[1024]).with_seed((n * 10 + i) as u64 + 1),
+            );
+            ecr.put_image()
+                .repository_name(*repo)
+                .image_tag(*tag)
+                .image_manifest(String::from_utf8(layout.manifest_bytes()).unwrap())
+                .image_manifest_media_type(&layout.media_type)
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn plan(moto: &Moto, config: &Value, extra: &[&str]) -> Output {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), config.to_string()).unwrap();
+    Command::new(cli_binary())
+        .arg("plan")
+        .arg("--mapping-file")
+        .arg(file.path())
+        .args(extra)
+        .env("AWS_ENDPOINT_URL", moto.url())
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap()
+}
+
+fn plan_json(moto: &Moto, config: &Value) -> Value {
+    let out = plan(moto, config, &["--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn dest(repository: &str) -> Value {
+    json!([{"account": TARGET, "region": "us-east-1", "role_arn": format!("arn:aws:iam::{TARGET}:role/push"), "repository": repository}])
+}
+
+fn kuali() -> Value {
+    json!({"rules": [
+        {"name": "coeus", "match": {"exact": "kuali-coeus"}, "destinations": dest("coeus"),
+         "tags": {"exclude": ["*-dirty"]}},
+        {"name": "coeus-feature", "match": {"exact": "kuali-coeus-feature"}, "destinations": dest("coeus-feature")}
+    ]})
+}
+
+fn by_repository<'a>(plan: &'a Value, repo: &str) -> &'a Value {
+    plan["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["repository"] == repo)
+        .unwrap_or_else(|| panic!("{repo} not in {plan}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_the_kuali_config_when_planned_then_both_repositories_map_and_the_filter_drops_the_dirty_tag(
+) {
+    let moto = Moto::start();
+    seed(&moto).await;
+
+    let p = plan_json(&moto, &kuali());
+
+    let coeus = by_repository(&p, "kuali-coeus");
+    assert_eq!(coeus["destinations"][0]["repository"]["Ok"], "coeus");
+    assert_eq!(
+        (
+            coeus["images"].as_u64(),
+            coeus["images_replicated"].as_u64()
+        ),
+        (Some(3), Some(2))
+    );
+    assert_eq!(coeus["tags_replicated"], 2);
+    assert_eq!(
+        by_repository(&p, "kuali-coeus-feature")["destinations"][0]["repository"]["Ok"],
+        "coeus-feature"
+    );
+    let unmatched: Vec<&str> = p["unmatched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(unmatched, ["team-blue/api", "unrelated"]);
+    assert_eq!(p["totals"]["images_replicated"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_a_prefix_config_when_planned_then_the_suffix_names_the_targets() {
+    let moto = Moto::start();
+    seed(&moto).await;
+    let config = json!({"rules": [{"match": {"prefix": "kuali-"}, "destinations": dest("legacy/{suffix}")}]});
+
+    let p = plan_json(&moto, &config);
+
+    assert_eq!(
+        by_repository(&p, "kuali-coeus")["destinations"][0]["repository"]["Ok"],
+        "legacy/coeus"
+    );
+    assert_eq!(
+        by_repository(&p, "kuali-coeus-feature")["destinations"][0]["repository"]["Ok"],
+        "legacy/coeus-feature"
+    );
+    assert_eq!(p["totals"]["repositories_matched"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_a_regex_config_when_planned_then_capture_groups_name_the_target() {
+    let moto = Moto::start();
+    seed(&moto).await;
+    let config = json!({"rules": [{"match": {"regex": "team-(?P<team>[a-z]+)/(.+)"}, "destinations": dest("mirror/{team}/{2}")}]});
+
+    let p = plan_json(&moto, &config);
+
+    assert_eq!(
+        by_repository(&p, "team-blue/api")["destinations"][0]["repository"]["Ok"],
+        "mirror/blue/api"
+    );
+    assert_eq!(p["totals"]["repositories_matched"], 1);
+}
+
+#[test]
+fn given_one_repository_and_tag_when_explained_then_each_rule_says_why_without_aws_calls() {
+    // No moto: a single decision needs no ECR call. The endpoint is a closed port to prove it.
+    let config = kuali();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), config.to_string()).unwrap();
+    let run = |repo: &str, tag: &str| {
+        Command::new(cli_binary())
+            .args(["plan", "--mapping-file"])
+            .arg(file.path())
+            .args(["--repository", repo, "--tag", tag])
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .output()
+            .unwrap()
+    };
+
+    let dirty = run("kuali-coeus", "wip-dirty");
+    let feature = run("kuali-coeus-feature", "f1");
+
+    assert!(dirty.status.success());
+    let text = String::from_utf8_lossy(&dirty.stdout);
+    assert!(
+        text.contains("wip-dirty") && text.contains("*-dirty"),
+        "{text}"
+    );
+    let text = String::from_utf8_lossy(&feature.stdout);
+    assert!(
+        text.contains("not matched") && text.contains("-> 222222222222/us-east-1/coeus-feature"),
+        "{text}"
+    );
+}
+
+#[test]
+fn given_an_invalid_config_when_planned_then_it_exits_non_zero_naming_the_field() {
+    let mut config = kuali();
+    config["rules"][1]["destinations"][0]["account"] = json!("22");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), config.to_string()).unwrap();
+
+    let out = Command::new(cli_binary())
+        .args(["plan", "--mapping-file"])
+        .arg(file.path())
+        .output()
+        .unwrap();
+
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rules[1].destinations[0].account"), "{err}");
+}
