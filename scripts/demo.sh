@@ -87,4 +87,42 @@ d = json.loads(os.environ["OUT"])["destinations"][0]
 print(f"  outcome {d['outcome']}: {d['report']['blobs_uploaded']} blobs moved")
 EOF
 
+say "Access sync: a users table in 123456789012, user repositories in 222222222222"
+AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo "$PY" - "$MOTO_URL" <<'EOF'
+import boto3, sys
+ddb = boto3.client("dynamodb", endpoint_url=sys.argv[1], region_name="us-east-1")
+ddb.create_table(TableName="gen3-pay-models", BillingMode="PAY_PER_REQUEST",
+    KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}, {"AttributeName": "bmh_workspace_id", "KeyType": "RANGE"}],
+    AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"}, {"AttributeName": "bmh_workspace_id", "AttributeType": "S"}],
+    StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
+# The row the sample stream record (events/dynamodb-insert.json) announces.
+ddb.put_item(TableName="gen3-pay-models", Item={"user_id": {"S": "user1@username.com"}, "bmh_workspace_id": {"S": "ws-0001"},
+    "account_id": {"S": "111111111111"}, "workspace_type": {"S": "Direct Pay"}, "request_status": {"S": "active"}})
+print("  row: user1@username.com, Direct Pay, account 111111111111")
+EOF
+cat >>"$WORK/function.env" <<EOF
+TABLE_NAME=gen3-pay-models
+ECR_ROLE_ARN=arn:aws:iam::222222222222:role/ecr-bridge-access-policy
+ECR_REGION=us-east-1
+MISSING_REPOSITORY=create
+EOF
+# The env file is read when watch starts: restart it with the access-sync settings.
+kill "${PIDS[-1]}" 2>/dev/null; wait "${PIDS[-1]}" 2>/dev/null || true
+start_watch "$WORK/function.env"
+cp "$ROOT/events/dynamodb-insert.json" "$WORK/insert.json"
+OUT=$(invoke access-sync insert.json) || { tail -30 "$WORK/watch.log"; fail "access-sync invoke failed"; }
+echo "  events/dynamodb-insert.json -> batchItemFailures: $(echo "$OUT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["batchItemFailures"])')"
+AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo "$PY" - "$MOTO_URL" <<'EOF'
+import boto3, json, sys
+sts = boto3.client("sts", endpoint_url=sys.argv[1], region_name="us-east-1")
+c = sts.assume_role(RoleArn="arn:aws:iam::222222222222:role/ecr-bridge-access-policy", RoleSessionName="demo")["Credentials"]
+ecr = boto3.client("ecr", endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id=c["AccessKeyId"],
+                   aws_secret_access_key=c["SecretAccessKey"], aws_session_token=c["SessionToken"])
+name = "nextflow-approved/user1-40username-2ecom"
+policy = json.loads(ecr.get_repository_policy(repositoryName=name)["policyText"])
+print(f"  repository policy of {name} in 222222222222:")
+for line in json.dumps(policy, indent=2).splitlines():
+    print("    " + line)
+EOF
+
 say "Done; stopping the stand-ins"
