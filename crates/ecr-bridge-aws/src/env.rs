@@ -41,6 +41,15 @@ impl Vars for std::collections::HashMap<String, String> {
     }
 }
 
+/// A variable map from pairs, for tests and tools that configure a function
+/// without touching the process environment.
+pub fn vars_from(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// A set, non-blank variable, trimmed.
 pub fn optional(vars: &dyn Vars, name: &str) -> Option<String> {
     vars.get(name)
@@ -141,10 +150,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        vars_from(pairs)
     }
 
     #[test]

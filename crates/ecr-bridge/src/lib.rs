@@ -9,6 +9,7 @@ pub mod manifest;
 pub mod mapping;
 pub mod reference;
 pub mod registry;
+pub mod text;
 
 pub use copy::{CopyError, CopyOptions, CopyReport, ImageCopier, RepositoryLocation};
 pub use digest::Digest;

@@ -247,13 +247,11 @@ fn valid_action(a: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ecr_bridge_aws::env::vars_from;
     use std::collections::HashMap;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        vars_from(pairs)
     }
 
     fn minimal() -> Vec<(&'static str, &'static str)> {

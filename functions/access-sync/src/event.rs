@@ -3,6 +3,7 @@
 //! its own, so a malformed one gets a specific error and the rest of the
 //! batch goes on.
 
+use ecr_bridge::text::{clip, json_kind};
 use ecr_bridge_aws::access_sync::StreamChange;
 use serde_json::{Map, Value};
 
@@ -55,11 +56,17 @@ pub enum EventError {
 
 pub fn parse(payload: &Value, user_attribute: &str) -> Result<Invocation, EventError> {
     let envelope = payload.as_object().ok_or_else(|| {
-        EventError::Shape(format!("expected a JSON object, got {}", kind(payload)))
+        EventError::Shape(format!(
+            "expected a JSON object, got {}",
+            json_kind(payload)
+        ))
     })?;
     if let Some(records) = envelope.get("Records") {
         let records = records.as_array().ok_or_else(|| {
-            EventError::Shape(format!("\"Records\" is {}, not an array", kind(records)))
+            EventError::Shape(format!(
+                "\"Records\" is {}, not an array",
+                json_kind(records)
+            ))
         })?;
         return Ok(stream(records, user_attribute));
     }
@@ -71,12 +78,15 @@ pub fn parse(payload: &Value, user_attribute: &str) -> Result<Invocation, EventE
         (Some("aws.events"), Some("Scheduled Event")) => Ok(Invocation::FullReconcile),
         (Some(source), Some(detail_type)) => Err(EventError::Unrecognised(format!(
             "{} / {}",
-            clip(source),
-            clip(detail_type)
+            clip(source, 200),
+            clip(detail_type, 200)
         ))),
         _ => Err(EventError::Unrecognised(format!(
             "an object with keys {}",
-            clip(&envelope.keys().cloned().collect::<Vec<_>>().join(", "))
+            clip(
+                &envelope.keys().cloned().collect::<Vec<_>>().join(", "),
+                200
+            )
         ))),
     }
 }
@@ -123,10 +133,10 @@ fn stream(records: &[Value], user_attribute: &str) -> Invocation {
 fn user_of(record: &Value, attribute: &str) -> Result<String, RecordError> {
     let record = record
         .as_object()
-        .ok_or(RecordError::NotAnObject(kind(record)))?;
+        .ok_or(RecordError::NotAnObject(json_kind(record)))?;
     if let Some(source) = record.get("eventSource").and_then(Value::as_str) {
         if source != "aws:dynamodb" {
-            return Err(RecordError::NotDynamoDb(clip(source)));
+            return Err(RecordError::NotDynamoDb(clip(source, 200)));
         }
     }
     let stream_record = record
@@ -138,21 +148,24 @@ fn user_of(record: &Value, attribute: &str) -> Result<String, RecordError> {
         .filter_map(|part| stream_record.get(*part).and_then(Value::as_object))
         .find_map(|item| item.get(attribute))
         .ok_or_else(|| RecordError::NoUserId {
-            attribute: clip(attribute),
+            attribute: clip(attribute, 200),
         })?;
     match value.as_object().map(single_entry) {
         Some(Some(("S", Value::String(s)))) if !s.is_empty() => Ok(s.clone()),
         Some(Some(("S", _))) => Err(RecordError::UserIdNotString {
-            attribute: clip(attribute),
+            attribute: clip(attribute, 200),
             found: "an empty string".into(),
         }),
         Some(Some((t, _))) => Err(RecordError::UserIdNotString {
-            attribute: clip(attribute),
-            found: format!("a DynamoDB {} value", clip(t)),
+            attribute: clip(attribute, 200),
+            found: format!("a DynamoDB {} value", clip(t, 200)),
         }),
         _ => Err(RecordError::UserIdNotString {
-            attribute: clip(attribute),
-            found: format!("{} rather than a DynamoDB attribute value", kind(value)),
+            attribute: clip(attribute, 200),
+            found: format!(
+                "{} rather than a DynamoDB attribute value",
+                json_kind(value)
+            ),
         }),
     }
 }
@@ -172,14 +185,14 @@ fn reconcile_request(request: &Value) -> Result<Invocation, EventError> {
         other => {
             return Err(EventError::Reconcile(format!(
                 "\"reconcile\" is {}; expected an object such as {{}} or {{\"users\": [...]}}",
-                kind(other)
+                json_kind(other)
             )))
         }
     };
     if let Some(unknown) = options.keys().find(|k| k.as_str() != "users") {
         return Err(EventError::Reconcile(format!(
             "unknown option {:?} (the only option is \"users\")",
-            clip(unknown)
+            clip(unknown, 200)
         )));
     }
     match options.get("users") {
@@ -198,28 +211,9 @@ fn reconcile_request(request: &Value) -> Result<Invocation, EventError> {
         }
         Some(other) => Err(EventError::Reconcile(format!(
             "\"users\" is {}, not a list",
-            kind(other)
+            json_kind(other)
         ))),
     }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn clip(s: &str) -> String {
-    let mut out: String = s.chars().take(200).collect();
-    if s.chars().count() > 200 {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -158,13 +158,11 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ecr_bridge_aws::env::vars_from;
     use std::collections::HashMap;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        vars_from(pairs)
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use ecr_bridge::reference::{validate_repository, validate_tag};
+use ecr_bridge::text::{clip, json_kind};
 use ecr_bridge::Digest;
 use ecr_bridge_aws::replicator::{ActionKind, ImageAction};
 use serde::{Deserialize, Serialize};
@@ -44,7 +45,10 @@ pub const DETAIL_TYPE: &str = "ECR Image Action";
 
 pub fn parse(payload: &Value) -> Result<Incoming, EventError> {
     let envelope = payload.as_object().ok_or_else(|| {
-        EventError::Shape(format!("expected a JSON object, got {}", kind(payload)))
+        EventError::Shape(format!(
+            "expected a JSON object, got {}",
+            json_kind(payload)
+        ))
     })?;
     let text = |k: &str| envelope.get(k).and_then(Value::as_str);
     match (text("source"), text("detail-type")) {
@@ -61,12 +65,12 @@ pub fn parse(payload: &Value) -> Result<Incoming, EventError> {
         }
     }
     let event: EventBridgeEvent<ImageActionDetail> = serde_json::from_value(payload.clone())
-        .map_err(|e| EventError::Shape(clip(&e.to_string())))?;
+        .map_err(|e| EventError::Shape(clip(&e.to_string(), 200)))?;
     let d = event.detail;
     if d.result != "SUCCESS" {
         return Ok(Incoming::Ignored(format!(
             "result is {:?}, not SUCCESS",
-            clip(&d.result)
+            clip(&d.result, 200)
         )));
     }
     let kind = match d.action_type.as_str() {
@@ -75,7 +79,7 @@ pub fn parse(payload: &Value) -> Result<Incoming, EventError> {
         other => {
             return Ok(Incoming::Ignored(format!(
                 "action-type {:?} is neither PUSH nor DELETE",
-                clip(other)
+                clip(other, 200)
             )))
         }
     };
@@ -83,7 +87,7 @@ pub fn parse(payload: &Value) -> Result<Incoming, EventError> {
     if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
         return Err(EventError::Field {
             field: "account",
-            reason: format!("must be 12 digits (got {:?})", clip(&account)),
+            reason: format!("must be 12 digits (got {:?})", clip(&account, 200)),
         });
     }
     let region = event.region.unwrap_or_default();
@@ -95,7 +99,7 @@ pub fn parse(payload: &Value) -> Result<Incoming, EventError> {
     {
         return Err(EventError::Field {
             field: "region",
-            reason: format!("not an AWS region (got {:?})", clip(&region)),
+            reason: format!("not an AWS region (got {:?})", clip(&region, 200)),
         });
     }
     validate_repository(&d.repository_name).map_err(|e| EventError::Field {
@@ -129,25 +133,6 @@ pub fn parse(payload: &Value) -> Result<Incoming, EventError> {
         tag,
         kind,
     }))
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn clip(s: &str) -> String {
-    let mut out: String = s.chars().take(200).collect();
-    if s.chars().count() > 200 {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! one-element list, actions compare as sets, case-insensitively), so a
 //! policy that already says what we would write is never rewritten.
 
+use crate::text::json_kind;
 use std::collections::BTreeSet;
 
 use serde_json::{json, Map, Value};
@@ -217,7 +218,7 @@ fn parse_document(text: &str) -> Result<Map<String, Value>, PolicyError> {
         Ok(Value::Object(map)) => Ok(map),
         Ok(other) => Err(PolicyError::NotADocument(format!(
             "expected an object, got {}",
-            kind(&other)
+            json_kind(&other)
         ))),
         Err(e) => Err(PolicyError::NotJson(e.to_string())),
     }
@@ -232,14 +233,14 @@ fn statements_of(doc: &Map<String, Value>) -> Result<Vec<Value>, PolicyError> {
         Some(other) => {
             return Err(PolicyError::NotADocument(format!(
                 "\"Statement\" is {}",
-                kind(other)
+                json_kind(other)
             )))
         }
     };
     if let Some(bad) = statements.iter().find(|s| !s.is_object()) {
         return Err(PolicyError::NotADocument(format!(
             "a statement is {}",
-            kind(bad)
+            json_kind(bad)
         )));
     }
     Ok(statements)
@@ -342,17 +343,6 @@ fn rewrite(
     }
     doc.insert("Statement".into(), Value::Array(out));
     Value::Object(doc).to_string()
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]
