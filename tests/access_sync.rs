@@ -10,7 +10,6 @@ mod access_rig;
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use access_rig::{granted_by, repo, row, row_with, s, sample, Stage, PREFIX, SECRET_KEY};
@@ -338,24 +337,10 @@ async fn given_changes_that_do_not_touch_access_when_handled_then_zero_writes_an
     assert_eq!(stage.granted(&repo(U1)).await, ["111111111111"]);
 }
 
-/// Keeps every log line, for checks on what was logged.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn given_rows_with_invalid_account_ids_when_handled_then_they_are_skipped_with_a_warning_naming_the_row_and_the_rest_granted(
 ) {
-    let captured = Captured::default();
+    let captured = common::CapturedLogs::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .json()
@@ -398,7 +383,7 @@ async fn given_rows_with_invalid_account_ids_when_handled_then_they_are_skipped_
     let r = report_for(&report, U1);
     assert_eq!(r.outcome, Outcome::Granted);
     assert_eq!(r.skipped_rows.len(), 3, "{:?}", r.skipped_rows);
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     let warnings: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("\"WARN\"") && l.contains("row skipped"))

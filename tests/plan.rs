@@ -13,14 +13,7 @@ const TARGET: &str = "222222222222";
 
 /// Source repositories in moto's default account, each with tagged images.
 async fn seed(moto: &Moto) {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(moto.url())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "AKIDTEST", "secret", None, None, "test",
-        ))
-        .load()
-        .await;
+    let sdk = common::moto_sdk(&moto.url(), "secret").await;
     let ecr = aws_sdk_ecr::Client::new(&sdk);
     let images: &[(&str, &[&str])] = &[
         ("kuali-coeus", &["2501.0001", "2501.0002", "wip-dirty"]),

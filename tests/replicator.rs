@@ -5,10 +5,7 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_credential_types::Credentials;
+use aws_config::SdkConfig;
 use common::{blob_puts, push_image};
 use ecr_bridge_aws::replicator::Replicator;
 use image_replicator::config::Config;
@@ -54,35 +51,12 @@ impl Stage {
     }
 
     async fn sdk(&self) -> SdkConfig {
-        aws_config::defaults(BehaviorVersion::latest())
-            .endpoint_url(self.moto.url())
-            .region(Region::new(REGION))
-            .credentials_provider(Credentials::new(
-                "AKIDTESTONLY",
-                "test-secret-key",
-                None,
-                None,
-                "test",
-            ))
-            .load()
-            .await
+        common::moto_sdk(&self.moto.url(), "test-secret-key").await
     }
 
     /// An ECR client acting in `account`, as the target role would.
     async fn ecr_in(&self, account: &str) -> aws_sdk_ecr::Client {
-        let sdk = self.sdk().await;
-        let provider = aws_config::sts::AssumeRoleProvider::builder(role(account))
-            .session_name("test-oracle")
-            .configure(&sdk)
-            .build()
-            .await;
-        let conf = sdk
-            .to_builder()
-            .credentials_provider(
-                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
-            )
-            .build();
-        aws_sdk_ecr::Client::new(&conf)
+        common::ecr_as(&self.sdk().await, &role(account)).await
     }
 
     async fn replicator_with_env(&self, extra: &[(&str, &str)]) -> (Replicator, Config) {
@@ -814,24 +788,10 @@ async fn given_a_malformed_event_when_invoked_then_a_permanent_error_naming_the_
     assert!(err.to_string().starts_with("permanent:"), "{err}");
 }
 
-/// Keeps every log line the process writes, for the no-secrets check.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn given_debug_logging_when_replicating_across_accounts_then_no_credential_or_token_appears_in_the_logs(
 ) {
-    let captured = Captured::default();
+    let captured = common::CapturedLogs::default();
     let writer = captured.clone();
     // nextest runs each test in its own process: a global subscriber sees every thread.
     // The functions' own filter, asked for everything (RUST_LOG=trace).
@@ -862,7 +822,7 @@ async fn given_debug_logging_when_replicating_across_accounts_then_no_credential
     .await
     .unwrap();
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.contains("replication"), "the outcome line is logged");
     assert!(
         logs.contains("registry request"),

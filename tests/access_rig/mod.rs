@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use access_sync::config::Config;
 use aws_config::retry::RetryConfig;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_credential_types::Credentials;
+use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType, StreamSpecification, StreamViewType,
@@ -351,24 +350,16 @@ pub struct Stage {
 }
 
 pub async fn sdk_at(url: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(url)
-        .region(Region::new(REGION))
-        .credentials_provider(Credentials::new(
-            "AKIDTESTONLY",
-            SECRET_KEY,
-            None,
-            None,
-            "test",
-        ))
+    crate::common::moto_sdk(url, SECRET_KEY)
+        .await
+        .to_builder()
         // Failing tests stay quick; a 5xx is still retried once.
         .retry_config(
             RetryConfig::standard()
                 .with_max_attempts(2)
                 .with_initial_backoff(Duration::from_millis(5)),
         )
-        .load()
-        .await
+        .build()
 }
 
 impl Stage {
@@ -438,19 +429,7 @@ impl Stage {
 
     /// ECR in the repositories' account, as the function's role sees it.
     pub async fn ecr(&self) -> aws_sdk_ecr::Client {
-        let sdk = self.sdk().await;
-        let provider = aws_config::sts::AssumeRoleProvider::builder(ROLE)
-            .session_name("test-oracle")
-            .configure(&sdk)
-            .build()
-            .await;
-        let conf = sdk
-            .to_builder()
-            .credentials_provider(
-                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
-            )
-            .build();
-        aws_sdk_ecr::Client::new(&conf)
+        crate::common::ecr_as(&self.sdk().await, ROLE).await
     }
 
     pub fn env(extra: &[(&str, &str)]) -> HashMap<String, String> {

@@ -111,3 +111,57 @@ pub fn blob_puts(records: &[rig::RequestRecord]) -> usize {
 pub fn patches(records: &[rig::RequestRecord]) -> usize {
     records.iter().filter(|r| r.method == "PATCH").count()
 }
+
+/// The SDK configuration of a test: moto's endpoint, static credentials
+/// (moto's default account 123456789012), us-east-1.
+pub async fn moto_sdk(moto_url: &str, secret_key: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto_url)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "AKIDTESTONLY",
+            secret_key,
+            None,
+            None,
+            "test",
+        ))
+        .load()
+        .await
+}
+
+/// An ECR client acting through `role_arn`, as a function's assumed role would
+/// (moto scopes the credentials to the role's account).
+pub async fn ecr_as(sdk: &aws_config::SdkConfig, role_arn: &str) -> aws_sdk_ecr::Client {
+    let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+        .session_name("test-oracle")
+        .configure(sdk)
+        .build()
+        .await;
+    let conf = sdk
+        .to_builder()
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+        )
+        .build();
+    aws_sdk_ecr::Client::new(&conf)
+}
+
+/// Keeps every log line a test process writes, for checks on what was logged.
+#[derive(Clone, Default)]
+pub struct CapturedLogs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
