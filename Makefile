@@ -7,7 +7,7 @@
 SHELL := /bin/bash
 NEXTEST_PROFILE ?= default
 
-.PHONY: setup demo test check-templates bench lint fmt
+.PHONY: setup demo test check-templates sam-local-invoke bench lint fmt
 
 setup:
 	@scripts/setup.sh
@@ -20,10 +20,14 @@ test: setup
 	cargo build --workspace --all-targets
 	cargo nextest run --workspace --profile $(NEXTEST_PROFILE)
 	scripts/check-templates.sh
+	scripts/sam-local-invoke.sh
 	scripts/lambda-invoke.sh
 
 check-templates: setup
 	scripts/check-templates.sh
+
+sam-local-invoke: setup
+	scripts/sam-local-invoke.sh
 
 bench: setup
 	scripts/bench.sh

@@ -2,7 +2,8 @@
 # Installs what the tests, the demo and the benchmark need, on a fresh
 # Debian machine or this one again (each step is skipped when already done).
 #   - Debian: docker-registry (the real registry), skopeo (peer and oracle),
-#     apache2-utils (htpasswd), curl, time (/usr/bin/time -v for peak RSS)
+#     apache2-utils (htpasswd), curl, time (/usr/bin/time -v for peak RSS),
+#     debootstrap (the local root filesystem sam local invoke runs functions in)
 #   - cargo-nextest (test runner) when missing
 #   - moto[server] (AWS API stand-in) in its own venv under
 #     $ECR_BRIDGE_TOOLS (default ~/.cache/ecr-bridge), kept between runs
@@ -18,6 +19,7 @@ command -v skopeo >/dev/null || need_apt+=(skopeo)
 command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
 command -v curl >/dev/null || need_apt+=(curl)
 [ -x /usr/bin/time ] || need_apt+=(time)
+command -v debootstrap >/dev/null || need_apt+=(debootstrap)   # scripts/sam-local-invoke.sh builds its invoke image
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "apt-get install ${need_apt[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

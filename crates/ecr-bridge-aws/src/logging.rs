@@ -1,9 +1,9 @@
 //! Log set-up shared by the functions: JSON lines when Lambda's log format
 //! is JSON, the level from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`.
 //!
-//! Whatever level is asked for, the AWS SDK's HTTP layer is held at DEBUG:
-//! at TRACE it logs raw response bodies, and those carry registry tokens
-//! (GetAuthorizationToken) and session keys (AssumeRole).
+//! Whatever level is asked for, the AWS SDK's HTTP layer never goes past
+//! DEBUG: at TRACE it logs raw response bodies, and those carry registry
+//! tokens (GetAuthorizationToken) and session keys (AssumeRole).
 
 use tracing_subscriber::EnvFilter;
 
@@ -17,9 +17,13 @@ const BODY_LOGGERS: &[&str] = &[
 ];
 
 /// The filter for `spec` (e.g. `info`, `debug,ecr_bridge=trace`), with the
-/// body-logging targets capped at DEBUG.
+/// body-logging targets capped at DEBUG when the spec would reach TRACE
+/// (a cap only: at `info` they stay at `info`).
 pub fn filter(spec: &str) -> EnvFilter {
     let mut filter = EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("info"));
+    if !spec.to_ascii_lowercase().contains("trace") {
+        return filter;
+    }
     for target in BODY_LOGGERS {
         if let Ok(d) = format!("{target}=debug").parse() {
             filter = filter.add_directive(d);
@@ -50,5 +54,23 @@ pub fn init_lambda() {
             .init();
     } else {
         builder.with_ansi(false).without_time().init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_trace_or_info_when_filtering_then_sdk_bodies_are_capped_only_when_trace_was_asked() {
+        let trace = filter("trace").to_string();
+        assert!(trace.contains("aws_smithy_runtime=debug"), "{trace}");
+        let info = filter("info").to_string();
+        assert!(
+            !info.contains("aws_smithy_runtime"),
+            "info must not lower the SDK to debug: {info}"
+        );
+        let targeted = filter("info,aws_smithy_runtime=trace").to_string();
+        assert!(targeted.contains("aws_smithy_runtime=debug"), "{targeted}");
     }
 }
