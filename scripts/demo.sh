@@ -8,7 +8,6 @@ set -euo pipefail
 LOG_TAG=demo
 source "$(dirname "$0")/lib/stand-ins.sh"
 ensure_tools
-PY="$TOOLS/venv/bin/python"   # moto's venv has boto3, used here as the "aws" CLI
 
 say "Starting local stand-ins"
 start_moto
@@ -33,12 +32,8 @@ MAPPING='{"rules":[{"name":"kuali-coeus","match":{"exact":"kuali-coeus"},
   "create_repository":{"tag_mutability":"IMMUTABLE","scan_on_push":true},
   "destinations":[{"account":"222222222222","region":"us-east-1",
     "role_arn":"arn:aws:iam::222222222222:role/ecr-bridge-push","external_id":"kuali-sync","repository":"coeus"}]}]}'
-AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo "$PY" - "$MOTO_URL" "$MAPPING" <<'EOF'
-import boto3, json, sys
-ssm = boto3.client("ssm", endpoint_url=sys.argv[1], region_name="us-east-1")
-ssm.put_parameter(Name="/ecr-bridge/mapping", Value=sys.argv[2], Type="String")
-print("  /ecr-bridge/mapping:", json.dumps(json.loads(sys.argv[2])["rules"][0]["match"]), "->", "coeus")
-EOF
+local_aws put-mapping /ecr-bridge/mapping "$MAPPING"
+echo "  /ecr-bridge/mapping: {\"exact\": \"kuali-coeus\"} -> coeus"
 
 say "Starting the replicator under the Lambda runtime emulator (cargo lambda watch)"
 cat >"$WORK/function.env" <<EOF
@@ -69,15 +64,7 @@ echo "  source kuali-coeus:2501.0001  $DIGEST"
 echo "  target coeus:2501.0001        $GOT"
 [ "$GOT" = "$DIGEST" ] || fail "digests differ"
 echo "  identical, byte for byte"
-AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo "$PY" - "$MOTO_URL" <<'EOF'
-import boto3, sys
-sts = boto3.client("sts", endpoint_url=sys.argv[1], region_name="us-east-1")
-c = sts.assume_role(RoleArn="arn:aws:iam::222222222222:role/ecr-bridge-push", RoleSessionName="demo")["Credentials"]
-ecr = boto3.client("ecr", endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id=c["AccessKeyId"],
-                   aws_secret_access_key=c["SecretAccessKey"], aws_session_token=c["SessionToken"])
-r = ecr.describe_repositories(repositoryNames=["coeus"])["repositories"][0]
-print(f"  repository {r['repositoryUri']}: tags {r['imageTagMutability']}, scan on push {r['imageScanningConfiguration']['scanOnPush']}")
-EOF
+echo "  repository $(local_aws repository arn:aws:iam::222222222222:role/ecr-bridge-push coeus)"
 
 say "Sending the same event again (EventBridge delivers at least once)"
 OUT=$(invoke image-replicator push.json)
@@ -88,18 +75,10 @@ print(f"  outcome {d['outcome']}: {d['report']['blobs_uploaded']} blobs moved")
 EOF
 
 say "Access sync: a users table in 123456789012, user repositories in 222222222222"
-AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo "$PY" - "$MOTO_URL" <<'EOF'
-import boto3, sys
-ddb = boto3.client("dynamodb", endpoint_url=sys.argv[1], region_name="us-east-1")
-ddb.create_table(TableName="gen3-pay-models", BillingMode="PAY_PER_REQUEST",
-    KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}, {"AttributeName": "bmh_workspace_id", "KeyType": "RANGE"}],
-    AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"}, {"AttributeName": "bmh_workspace_id", "AttributeType": "S"}],
-    StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
+local_aws create-users-table
 # The row the sample stream record (events/dynamodb-insert.json) announces.
-ddb.put_item(TableName="gen3-pay-models", Item={"user_id": {"S": "user1@username.com"}, "bmh_workspace_id": {"S": "ws-0001"},
-    "account_id": {"S": "111111111111"}, "workspace_type": {"S": "Direct Pay"}, "request_status": {"S": "active"}})
-print("  row: user1@username.com, Direct Pay, account 111111111111")
-EOF
+local_aws put-row user1@username.com ws-0001 111111111111 active
+echo "  row: user1@username.com, Direct Pay, account 111111111111"
 cat >>"$WORK/function.env" <<EOF
 TABLE_NAME=gen3-pay-models
 ECR_ROLE_ARN=arn:aws:iam::222222222222:role/ecr-bridge-access-policy
@@ -112,17 +91,7 @@ start_watch "$WORK/function.env"
 cp "$ROOT/events/dynamodb-insert.json" "$WORK/insert.json"
 OUT=$(invoke access-sync insert.json) || { tail -30 "$WORK/watch.log"; fail "access-sync invoke failed"; }
 echo "  events/dynamodb-insert.json -> batchItemFailures: $(echo "$OUT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["batchItemFailures"])')"
-AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo "$PY" - "$MOTO_URL" <<'EOF'
-import boto3, json, sys
-sts = boto3.client("sts", endpoint_url=sys.argv[1], region_name="us-east-1")
-c = sts.assume_role(RoleArn="arn:aws:iam::222222222222:role/ecr-bridge-access-policy", RoleSessionName="demo")["Credentials"]
-ecr = boto3.client("ecr", endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id=c["AccessKeyId"],
-                   aws_secret_access_key=c["SecretAccessKey"], aws_session_token=c["SessionToken"])
-name = "nextflow-approved/user1-40username-2ecom"
-policy = json.loads(ecr.get_repository_policy(repositoryName=name)["policyText"])
-print(f"  repository policy of {name} in 222222222222:")
-for line in json.dumps(policy, indent=2).splitlines():
-    print("    " + line)
-EOF
+echo "  repository policy of nextflow-approved/user1-40username-2ecom in 222222222222:"
+local_aws policy arn:aws:iam::222222222222:role/ecr-bridge-access-policy nextflow-approved/user1-40username-2ecom | sed 's/^/    /'
 
 say "Done; stopping the stand-ins"

@@ -81,43 +81,13 @@ log "malformed event: rejected as InvalidEvent"
 # --- access sync: every events/dynamodb-*.json and the scheduled reconcile ----------
 # The function reads the table, not the record: each step first makes the
 # table say what the sample record announces.
-PY="$TOOLS/venv/bin/python"
-table() { # table put USER WS ACCOUNT STATUS | table delete USER WS | table policy -> prints granted accounts
-    AWS_ACCESS_KEY_ID=AKIDLOCAL AWS_SECRET_ACCESS_KEY=local-secret "$PY" - "$MOTO_URL" "$@" <<'EOF'
-import boto3, json, sys
-url, op, *args = sys.argv[1:]
-ddb = boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1")
-if op == "create":
-    ddb.create_table(TableName="gen3-pay-models", BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}, {"AttributeName": "bmh_workspace_id", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"}, {"AttributeName": "bmh_workspace_id", "AttributeType": "S"}],
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
-elif op == "put":
-    user, ws, account, status = args
-    ddb.put_item(TableName="gen3-pay-models", Item={"user_id": {"S": user}, "bmh_workspace_id": {"S": ws},
-        "account_id": {"S": account}, "workspace_type": {"S": "Direct Pay"}, "request_status": {"S": status}})
-elif op == "delete":
-    ddb.delete_item(TableName="gen3-pay-models", Key={"user_id": {"S": args[0]}, "bmh_workspace_id": {"S": args[1]}})
-elif op == "policy":
-    c = boto3.client("sts", endpoint_url=url, region_name="us-east-1").assume_role(
-        RoleArn="arn:aws:iam::222222222222:role/ecr-bridge-access-policy", RoleSessionName="check")["Credentials"]
-    ecr = boto3.client("ecr", endpoint_url=url, region_name="us-east-1", aws_access_key_id=c["AccessKeyId"],
-        aws_secret_access_key=c["SecretAccessKey"], aws_session_token=c["SessionToken"])
-    try:
-        doc = json.loads(ecr.get_repository_policy(repositoryName=args[0])["policyText"])
-    except ecr.exceptions.RepositoryPolicyNotFoundException:
-        print("none"); sys.exit(0)
-    ours = [s for s in doc["Statement"] if s.get("Sid") == "AllowCrossAccountPull"]
-    principals = ours[0]["Principal"]["AWS"] if ours else []
-    principals = [principals] if isinstance(principals, str) else principals
-    print(",".join(sorted(p.split(":")[4] for p in principals)) or "none")
-EOF
-}
 no_failures() { python3 -c 'import json,sys; o=json.load(sys.stdin); sys.exit(0 if o.get("batchItemFailures") == [] else 1)'; }
 REPO=nextflow-approved/user1-40username-2ecom
+POLICY_ROLE=arn:aws:iam::222222222222:role/ecr-bridge-access-policy
+granted() { local_aws granted "$POLICY_ROLE" "$1"; }
 
-table create
-table put user1@username.com ws-0001 111111111111 active
+local_aws create-users-table
+local_aws put-row user1@username.com ws-0001 111111111111 active
 cat >>"$WORK/function.env" <<EOF
 TABLE_NAME=gen3-pay-models
 ECR_ROLE_ARN=arn:aws:iam::222222222222:role/ecr-bridge-access-policy
@@ -133,31 +103,31 @@ done
 
 OUT=$(invoke access-sync dynamodb-insert.json) || { tail -30 "$WORK/watch.log"; fail "access sync insert invoke failed"; }
 echo "$OUT" | no_failures || fail "insert: $OUT"
-[ "$(table policy $REPO)" = 111111111111 ] || fail "insert: policy grants $(table policy $REPO), not 111111111111"
+[ "$(granted $REPO)" = 111111111111 ] || fail "insert: policy grants $(granted $REPO), not 111111111111"
 log "access sync, dynamodb-insert.json: $REPO grants 111111111111"
 
-table put user1@username.com ws-0001 333333333333 active
+local_aws put-row user1@username.com ws-0001 333333333333 active
 OUT=$(invoke access-sync dynamodb-modify.json) || fail "modify invoke failed"
 echo "$OUT" | no_failures || fail "modify: $OUT"
-[ "$(table policy $REPO)" = 333333333333 ] || fail "modify: policy grants $(table policy $REPO), not only 333333333333"
+[ "$(granted $REPO)" = 333333333333 ] || fail "modify: policy grants $(granted $REPO), not only 333333333333"
 log "access sync, dynamodb-modify.json: 111111111111 revoked, 333333333333 granted"
 
-table delete user1@username.com ws-0001
+local_aws delete-row user1@username.com ws-0001
 OUT=$(invoke access-sync dynamodb-remove.json) || fail "remove invoke failed"
 echo "$OUT" | no_failures || fail "remove: $OUT"
-[ "$(table policy $REPO)" = none ] || fail "remove: policy still grants $(table policy $REPO)"
+[ "$(granted $REPO)" = none ] || fail "remove: policy still grants $(granted $REPO)"
 log "access sync, dynamodb-remove.json: revoked, empty policy deleted"
 
 # The mixed batch: two rows of user1, a status change, an invalid escaped name
 # (User@x.org), a record without keys, a numeric user_id, a removed user.
-table put user1@username.com ws-0001 111111111111 "above limit"
-table put user1@username.com ws-0002 222222222222 active
-table put first_last@uchicago.edu ws-0100 444444444444 active
-table put User@x.org ws-0200 555555555555 active
+local_aws put-row user1@username.com ws-0001 111111111111 "above limit"
+local_aws put-row user1@username.com ws-0002 222222222222 active
+local_aws put-row first_last@uchicago.edu ws-0100 444444444444 active
+local_aws put-row User@x.org ws-0200 555555555555 active
 OUT=$(invoke access-sync dynamodb-batch-mixed.json) || fail "mixed batch invoke failed"
 echo "$OUT" | no_failures || fail "mixed batch: bad records must not be retried: $OUT"
-[ "$(table policy $REPO)" = 111111111111,222222222222 ] || fail "mixed batch: user1 has $(table policy $REPO)"
-[ "$(table policy nextflow-approved/first-5flast-40uchicago-2eedu)" = 444444444444 ] || fail "mixed batch: first_last not granted"
+[ "$(granted $REPO)" = 111111111111,222222222222 ] || fail "mixed batch: user1 has $(granted $REPO)"
+[ "$(granted nextflow-approved/first-5flast-40uchicago-2eedu)" = 444444444444 ] || fail "mixed batch: first_last not granted"
 log "access sync, dynamodb-batch-mixed.json: union of user1's accounts, first_last granted, invalid and malformed records not retried"
 
 OUT=$(invoke access-sync scheduled-reconcile.json) || fail "scheduled reconcile invoke failed"

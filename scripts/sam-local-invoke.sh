@@ -26,7 +26,6 @@ source "$(dirname "$0")/lib/invoke-image.sh"
 SAM_VENV="$TOOLS/sam-venv"
 SAM_PY="$SAM_VENV/bin/python"
 HOST_NETWORK_SAM="$ROOT/scripts/lib/sam-host-network.py"
-PY="$TOOLS/venv/bin/python" # moto's venv: boto3, our "aws" CLI
 REGION=us-east-1
 
 passed=0
@@ -125,20 +124,9 @@ MAPPING='{"rules":[{"name":"kuali-coeus","match":{"exact":"kuali-coeus"},
   "create_repository":{"tag_mutability":"IMMUTABLE","scan_on_push":true},
   "destinations":[{"account":"222222222222","region":"us-east-1",
     "role_arn":"arn:aws:iam::222222222222:role/ecr-bridge-push","external_id":"kuali-sync","repository":"coeus"}]}]}'
-AWS_ACCESS_KEY_ID=AKIDLOCAL AWS_SECRET_ACCESS_KEY=local-secret "$PY" - "$MOTO_URL" "$MAPPING" <<'EOF' ||
-import boto3, sys
-url, mapping = sys.argv[1], sys.argv[2]
-boto3.client("ssm", endpoint_url=url, region_name="us-east-1").put_parameter(
-    Name="/ecr-bridge/mapping", Value=mapping, Type="String")
-ddb = boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1")
-ddb.create_table(TableName="gen3-pay-models", BillingMode="PAY_PER_REQUEST",
-    KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}, {"AttributeName": "bmh_workspace_id", "KeyType": "RANGE"}],
-    AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"}, {"AttributeName": "bmh_workspace_id", "AttributeType": "S"}],
-    StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
-# The row events/dynamodb-insert.json announces.
-ddb.put_item(TableName="gen3-pay-models", Item={"user_id": {"S": "user1@username.com"}, "bmh_workspace_id": {"S": "ws-0001"},
-    "account_id": {"S": "111111111111"}, "workspace_type": {"S": "Direct Pay"}, "request_status": {"S": "active"}})
-EOF
+{ local_aws put-mapping /ecr-bridge/mapping "$MAPPING" &&
+  local_aws create-users-table &&
+  local_aws put-row user1@username.com ws-0001 111111111111 active; } ||   # the row events/dynamodb-insert.json announces
     fail "could not store the mapping and the users table in moto"
 
 # --env-vars: per function logical id. SAM passes only variables that
@@ -212,21 +200,8 @@ FAILURES=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["batc
 [ "$FAILURES" = "[]" ] || fail "access sync: batchItemFailures $FAILURES, expected []"
 ok "sam local invoke AccessSyncFunction: batchItemFailures [] ($INVOKE_MS ms)"
 
-AWS_ACCESS_KEY_ID=AKIDLOCAL AWS_SECRET_ACCESS_KEY=local-secret "$PY" - "$MOTO_URL" <<'EOF' ||
-import boto3, json, sys
-sts = boto3.client("sts", endpoint_url=sys.argv[1], region_name="us-east-1")
-c = sts.assume_role(RoleArn="arn:aws:iam::222222222222:role/ecr-bridge-access-policy", RoleSessionName="check")["Credentials"]
-ecr = boto3.client("ecr", endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id=c["AccessKeyId"],
-                   aws_secret_access_key=c["SecretAccessKey"], aws_session_token=c["SessionToken"])
-name = "nextflow-approved/user1-40username-2ecom"
-policy = json.loads(ecr.get_repository_policy(repositoryName=name)["policyText"])
-ours = [s for s in policy["Statement"] if s.get("Sid") == "AllowCrossAccountPull"]
-assert len(ours) == 1, f"no AllowCrossAccountPull statement in {policy}"
-principals = ours[0]["Principal"]["AWS"]
-principals = [principals] if isinstance(principals, str) else principals
-assert principals == ["arn:aws:iam::111111111111:root"], f"principals {principals}"
-print(json.dumps(policy, indent=2))
-EOF
+GRANTED=$(local_aws granted arn:aws:iam::222222222222:role/ecr-bridge-access-policy nextflow-approved/user1-40username-2ecom)
+[ "$GRANTED" = 111111111111 ] || \
     fail "the repository policy of nextflow-approved/user1-40username-2ecom is not what access sync should write"
 ok "repository policy of nextflow-approved/user1-40username-2ecom in 222222222222 grants arn:aws:iam::111111111111:root"
 

@@ -101,3 +101,9 @@ start_watch() {
 invoke() {
     cargo lambda invoke "$1" -A 127.0.0.1 -P "$INVOKE_PORT" --data-file "$WORK/$2" --output-format json
 }
+
+# local_aws OP ARGS...: AWS calls against moto (see scripts/lib/local_aws.py).
+local_aws() {
+    AWS_ACCESS_KEY_ID=AKIDLOCAL AWS_SECRET_ACCESS_KEY=local-secret \
+        "$TOOLS/venv/bin/python" "$ROOT/scripts/lib/local_aws.py" "$MOTO_URL" "$@"
+}

@@ -40,7 +40,6 @@ pub fn moto_server_path() -> PathBuf {
 
 impl Moto {
     pub fn start() -> Moto {
-        use std::os::unix::process::CommandExt;
         let dir = tempfile::Builder::new()
             .prefix("rig-moto-")
             .tempdir()
@@ -53,16 +52,7 @@ impl Moto {
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("dup"))
                 .stderr(log);
-            // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-            unsafe {
-                cmd.pre_exec(|| {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-            let mut child = crate::registry::spawn_from_lasting_thread(cmd).unwrap_or_else(|e| {
+            let mut child = crate::registry::spawn_dying_with_process(cmd).unwrap_or_else(|e| {
                 panic!(
                     "starting {} (run scripts/setup.sh): {e}",
                     moto_server_path().display()

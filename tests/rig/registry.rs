@@ -431,7 +431,6 @@ fn wait_ready(
 }
 
 fn spawn(config: &Path, log_path: &Path) -> Child {
-    use std::os::unix::process::CommandExt;
     let log = File::create(log_path).expect("creating registry log");
     let mut cmd = Command::new("docker-registry");
     cmd.arg("serve")
@@ -439,6 +438,15 @@ fn spawn(config: &Path, log_path: &Path) -> Child {
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("dup log fd"))
         .stderr(log);
+    spawn_dying_with_process(cmd).unwrap_or_else(|e| {
+        panic!("spawning docker-registry (apt-get install docker-registry): {e}")
+    })
+}
+
+/// Spawns `cmd` so that the kernel kills it when this process dies, even by
+/// SIGKILL: a crashed test must not leave registries or moto servers behind.
+pub(crate) fn spawn_dying_with_process(mut cmd: Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches no memory of ours.
     unsafe {
         cmd.pre_exec(|| {
@@ -448,9 +456,7 @@ fn spawn(config: &Path, log_path: &Path) -> Child {
             Ok(())
         });
     }
-    spawn_from_lasting_thread(cmd).unwrap_or_else(|e| {
-        panic!("spawning docker-registry (apt-get install docker-registry): {e}")
-    })
+    spawn_from_lasting_thread(cmd)
 }
 
 /// PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, and
