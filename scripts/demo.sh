@@ -79,15 +79,7 @@ local_aws create-users-table
 # The row the sample stream record (events/dynamodb-insert.json) announces.
 local_aws put-row user1@username.com ws-0001 111111111111 active
 echo "  row: user1@username.com, Direct Pay, account 111111111111"
-cat >>"$WORK/function.env" <<EOF
-TABLE_NAME=gen3-pay-models
-ECR_ROLE_ARN=arn:aws:iam::222222222222:role/ecr-bridge-access-policy
-ECR_REGION=us-east-1
-MISSING_REPOSITORY=create
-EOF
-# The env file is read when watch starts: restart it with the access-sync settings.
-kill "${PIDS[-1]}" 2>/dev/null; wait "${PIDS[-1]}" 2>/dev/null || true
-start_watch "$WORK/function.env"
+restart_watch_for_access_sync "$WORK/function.env"
 cp "$ROOT/events/dynamodb-insert.json" "$WORK/insert.json"
 OUT=$(invoke access-sync insert.json) || { tail -30 "$WORK/watch.log"; fail "access-sync invoke failed"; }
 echo "  events/dynamodb-insert.json -> batchItemFailures: $(echo "$OUT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["batchItemFailures"])')"

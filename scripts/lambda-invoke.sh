@@ -88,15 +88,7 @@ granted() { local_aws granted "$POLICY_ROLE" "$1"; }
 
 local_aws create-users-table
 local_aws put-row user1@username.com ws-0001 111111111111 active
-cat >>"$WORK/function.env" <<EOF
-TABLE_NAME=gen3-pay-models
-ECR_ROLE_ARN=arn:aws:iam::222222222222:role/ecr-bridge-access-policy
-ECR_REGION=us-east-1
-MISSING_REPOSITORY=create
-EOF
-# watch reads its env file at start: restart it with access sync's settings.
-kill "${PIDS[-1]}" 2>/dev/null; wait "${PIDS[-1]}" 2>/dev/null || true
-start_watch "$WORK/function.env"
+restart_watch_for_access_sync "$WORK/function.env"
 for f in dynamodb-insert dynamodb-modify dynamodb-remove dynamodb-batch-mixed scheduled-reconcile; do
     cp "$ROOT/events/$f.json" "$WORK/$f.json"
 done

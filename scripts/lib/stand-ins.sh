@@ -107,3 +107,15 @@ local_aws() {
     AWS_ACCESS_KEY_ID=AKIDLOCAL AWS_SECRET_ACCESS_KEY=local-secret \
         "$TOOLS/venv/bin/python" "$ROOT/scripts/lib/local_aws.py" "$MOTO_URL" "$@"
 }
+
+# restart_watch_for_access_sync ENV_FILE: add access sync's settings (the
+# table gen3-pay-models, policies in 222222222222 through its role) and
+# restart cargo lambda watch, which reads its env file only at start.
+restart_watch_for_access_sync() {
+    printf '%s\n' TABLE_NAME=gen3-pay-models \
+        ECR_ROLE_ARN=arn:aws:iam::222222222222:role/ecr-bridge-access-policy \
+        ECR_REGION=us-east-1 MISSING_REPOSITORY=create >>"$1"
+    kill "${PIDS[-1]}" 2>/dev/null
+    wait "${PIDS[-1]}" 2>/dev/null || true
+    start_watch "$1"
+}

@@ -140,6 +140,22 @@ pub fn external_id(
     }
 }
 
+/// An STS role session name (2-64 characters of `[\w+=,.@-]`), `default` when unset.
+pub fn session_name(vars: &dyn Vars, name: &str, default: &str) -> Result<String, EnvError> {
+    let v = optional(vars, name).unwrap_or_else(|| default.to_string());
+    let ok = (2..=64).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b));
+    if ok {
+        Ok(v)
+    } else {
+        Err(EnvError::new(
+            name,
+            "must be 2-64 characters of letters, digits and _+=,.@-",
+        ))
+    }
+}
+
 fn clip(s: &str) -> String {
     s.chars().take(80).collect()
 }

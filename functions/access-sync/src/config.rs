@@ -120,18 +120,7 @@ impl Config {
         let ecr_role_arn = env::role_arn(vars, "ECR_ROLE_ARN")?;
         let ecr_external_id =
             env::external_id(vars, "ECR_ROLE_EXTERNAL_ID", "ECR_ROLE_ARN", &ecr_role_arn)?;
-        let session_name =
-            env::optional(vars, "ROLE_SESSION_NAME").unwrap_or_else(|| DEFAULT_SESSION_NAME.into());
-        if !(2..=64).contains(&session_name.len())
-            || !session_name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b))
-        {
-            return Err(EnvError::new(
-                "ROLE_SESSION_NAME",
-                "must be 2-64 characters of letters, digits and _+=,.@-",
-            ));
-        }
+        let session_name = env::session_name(vars, "ROLE_SESSION_NAME", DEFAULT_SESSION_NAME)?;
         let missing_repository = match env::optional(vars, "MISSING_REPOSITORY")
             .map(|v| v.to_ascii_lowercase())
             .as_deref()

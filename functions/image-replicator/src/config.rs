@@ -68,18 +68,7 @@ impl Config {
             "SOURCE_ROLE_ARN",
             &role_arn,
         )?;
-        let session_name = env::optional(vars, "ROLE_SESSION_NAME")
-            .unwrap_or_else(|| "ecr-bridge-replicator".into());
-        if !(2..=64).contains(&session_name.len())
-            || !session_name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b))
-        {
-            return Err(EnvError::new(
-                "ROLE_SESSION_NAME",
-                "must be 2-64 characters of letters, digits and _+=,.@-",
-            ));
-        }
+        let session_name = env::session_name(vars, "ROLE_SESSION_NAME", "ecr-bridge-replicator")?;
         Ok(Config {
             mapping,
             mapping_ttl: Duration::from_secs(env::number(
