@@ -3,6 +3,7 @@
 //! handlers, the CLI and the tests alike.
 
 pub mod access_sync;
+pub mod backfill;
 pub mod emf;
 pub mod env;
 pub mod error;

@@ -114,6 +114,14 @@ impl EcrRegistries {
         })
     }
 
+    /// The region of the function's own configuration (`AWS_REGION`).
+    pub fn home_region(&self) -> String {
+        self.base
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "us-east-1".to_string())
+    }
+
     /// The ECR API client for this access (assuming its role, if any).
     /// Its identity cache keeps the assumed credentials and refreshes them
     /// before they expire.

@@ -6,6 +6,7 @@
 //! a tag is only set while the source tag still points at the event's digest.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use ecr_bridge::copy::{CopyError, CopyOptions, CopyReport, ImageCopier, RepositoryLocation};
@@ -16,6 +17,7 @@ use ecr_bridge::Digest;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
+use crate::backfill::WorkQueue;
 use crate::error::AwsError;
 use crate::mapping_store::{MappingError, MappingStore};
 use crate::registries::{Access, EcrRegistries};
@@ -28,8 +30,17 @@ pub struct ImageAction {
     pub region: String,
     pub repository: String,
     pub digest: Digest,
-    pub tag: Option<String>,
+    /// The pushed (or deleted) tag; none for a push by digest. A backfill
+    /// names every tag of an image in one action.
+    pub tags: Vec<String>,
     pub kind: ActionKind,
+}
+
+impl ImageAction {
+    /// The tags as one log field.
+    pub fn tag_list(&self) -> String {
+        self.tags.join(",")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -129,6 +140,8 @@ pub struct Replicator {
     source_role: SourceRole,
     /// Target repositories seen to exist: checked once per container, not per event.
     known_repositories: Mutex<HashSet<(Access, String)>>,
+    /// Where a backfill puts its work items.
+    backfill_queue: Option<Arc<dyn WorkQueue>>,
 }
 
 impl Replicator {
@@ -144,24 +157,66 @@ impl Replicator {
             copy_options,
             source_role,
             known_repositories: Mutex::new(HashSet::new()),
+            backfill_queue: None,
         }
+    }
+
+    pub fn with_backfill_queue(mut self, queue: Arc<dyn WorkQueue>) -> Self {
+        self.backfill_queue = Some(queue);
+        self
     }
 
     pub fn registries(&self) -> &EcrRegistries {
         &self.registries
     }
 
+    pub(crate) fn mapping(&self) -> &MappingStore {
+        &self.mapping
+    }
+
+    pub(crate) fn source_role(&self) -> &SourceRole {
+        &self.source_role
+    }
+
+    pub(crate) fn backfill_queue(&self) -> Option<&dyn WorkQueue> {
+        self.backfill_queue.as_deref()
+    }
+
     pub async fn handle(&self, action: &ImageAction) -> Result<Handled, ReplicationError> {
         let config = self.mapping.get().await?;
-        let replication = match config.decide(&action.repository, action.tag.as_deref()) {
-            Decision::NoMatchingRule => return Ok(Handled::NoRule),
-            Decision::TagFiltered { rule, reason, .. } => {
-                return Ok(Handled::Filtered {
-                    rule,
-                    reason: reason.to_string(),
-                })
+        // The rule follows the repository; each tag passes its filter or not.
+        let (replication, wanted_tags) = if action.tags.is_empty() {
+            match config.decide(&action.repository, None) {
+                Decision::NoMatchingRule => return Ok(Handled::NoRule),
+                Decision::TagFiltered { rule, reason, .. } => {
+                    return Ok(Handled::Filtered {
+                        rule,
+                        reason: reason.to_string(),
+                    })
+                }
+                Decision::Replicate(r) => (r, Vec::new()),
             }
-            Decision::Replicate(r) => r,
+        } else {
+            let mut chosen = None;
+            let mut wanted = Vec::new();
+            let mut refused = None;
+            for tag in &action.tags {
+                match config.decide(&action.repository, Some(tag)) {
+                    Decision::NoMatchingRule => return Ok(Handled::NoRule),
+                    Decision::TagFiltered { rule, reason, .. } => {
+                        refused.get_or_insert((rule, reason.to_string()));
+                    }
+                    Decision::Replicate(r) => {
+                        wanted.push(tag.clone());
+                        chosen.get_or_insert(r);
+                    }
+                }
+            }
+            match (chosen, refused) {
+                (Some(r), _) => (r, wanted),
+                (None, Some((rule, reason))) => return Ok(Handled::Filtered { rule, reason }),
+                (None, None) => return Ok(Handled::NoRule),
+            }
         };
         if action.kind == ActionKind::Delete && !replication.propagate_deletes {
             return Ok(Handled::DeleteNotPropagated {
@@ -173,10 +228,12 @@ impl Replicator {
             ActionKind::Push => Some(self.source_location(action).await?),
             ActionKind::Delete => None,
         };
-        let tags = match (&source, &action.tag) {
-            (Some(src), Some(tag)) => self.tags_still_current(src, tag, &action.digest).await?,
-            _ => Vec::new(),
-        };
+        let mut tags = Vec::new();
+        if let Some(src) = &source {
+            for tag in &wanted_tags {
+                tags.extend(self.tags_still_current(src, tag, &action.digest).await?);
+            }
+        }
 
         let jobs = replication.destinations.iter().map(|target| async {
             let started = Instant::now();
@@ -379,7 +436,7 @@ impl Replicator {
             Err(invalid) => return out.failed(invalid.to_string(), false),
         };
         let ecr = self.registries.ecr(&access_of(target)).await;
-        let id = match &action.tag {
+        let id = match action.tags.first() {
             Some(t) => ImageId::Tag(t.clone()),
             None => ImageId::Digest(action.digest.to_string()),
         };
@@ -443,14 +500,14 @@ fn log_outcome(action: &ImageAction, rule: &str, o: &DestinationOutcome) {
         .unwrap_or("unknown");
     if o.outcome == Outcome::Failed {
         tracing::error!(
-            source_repository = %action.repository, digest = %action.digest, tag = action.tag.as_deref().unwrap_or(""),
+            source_repository = %action.repository, digest = %action.digest, tag = %action.tag_list(),
             rule, target_account = %o.account, target_region = %o.region, target_repository = %o.repository,
             outcome, retryable = o.retryable, error = o.error.as_deref().unwrap_or(""),
             duration_ms = o.duration_ms, "replication failed"
         );
     } else {
         tracing::info!(
-            source_repository = %action.repository, digest = %action.digest, tag = action.tag.as_deref().unwrap_or(""),
+            source_repository = %action.repository, digest = %action.digest, tag = %action.tag_list(),
             rule, target_account = %o.account, target_region = %o.region, target_repository = %o.repository,
             outcome, blobs_uploaded = fields.0, blobs_mounted = fields.1, blobs_skipped = fields.2, bytes = fields.3,
             created_repository = o.created_repository, duration_ms = o.duration_ms, "replication"

@@ -1,5 +1,6 @@
 //! `ecr-bridge`: the operator's command-line tool.
 
+mod backfill;
 mod copy;
 mod escape;
 mod plan;
@@ -27,6 +28,8 @@ enum Command {
     Escape(escape::EscapeArgs),
     /// Show which source repositories a mapping config matches, where they would land, and how many images that means.
     Plan(plan::PlanArgs),
+    /// Replicate the images that existed before: ask the deployed image replicator to enqueue every matching image a destination lacks, and follow the work.
+    Backfill(backfill::BackfillArgs),
 }
 
 /// Exit code for failures a retry may fix (sysexits' EX_TEMPFAIL).
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
             Command::Copy(args) => copy::run(args).await,
             Command::Escape(args) => escape::run(args),
             Command::Plan(args) => plan::run(args).await,
+            Command::Backfill(args) => backfill::run(args).await,
         }
     });
     match outcome {

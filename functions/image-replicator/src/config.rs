@@ -1,11 +1,13 @@
 //! The replicator's configuration, read from the environment once at
 //! start-up. Every problem names its variable.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ecr_bridge::copy::CopyOptions;
 use ecr_bridge::mapping::MappingConfig;
 use ecr_bridge::registry::{RetryPolicy, Timeouts};
+use ecr_bridge_aws::backfill::{SqsWorkQueue, WorkQueue};
 use ecr_bridge_aws::env::{self, EnvError, Vars};
 use ecr_bridge_aws::mapping_store::{MappingSource, MappingStore};
 use ecr_bridge_aws::registries::{EcrRegistries, RegistryEndpoints};
@@ -30,6 +32,8 @@ pub struct Config {
     pub max_attempts: u32,
     pub session_name: String,
     pub metrics_namespace: String,
+    /// `BACKFILL_QUEUE_URL`: the SQS queue backfill work items go to.
+    pub backfill_queue_url: Option<String>,
 }
 
 impl Config {
@@ -100,6 +104,15 @@ impl Config {
             session_name,
             metrics_namespace: env::optional(vars, "METRICS_NAMESPACE")
                 .unwrap_or_else(|| "ecr-bridge".into()),
+            backfill_queue_url: match env::optional(vars, "BACKFILL_QUEUE_URL") {
+                Some(url) if !url.starts_with("https://") && !url.starts_with("http://") => {
+                    return Err(EnvError::new(
+                        "BACKFILL_QUEUE_URL",
+                        format!("expected an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>), got {:?}", ecr_bridge::text::clip(&url, 100)),
+                    ))
+                }
+                other => other,
+            },
         })
     }
 
@@ -125,6 +138,10 @@ impl Config {
             max_attempts: self.max_attempts,
             ..RetryPolicy::default()
         };
+        let queue = self
+            .backfill_queue_url
+            .as_ref()
+            .map(|url| Arc::new(SqsWorkQueue::new(&sdk, url)) as Arc<dyn WorkQueue>);
         let registries = EcrRegistries::new(
             sdk,
             self.endpoints.clone(),
@@ -132,7 +149,7 @@ impl Config {
             Timeouts::default(),
             &self.session_name,
         )?;
-        Ok(Replicator::new(
+        let replicator = Replicator::new(
             MappingStore::new(source, self.mapping_ttl),
             registries,
             CopyOptions {
@@ -140,7 +157,11 @@ impl Config {
                 ..CopyOptions::default()
             },
             self.source_role.clone(),
-        ))
+        );
+        Ok(match queue {
+            Some(q) => replicator.with_backfill_queue(q),
+            None => replicator,
+        })
     }
 }
 
@@ -201,6 +222,7 @@ mod tests {
             ),
             ("ROLE_SESSION_NAME", "has spaces"),
             ("SOURCE_ROLE_EXTERNAL_ID", "needs-a-role"),
+            ("BACKFILL_QUEUE_URL", "my-queue"),
         ] {
             let e = Config::from_env(&vars(&[base, (var, value)])).unwrap_err();
             assert_eq!(e.variable, var, "{e}");

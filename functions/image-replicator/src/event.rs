@@ -5,6 +5,7 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use ecr_bridge::reference::{validate_repository, validate_tag};
 use ecr_bridge::text::{clip, json_kind};
 use ecr_bridge::Digest;
+use ecr_bridge_aws::backfill::{BackfillRequest, BACKFILL_SOURCE};
 use ecr_bridge_aws::replicator::{ActionKind, ImageAction};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -19,6 +20,9 @@ pub struct ImageActionDetail {
     pub image_digest: String,
     #[serde(default)]
     pub image_tag: Option<String>,
+    /// Backfill work items name every replicated tag of the image.
+    #[serde(default)]
+    pub image_tags: Option<Vec<String>>,
     #[serde(default)]
     pub manifest_media_type: Option<String>,
     #[serde(default)]
@@ -31,6 +35,17 @@ pub enum Incoming {
     Action(ImageAction),
     /// Valid, but not ours to act on (another detail type, a failed push…).
     Ignored(String),
+    /// An operator's `{"backfill": {...}}`.
+    Backfill(BackfillRequest),
+    /// Backfill work items delivered by SQS, each judged on its own.
+    Queued(Vec<QueuedItem>),
+}
+
+/// One SQS message: its id (to report it failed) and what its body asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedItem {
+    pub message_id: String,
+    pub body: Result<Incoming, EventError>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,16 +58,99 @@ pub enum EventError {
 
 pub const DETAIL_TYPE: &str = "ECR Image Action";
 
+/// Any payload the function accepts: an ECR Image Action from EventBridge,
+/// a backfill request, or an SQS batch of backfill work items.
 pub fn parse(payload: &Value) -> Result<Incoming, EventError> {
-    let envelope = payload.as_object().ok_or_else(|| {
+    let envelope = object(payload)?;
+    if let Some(request) = envelope.get("backfill") {
+        if envelope.len() > 1 {
+            return Err(EventError::Shape(
+                "a backfill request has only the \"backfill\" field".into(),
+            ));
+        }
+        let request: BackfillRequest =
+            serde_json::from_value(request.clone()).map_err(|e| EventError::Field {
+                field: "backfill",
+                reason: clip(&e.to_string(), 200),
+            })?;
+        for (i, repository) in request.repositories.iter().enumerate() {
+            validate_repository(repository).map_err(|e| EventError::Field {
+                field: "backfill.repositories",
+                reason: format!("[{i}]: {e}"),
+            })?;
+        }
+        return Ok(Incoming::Backfill(request));
+    }
+    if let Some(records) = envelope.get("Records") {
+        return parse_queued(records);
+    }
+    parse_image_action(payload)
+}
+
+fn object(payload: &Value) -> Result<&serde_json::Map<String, Value>, EventError> {
+    payload.as_object().ok_or_else(|| {
         EventError::Shape(format!(
             "expected a JSON object, got {}",
             json_kind(payload)
         ))
+    })
+}
+
+/// An SQS event: every record must carry its `messageId` (without it a
+/// failure could not be reported); a bad body fails only its own record.
+fn parse_queued(records: &Value) -> Result<Incoming, EventError> {
+    let records = records.as_array().ok_or_else(|| EventError::Field {
+        field: "Records",
+        reason: format!("expected an array, got {}", json_kind(records)),
     })?;
+    let mut items = Vec::with_capacity(records.len());
+    for (i, record) in records.iter().enumerate() {
+        let text = |k: &str| record.get(k).and_then(Value::as_str);
+        if text("eventSource") != Some("aws:sqs") {
+            return Err(EventError::Field {
+                field: "Records[].eventSource",
+                reason: format!(
+                    "record {i}: expected \"aws:sqs\", got {}",
+                    record
+                        .get("eventSource")
+                        .map(|v| clip(&v.to_string(), 60))
+                        .unwrap_or_else(|| "nothing".into())
+                ),
+            });
+        }
+        let message_id = text("messageId")
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| EventError::Field {
+                field: "Records[].messageId",
+                reason: format!("record {i} has no messageId"),
+            })?;
+        let body = match text("body") {
+            None => Err(EventError::Field {
+                field: "Records[].body",
+                reason: format!("record {i} has no string body"),
+            }),
+            Some(body) => serde_json::from_str::<Value>(body)
+                .map_err(|e| EventError::Field {
+                    field: "Records[].body",
+                    reason: format!("not JSON: {}", clip(&e.to_string(), 200)),
+                })
+                .and_then(|v| parse_image_action(&v)),
+        };
+        items.push(QueuedItem {
+            message_id: clip(message_id, 200),
+            body,
+        });
+    }
+    Ok(Incoming::Queued(items))
+}
+
+/// An ECR Image Action, from ECR through EventBridge or from a backfill.
+pub fn parse_image_action(payload: &Value) -> Result<Incoming, EventError> {
+    let envelope = object(payload)?;
     let text = |k: &str| envelope.get(k).and_then(Value::as_str);
+    let from_backfill = text("source") == Some(BACKFILL_SOURCE);
     match (text("source"), text("detail-type")) {
-        (Some("aws.ecr"), Some(DETAIL_TYPE)) => {}
+        (Some("aws.ecr") | Some(BACKFILL_SOURCE), Some(DETAIL_TYPE)) => {}
         (Some(source), Some(detail_type)) => {
             return Ok(Incoming::Ignored(format!(
                 "{source} / {detail_type} is not an ECR Image Action"
@@ -115,22 +213,26 @@ pub fn parse(payload: &Value) -> Result<Incoming, EventError> {
                     reason: e.to_string(),
                 },
             )?;
-    let tag = match d.image_tag.filter(|t| !t.is_empty()) {
-        Some(t) => {
-            validate_tag(&t).map_err(|e| EventError::Field {
-                field: "detail.image-tag",
-                reason: e.to_string(),
-            })?;
-            Some(t)
-        }
-        None => None,
+    let tags: Vec<String> = match (from_backfill, d.image_tags) {
+        (true, Some(tags)) => tags,
+        _ => d.image_tag.filter(|t| !t.is_empty()).into_iter().collect(),
     };
+    for t in &tags {
+        validate_tag(t).map_err(|e| EventError::Field {
+            field: if from_backfill {
+                "detail.image-tags"
+            } else {
+                "detail.image-tag"
+            },
+            reason: e.to_string(),
+        })?;
+    }
     Ok(Incoming::Action(ImageAction {
         account,
         region,
         repository: d.repository_name,
         digest,
-        tag,
+        tags,
         kind,
     }))
 }
@@ -158,8 +260,8 @@ mod tests {
         match parse(&e).unwrap() {
             Incoming::Action(a) => {
                 assert_eq!(
-                    (a.repository.as_str(), a.tag.as_deref(), a.kind),
-                    ("kuali-coeus", Some("2501"), ActionKind::Push)
+                    (a.repository.as_str(), a.tags.as_slice(), a.kind),
+                    ("kuali-coeus", &["2501".to_string()][..], ActionKind::Push)
                 );
                 assert_eq!(a.account, "123456789012");
             }
@@ -174,7 +276,7 @@ mod tests {
         );
         assert!(matches!(
             parse(&e).unwrap(),
-            Incoming::Action(ImageAction { tag: None, .. })
+            Incoming::Action(ImageAction { ref tags, .. }) if tags.is_empty()
         ));
     }
 
@@ -241,5 +343,100 @@ mod tests {
         assert!(err.len() < 1000, "errors stay short even for huge input");
         huge["region"] = json!(null);
         assert!(parse(&huge).is_err());
+    }
+
+    #[test]
+    fn given_backfill_requests_when_parsed_then_the_request_or_an_error_naming_the_field() {
+        assert_eq!(
+            parse(&json!({"backfill": {}})).unwrap(),
+            Incoming::Backfill(BackfillRequest::default())
+        );
+        match parse(&json!({"backfill": {"action": "check", "repositories": ["a/b"]}})).unwrap() {
+            Incoming::Backfill(r) => assert_eq!(r.repositories, vec!["a/b".to_string()]),
+            other => panic!("{other:?}"),
+        }
+        for (payload, expected) in [
+            (json!({"backfill": {"action": "all"}}), "backfill"),
+            (json!({"backfill": {"repos": []}}), "repos"),
+            (
+                json!({"backfill": {"repositories": ["Bad Name"]}}),
+                "backfill.repositories",
+            ),
+            (json!({"backfill": [1]}), "backfill"),
+            (
+                json!({"backfill": {}, "detail": {}}),
+                "only the \"backfill\" field",
+            ),
+        ] {
+            let err = parse(&payload).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err} should mention {expected}");
+        }
+    }
+
+    fn sqs(records: Value) -> Value {
+        json!({ "Records": records })
+    }
+
+    fn work_item(tags: &[&str]) -> String {
+        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        ecr_bridge_aws::backfill::work_item("123456789012", "us-east-1", "team/app", DIGEST, &tags)
+    }
+
+    #[test]
+    fn given_an_sqs_batch_of_work_items_when_parsed_then_each_record_is_judged_on_its_own() {
+        let batch = sqs(json!([
+            {"messageId": "m1", "eventSource": "aws:sqs", "body": work_item(&["v1", "latest"])},
+            {"messageId": "m2", "eventSource": "aws:sqs", "body": "not json"},
+            {"messageId": "m3", "eventSource": "aws:sqs", "body": work_item(&["-bad"])},
+            {"messageId": "m4", "eventSource": "aws:sqs"},
+        ]));
+        let Incoming::Queued(items) = parse(&batch).unwrap() else {
+            panic!("expected a queued batch")
+        };
+        let ids: Vec<&str> = items.iter().map(|i| i.message_id.as_str()).collect();
+        assert_eq!(ids, ["m1", "m2", "m3", "m4"]);
+        match &items[0].body {
+            Ok(Incoming::Action(a)) => {
+                assert_eq!(a.tags, vec!["v1".to_string(), "latest".to_string()]);
+                assert_eq!(a.repository, "team/app");
+                assert_eq!(a.kind, ActionKind::Push);
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = |i: usize| items[i].body.clone().unwrap_err().to_string();
+        assert!(err(1).contains("not JSON"), "{}", err(1));
+        assert!(err(2).contains("detail.image-tags"), "{}", err(2));
+        assert!(err(3).contains("no string body"), "{}", err(3));
+    }
+
+    #[test]
+    fn given_sqs_batches_that_cannot_be_answered_per_record_when_parsed_then_the_whole_batch_is_refused(
+    ) {
+        for (payload, expected) in [
+            (sqs(json!("x")), "Records"),
+            (
+                sqs(json!([{"eventSource": "aws:sqs", "body": "{}"}])),
+                "messageId",
+            ),
+            (
+                sqs(json!([{"messageId": "m", "eventSource": "aws:dynamodb"}])),
+                "aws:sqs",
+            ),
+        ] {
+            let err = parse(&payload).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err} should mention {expected}");
+        }
+    }
+
+    #[test]
+    fn given_image_tags_on_an_event_from_ecr_when_parsed_then_only_image_tag_counts() {
+        let mut e = event(
+            json!({"result":"SUCCESS","action-type":"PUSH","repository-name":"a","image-digest":DIGEST,"image-tag":"v1","image-tags":["v1","extra"]}),
+        );
+        assert!(
+            matches!(parse(&e).unwrap(), Incoming::Action(ImageAction { ref tags, .. }) if tags == &["v1".to_string()])
+        );
+        e["source"] = json!("someone.else");
+        assert!(matches!(parse(&e).unwrap(), Incoming::Ignored(_)));
     }
 }

@@ -2,12 +2,13 @@
 //! destination, EMF metrics), and fail the invocation when anything failed so
 //! Lambda retries it and, in the end, hands it to the on-failure destination.
 
+use ecr_bridge_aws::backfill::BackfillError;
 use ecr_bridge_aws::emf::MetricSet;
 use ecr_bridge_aws::replicator::{Handled, Outcome, ReplicationError, Replicator};
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::event::{self, EventError, Incoming};
+use crate::event::{self, EventError, Incoming, QueuedItem};
 
 /// Why an invocation failed. The message starts with whether a retry can
 /// help, for whoever reads the on-failure destination.
@@ -20,6 +21,11 @@ pub enum HandlerError {
         #[from]
         source: ReplicationError,
     },
+    #[error("{}: backfill: {source}", if source.is_retryable() { "transient" } else { "permanent" })]
+    Backfill {
+        #[from]
+        source: BackfillError,
+    },
 }
 
 impl HandlerError {
@@ -27,6 +33,7 @@ impl HandlerError {
         match self {
             HandlerError::InvalidEvent(_) => false,
             HandlerError::Replication { source } => source.is_retryable(),
+            HandlerError::Backfill { source } => source.is_retryable(),
         }
     }
 }
@@ -48,17 +55,78 @@ async fn run(
     payload: Value,
     metrics: &mut MetricSet,
 ) -> Result<Value, HandlerError> {
-    let action = match event::parse(&payload) {
-        Ok(Incoming::Action(a)) => a,
-        Ok(Incoming::Ignored(reason)) => {
+    match event::parse(&payload) {
+        Ok(Incoming::Backfill(request)) => {
+            let summary = replicator.backfill(&request).await.inspect_err(|e| {
+                tracing::error!(error = %e, retryable = e.is_retryable(), outcome = "failed", "backfill failed");
+            })?;
+            metrics.count("BackfillEnqueued", summary.enqueued as u64);
+            Ok(json!({"result": "backfill", "summary": summary}))
+        }
+        Ok(Incoming::Queued(items)) => Ok(run_queued(replicator, items, metrics).await),
+        Ok(other) => run_one(replicator, other, metrics).await,
+        Err(e) => {
+            tracing::error!(error = %e, outcome = "invalid_event", "event rejected");
+            metrics.count("EventsInvalid", 1);
+            Err(e.into())
+        }
+    }
+}
+
+/// Backfill work items from SQS, one after another (the event source
+/// mapping sends one per invocation; more is fine). Only a failure a retry
+/// can fix goes back to the queue (`batchItemFailures`), and from there to
+/// its dead-letter queue once retries run out. A permanent failure is
+/// logged and dropped: retrying cannot help, and re-running the backfill
+/// (which counts it as missing) picks the image up again once fixed.
+async fn run_queued(
+    replicator: &Replicator,
+    items: Vec<QueuedItem>,
+    metrics: &mut MetricSet,
+) -> Value {
+    let mut failures = Vec::new();
+    let (mut done, mut dropped) = (0u64, 0u64);
+    for item in items {
+        let message_id = item.message_id;
+        let result = match item.body {
+            Ok(body) => run_one(replicator, body, metrics).await,
+            Err(e) => {
+                tracing::error!(message_id, error = %e, outcome = "invalid_event", "work item rejected");
+                metrics.count("EventsInvalid", 1);
+                Err(e.into())
+            }
+        };
+        match result {
+            Ok(_) => done += 1,
+            Err(e) if e.is_retryable() => failures.push(json!({ "itemIdentifier": message_id })),
+            Err(e) => {
+                tracing::error!(message_id, error = %e, outcome = "dropped", "work item failed for good; not retried");
+                dropped += 1;
+            }
+        }
+    }
+    json!({
+        "batchItemFailures": failures,
+        "done": done,
+        "dropped": dropped,
+    })
+}
+
+async fn run_one(
+    replicator: &Replicator,
+    incoming: Incoming,
+    metrics: &mut MetricSet,
+) -> Result<Value, HandlerError> {
+    let action = match incoming {
+        Incoming::Action(a) => a,
+        Incoming::Ignored(reason) => {
             tracing::debug!(reason, outcome = "ignored", "event ignored");
             metrics.count("EventsIgnored", 1);
             return Ok(json!({"result": "ignored", "reason": reason}));
         }
-        Err(e) => {
-            tracing::error!(error = %e, outcome = "invalid_event", "event rejected");
-            metrics.count("EventsInvalid", 1);
-            return Err(e.into());
+        Incoming::Backfill(_) | Incoming::Queued(_) => {
+            // parse_image_action never yields these.
+            return Err(EventError::Shape("expected an ECR Image Action".into()).into());
         }
     };
     match replicator.handle(&action).await {
@@ -133,6 +201,8 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
             HandlerError::InvalidEvent(_) => "InvalidEvent",
             HandlerError::Replication { .. } if e.is_retryable() => "TransientReplicationFailure",
             HandlerError::Replication { .. } => "PermanentReplicationFailure",
+            HandlerError::Backfill { .. } if e.is_retryable() => "TransientBackfillFailure",
+            HandlerError::Backfill { .. } => "PermanentBackfillFailure",
         };
         lambda_runtime::Diagnostic {
             error_type: error_type.to_string(),

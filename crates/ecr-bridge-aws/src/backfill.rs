@@ -1,0 +1,484 @@
+//! Backfill: replicate the images that existed before ecr-bridge (or a new
+//! rule) did. Push events only cover what is pushed from now on.
+//!
+//! The coordinator enumerates the source repositories the mapping routes
+//! (DescribeRepositories, DescribeImages, all pages), applies the rules' tag
+//! filters, skips every image each destination already has (one manifest
+//! HEAD by digest, one per tag), and puts one work item per remaining image
+//! on a [`WorkQueue`]. Each item is an image action shaped like the ECR
+//! event, so the replicator handles it through the same code path as a push,
+//! one invocation per image, as many at once as the queue's consumer allows.
+//!
+//! Resumable because replication is idempotent: running it again finds what
+//! was copied already present and enqueues only the rest.
+
+use std::time::Instant;
+
+use ecr_bridge::mapping::{MappingConfig, Replication};
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::error::AwsError;
+use crate::mapping_store::MappingError;
+use crate::plan::{list_images, replicated_tags, SourceImage};
+use crate::registries::Access;
+use crate::replicator::{Replicator, SourceRole};
+
+/// The `source` of the image actions a backfill enqueues. Not `aws.ecr`:
+/// nobody should mistake them for events ECR sent.
+pub const BACKFILL_SOURCE: &str = "ecr-bridge.backfill";
+
+/// Target presence checks in flight at once (manifest HEADs).
+const CHECK_CONCURRENCY: usize = 16;
+/// SQS takes at most 10 messages per SendMessageBatch.
+const SEND_BATCH: usize = 10;
+
+/// What an operator asks for (`{"backfill": {...}}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillRequest {
+    /// `start` (default) enqueues; `check` only counts; `status` reports the
+    /// queue's depth.
+    #[serde(default)]
+    pub action: BackfillAction,
+    /// Only these source repositories (default: every repository a rule routes).
+    #[serde(default)]
+    pub repositories: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackfillAction {
+    #[default]
+    Start,
+    Check,
+    Status,
+}
+
+/// Counts for the operator. `images_found` = `filtered` + `already_present`
+/// + `missing`; after a `start`, `enqueued` + `enqueue_failed` = `missing`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackfillSummary {
+    pub action: BackfillAction,
+    pub repositories_matched: usize,
+    pub repositories_unmatched: usize,
+    /// Images in the matched repositories.
+    pub images_found: usize,
+    /// Images no tag of which passes the rule's tag filter.
+    pub filtered: usize,
+    /// Images every destination already has, with every replicated tag.
+    pub already_present: usize,
+    /// Images some destination lacks.
+    pub missing: usize,
+    pub enqueued: usize,
+    pub enqueue_failed: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueDepth>,
+    pub duration_ms: u64,
+}
+
+/// Work items not yet done: waiting, and being worked on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueDepth {
+    pub waiting: u64,
+    pub in_flight: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    #[error("listing source images: {0}")]
+    Source(AwsError),
+    #[error("the work queue: {0}")]
+    Queue(AwsError),
+    #[error("backfill needs a work queue: set BACKFILL_QUEUE_URL (the template does)")]
+    NoQueue,
+    #[error("source repository {0} does not exist")]
+    UnknownRepository(String),
+}
+
+impl BackfillError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            BackfillError::Mapping(e) => e.is_retryable(),
+            BackfillError::Source(e) | BackfillError::Queue(e) => e.retryable,
+            BackfillError::NoQueue | BackfillError::UnknownRepository(_) => false,
+        }
+    }
+}
+
+/// Where work items go: SQS in AWS (its event source mapping caps how many
+/// replicators run at once); tests may use the same queue in moto.
+pub trait WorkQueue: Send + Sync {
+    /// Sends the bodies; returns how many were accepted.
+    fn send<'a>(&'a self, bodies: &'a [String]) -> BoxFuture<'a, Result<usize, AwsError>>;
+    fn depth(&self) -> BoxFuture<'_, Result<QueueDepth, AwsError>>;
+}
+
+/// An SQS standard queue.
+pub struct SqsWorkQueue {
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl SqsWorkQueue {
+    pub fn new(sdk: &aws_config::SdkConfig, url: impl Into<String>) -> Self {
+        SqsWorkQueue {
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            url: url.into(),
+        }
+    }
+}
+
+impl WorkQueue for SqsWorkQueue {
+    fn send<'a>(&'a self, bodies: &'a [String]) -> BoxFuture<'a, Result<usize, AwsError>> {
+        Box::pin(async move {
+            let mut accepted = 0;
+            for chunk in bodies.chunks(SEND_BATCH) {
+                let entries = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, body)| {
+                        aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .message_body(body)
+                            .build()
+                            .map_err(|e| AwsError::permanent("sqs:SendMessageBatch", e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let out = self
+                    .sqs
+                    .send_message_batch()
+                    .queue_url(&self.url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("sqs:SendMessageBatch", e))?;
+                accepted += out.successful().len();
+                for f in out.failed() {
+                    tracing::warn!(
+                        code = f.code(),
+                        message = f.message().unwrap_or(""),
+                        outcome = "enqueue_failed",
+                        "work item refused by the queue"
+                    );
+                }
+            }
+            Ok(accepted)
+        })
+    }
+
+    fn depth(&self) -> BoxFuture<'_, Result<QueueDepth, AwsError>> {
+        Box::pin(async move {
+            use aws_sdk_sqs::types::QueueAttributeName as A;
+            let out = self
+                .sqs
+                .get_queue_attributes()
+                .queue_url(&self.url)
+                .attribute_names(A::ApproximateNumberOfMessages)
+                .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("sqs:GetQueueAttributes", e))?;
+            let get = |name: A| {
+                out.attributes()
+                    .and_then(|a| a.get(&name))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            Ok(QueueDepth {
+                waiting: get(A::ApproximateNumberOfMessages),
+                in_flight: get(A::ApproximateNumberOfMessagesNotVisible),
+            })
+        })
+    }
+}
+
+/// One image to replicate, as the work item's body: the ECR event's shape
+/// with every replicated tag in `image-tags`.
+pub fn work_item(
+    account: &str,
+    region: &str,
+    repository: &str,
+    digest: &str,
+    tags: &[String],
+) -> String {
+    let short: String = digest
+        .rsplit(':')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(16)
+        .collect();
+    let mut detail = json!({
+        "result": "SUCCESS",
+        "action-type": "PUSH",
+        "repository-name": repository,
+        "image-digest": digest,
+        "image-tags": tags,
+    });
+    if let Some(first) = tags.first() {
+        detail["image-tag"] = json!(first);
+    }
+    json!({
+        "version": "0",
+        "id": format!("backfill-{short}"),
+        "detail-type": "ECR Image Action",
+        "source": BACKFILL_SOURCE,
+        "account": account,
+        "region": region,
+        "resources": [],
+        "detail": detail,
+    })
+    .to_string()
+}
+
+struct Candidate {
+    account: String,
+    repository: String,
+    image: SourceImage,
+    tags: Vec<String>,
+    replication: Replication,
+}
+
+impl Replicator {
+    /// Runs a backfill request. `start` and `status` need the work queue
+    /// ([`Replicator::with_backfill_queue`]).
+    pub async fn backfill(
+        &self,
+        request: &BackfillRequest,
+    ) -> Result<BackfillSummary, BackfillError> {
+        let queue = self.backfill_queue();
+        let started = Instant::now();
+        let mut summary = BackfillSummary {
+            action: request.action,
+            ..BackfillSummary::default()
+        };
+        if request.action == BackfillAction::Status {
+            let queue = queue.ok_or(BackfillError::NoQueue)?;
+            summary.queue = Some(queue.depth().await.map_err(BackfillError::Queue)?);
+            summary.duration_ms = started.elapsed().as_millis() as u64;
+            return Ok(summary);
+        }
+        if request.action == BackfillAction::Start && queue.is_none() {
+            return Err(BackfillError::NoQueue);
+        }
+        let config = self.mapping().get().await?;
+        let region = self.registries().home_region();
+        let source = source_access(self.source_role(), &region);
+        let ecr = self.registries().ecr(&source).await;
+
+        let candidates = enumerate(&config, &ecr, request, &mut summary).await?;
+        // Which of them every destination already has, a bounded number at once.
+        let permits = tokio::sync::Semaphore::new(CHECK_CONCURRENCY);
+        let present = futures_util::future::join_all(candidates.iter().map(|c| {
+            let permits = &permits;
+            async move {
+                let _permit = permits.acquire().await;
+                self.present_everywhere(c).await
+            }
+        }))
+        .await;
+        let checks = candidates.into_iter().zip(present);
+        let mut bodies = Vec::new();
+        for (c, present) in checks {
+            if present {
+                summary.already_present += 1;
+            } else {
+                summary.missing += 1;
+                bodies.push(work_item(
+                    &c.account,
+                    &region,
+                    &c.repository,
+                    &c.image.digest,
+                    &c.tags,
+                ));
+            }
+        }
+        if request.action == BackfillAction::Start {
+            let queue = queue.ok_or(BackfillError::NoQueue)?;
+            summary.enqueued = queue.send(&bodies).await.map_err(BackfillError::Queue)?;
+            summary.enqueue_failed = bodies.len() - summary.enqueued;
+        }
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            action = ?summary.action, images_found = summary.images_found, filtered = summary.filtered,
+            already_present = summary.already_present, missing = summary.missing, enqueued = summary.enqueued,
+            enqueue_failed = summary.enqueue_failed, duration_ms = summary.duration_ms, outcome = "backfill",
+            "backfill"
+        );
+        Ok(summary)
+    }
+
+    /// Whether every destination has the image by digest and each replicated
+    /// tag points at it. A manifest a registry accepted has all its blobs and
+    /// children, so one HEAD per manifest is proof enough. Any doubt (an
+    /// error, an invalid target name) counts as missing: the replicator will
+    /// then say what is wrong.
+    async fn present_everywhere(&self, c: &Candidate) -> bool {
+        for target in &c.replication.destinations {
+            let Ok(repository) = &target.repository else {
+                return false;
+            };
+            let access = Access {
+                account: target.account.clone(),
+                region: target.region.clone(),
+                role_arn: target.role_arn.clone(),
+                external_id: target.external_id.clone(),
+            };
+            let Ok(client) = self.registries().registry(&access).await else {
+                return false;
+            };
+            let same = |head: Result<Option<ecr_bridge::registry::ManifestHead>, _>| matches!(head, Ok(Some(h)) if h.digest.as_ref().map(|d| d.to_string()) == Some(c.image.digest.clone()));
+            if !same(client.manifest_head(repository, &c.image.digest).await) {
+                return false;
+            }
+            for tag in &c.tags {
+                if !same(client.manifest_head(repository, tag).await) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+fn source_access(role: &SourceRole, region: &str) -> Access {
+    Access {
+        // Unknown until DescribeRepositories names the registry; the ECR API
+        // client does not need it.
+        account: String::new(),
+        region: region.to_string(),
+        role_arn: role.role_arn.clone(),
+        external_id: role.external_id.clone(),
+    }
+}
+
+/// The source images the mapping routes, with the tags that replicate.
+async fn enumerate(
+    config: &MappingConfig,
+    ecr: &aws_sdk_ecr::Client,
+    request: &BackfillRequest,
+    summary: &mut BackfillSummary,
+) -> Result<Vec<Candidate>, BackfillError> {
+    let repositories = list_repositories_with_account(ecr).await?;
+    for wanted in &request.repositories {
+        if !repositories.iter().any(|(name, _)| name == wanted) {
+            return Err(BackfillError::UnknownRepository(wanted.clone()));
+        }
+    }
+    let mut candidates = Vec::new();
+    for (repository, account) in repositories {
+        if !request.repositories.is_empty() && !request.repositories.contains(&repository) {
+            continue;
+        }
+        let Some(replication) = config.route(&repository) else {
+            summary.repositories_unmatched += 1;
+            continue;
+        };
+        summary.repositories_matched += 1;
+        let images = list_images(ecr, &repository)
+            .await
+            .map_err(BackfillError::Source)?;
+        for image in images {
+            summary.images_found += 1;
+            let (replicates, tags) = replicated_tags(config, &repository, &image);
+            if !replicates {
+                summary.filtered += 1;
+                continue;
+            }
+            candidates.push(Candidate {
+                account: account.clone(),
+                repository: repository.clone(),
+                image,
+                tags,
+                replication: replication.clone(),
+            });
+        }
+    }
+    Ok(candidates)
+}
+
+/// Repository names with the account (registry id) that holds them.
+async fn list_repositories_with_account(
+    ecr: &aws_sdk_ecr::Client,
+) -> Result<Vec<(String, String)>, BackfillError> {
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let page = ecr
+            .describe_repositories()
+            .set_next_token(token)
+            .max_results(1000)
+            .send()
+            .await
+            .map_err(|e| {
+                BackfillError::Source(AwsError::from_sdk("ecr:DescribeRepositories", e))
+            })?;
+        out.extend(page.repositories().iter().filter_map(|r| {
+            Some((
+                r.repository_name()?.to_string(),
+                r.registry_id()?.to_string(),
+            ))
+        }));
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_an_image_with_tags_when_made_a_work_item_then_it_is_an_ecr_shaped_push_with_every_tag()
+    {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let body: serde_json::Value = serde_json::from_str(&work_item(
+            "123456789012",
+            "eu-west-1",
+            "team/app",
+            &digest,
+            &["v1".into(), "latest".into()],
+        ))
+        .unwrap();
+        assert_eq!(body["detail-type"], "ECR Image Action");
+        assert_eq!(body["source"], BACKFILL_SOURCE);
+        assert_eq!(body["account"], "123456789012");
+        assert_eq!(body["region"], "eu-west-1");
+        assert_eq!(body["detail"]["action-type"], "PUSH");
+        assert_eq!(body["detail"]["image-digest"], digest.as_str());
+        assert_eq!(body["detail"]["image-tag"], "v1");
+        assert_eq!(body["detail"]["image-tags"], json!(["v1", "latest"]));
+    }
+
+    #[test]
+    fn given_an_untagged_image_when_made_a_work_item_then_no_tag_field() {
+        let digest = format!("sha256:{}", "cd".repeat(32));
+        let body: serde_json::Value =
+            serde_json::from_str(&work_item("123456789012", "us-east-1", "a", &digest, &[]))
+                .unwrap();
+        assert!(body["detail"].get("image-tag").is_none());
+        assert_eq!(body["detail"]["image-tags"], json!([]));
+    }
+
+    #[test]
+    fn given_backfill_requests_when_parsed_then_defaults_and_unknown_fields_refused() {
+        let r: BackfillRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(r.action, BackfillAction::Start);
+        assert!(r.repositories.is_empty());
+        let r: BackfillRequest =
+            serde_json::from_str(r#"{"action":"check","repositories":["a"]}"#).unwrap();
+        assert_eq!(r.action, BackfillAction::Check);
+        let e = serde_json::from_str::<BackfillRequest>(r#"{"acton":"check"}"#).unwrap_err();
+        assert!(e.to_string().contains("acton"), "{e}");
+        let e = serde_json::from_str::<BackfillRequest>(r#"{"action":"go"}"#).unwrap_err();
+        assert!(e.to_string().contains("go"), "{e}");
+    }
+}
