@@ -99,60 +99,82 @@ pub fn escaped_part<'a>(prefix: &str, repository: &'a str) -> Option<&'a str> {
 /// Every user id whose escape is `escaped` (the escape is not injective:
 /// `aN2d` and `a中` both give `a-4e2d`). Empty when no user id escapes to
 /// it; `None` when there are more than `limit`.
+///
+/// The work is bounded by `limit` × `escaped.len()` whatever the text: which
+/// suffixes can be read at all is worked out first, so the search never
+/// enters a branch that dies later (a name like `a-4e2d-4e2d…-4e2d_x` has
+/// 3ⁿ dead readings), and it keeps its own stack rather than recursing.
 pub fn unescape_candidates(escaped: &str, limit: usize) -> Option<Vec<String>> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    if walk(escaped.as_bytes(), &mut current, &mut out, limit) {
-        Some(out)
-    } else {
-        None
+    let b = escaped.as_bytes();
+    let n = b.len();
+    // readable[i]: some user id escapes to exactly b[i..].
+    let mut readable = vec![false; n + 1];
+    readable[n] = true;
+    for i in (0..n).rev() {
+        readable[i] = if is_kept(b[i] as char) {
+            readable[i + 1]
+        } else {
+            escapes_at(b, i).any(|(_, next)| readable[next])
+        };
     }
+    let mut out = Vec::new();
+    if !readable[0] {
+        return Some(out);
+    }
+    let mut current = String::new();
+    // (position, length of `current` to go back to, the character read before it)
+    let mut stack: Vec<(usize, usize, Option<char>)> = vec![(0, 0, None)];
+    while let Some((mut i, keep, read)) = stack.pop() {
+        current.truncate(keep);
+        current.extend(read);
+        while i < n && is_kept(b[i] as char) {
+            current.push(b[i] as char);
+            i += 1;
+        }
+        if i == n {
+            out.push(current.clone());
+            if out.len() > limit {
+                return None;
+            }
+            continue;
+        }
+        // readable[i] holds here, so b[i] is a '-' with at least one reading.
+        let choices: Vec<(char, usize)> = escapes_at(b, i)
+            .filter(|&(_, next)| readable[next])
+            .collect();
+        let base = current.len();
+        for (c, next) in choices.into_iter().rev() {
+            stack.push((next, base, Some(c)));
+        }
+    }
+    Some(out)
 }
 
-/// Depth-first over the ways to read `rest`; false once `limit` is exceeded.
-fn walk(rest: &[u8], current: &mut String, out: &mut Vec<String>, limit: usize) -> bool {
-    let Some(&first) = rest.first() else {
-        out.push(current.clone());
-        return out.len() <= limit;
+/// The ways to read an escape (`-` and 2 to 6 hex digits) at `b[i]`: the
+/// character and the position after it. None when `b[i]` is not `-`.
+fn escapes_at(b: &[u8], i: usize) -> impl Iterator<Item = (char, usize)> + '_ {
+    let hex_run = if b[i] == b'-' {
+        b[i + 1..]
+            .iter()
+            .take(6)
+            .take_while(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(*c))
+            .count()
+    } else {
+        0
     };
-    if is_kept(first as char) {
-        current.push(first as char);
-        let ok = walk(&rest[1..], current, out, limit);
-        current.pop();
-        return ok;
-    }
-    if first != b'-' {
-        return true; // nothing escapes to this byte: a dead end, not an error
-    }
-    let hex_run = rest[1..]
-        .iter()
-        .take(6)
-        .take_while(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
-        .count();
-    for digits in 2..=hex_run {
-        let hex = &rest[1..1 + digits];
+    (2..=hex_run).filter_map(move |digits| {
+        let hex = &b[i + 1..i + 1 + digits];
         // Only two-digit escapes are zero-padded.
         if digits > 2 && hex[0] == b'0' {
-            continue;
+            return None;
         }
-        let Some(c) = std::str::from_utf8(hex)
+        let c = std::str::from_utf8(hex)
             .ok()
             .and_then(|h| u32::from_str_radix(h, 16).ok())
-            .and_then(char::from_u32)
-        else {
-            continue;
-        };
-        if is_kept(c) {
-            continue; // would have been kept, never escaped
-        }
-        current.push(c);
-        let ok = walk(&rest[1 + digits..], current, out, limit);
-        current.pop();
-        if !ok {
-            return false;
-        }
-    }
-    true
+            .and_then(char::from_u32)?;
+        // A kept character would never have been escaped.
+        (!is_kept(c)).then_some((c, i + 1 + digits))
+    })
 }
 
 fn clip(s: &str) -> String {
@@ -276,6 +298,31 @@ mod tests {
     fn given_a_limit_when_too_many_readings_then_none() {
         let many = "-2eab".repeat(8);
         assert_eq!(unescape_candidates(&many, 4), None);
+    }
+
+    #[test]
+    fn given_a_name_with_exponentially_many_dead_readings_when_unescaped_then_it_answers_at_once() {
+        // Each `-4e2d` reads three ways; the `_` at the end kills them all.
+        // A valid ECR name under the prefix: anyone who can create one must
+        // not be able to stall the full reconcile.
+        let name = format!("a{}_x", "-4e2d".repeat(50));
+        let started = std::time::Instant::now();
+        assert_eq!(unescape_candidates(&name, 1024), Some(vec![]));
+        // Readable, but far more readings than the limit: stops at the limit.
+        assert_eq!(
+            unescape_candidates(&format!("a{}", "-4e2d".repeat(50)), 1024),
+            None
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn given_huge_names_when_unescaped_then_no_stack_overflow() {
+        let kept = "a".repeat(1_000_000);
+        assert_eq!(unescape_candidates(&kept, 4), Some(vec![kept.clone()]));
+        let dots = "-2e".repeat(300_000);
+        let c = unescape_candidates(&dots, 4).unwrap();
+        assert_eq!(c, [".".repeat(300_000)]);
     }
 
     #[test]
