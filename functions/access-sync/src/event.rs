@@ -152,9 +152,13 @@ fn user_of(record: &Value, attribute: &str) -> Result<String, RecordError> {
         })?;
     match value.as_object().map(single_entry) {
         Some(Some(("S", Value::String(s)))) if !s.is_empty() => Ok(s.clone()),
-        Some(Some(("S", _))) => Err(RecordError::UserIdNotString {
+        Some(Some(("S", Value::String(_)))) => Err(RecordError::UserIdNotString {
             attribute: clip(attribute, 200),
             found: "an empty string".into(),
+        }),
+        Some(Some(("S", other))) => Err(RecordError::UserIdNotString {
+            attribute: clip(attribute, 200),
+            found: format!("an \"S\" value that is {}", json_kind(other)),
         }),
         Some(Some((t, _))) => Err(RecordError::UserIdNotString {
             attribute: clip(attribute, 200),
@@ -335,6 +339,27 @@ mod tests {
         assert_eq!(changes[0].user_id, "from-old");
         assert_eq!(changes[1].sequence_number.as_deref(), Some("5"));
         assert_eq!(ttl_deletions, 1);
+    }
+
+    #[test]
+    fn given_an_s_attribute_that_is_not_a_string_when_parsed_then_the_error_says_what_it_is() {
+        let records = json!({"Records": [
+            {"dynamodb": {"Keys": {"user_id": {"S": 5}}}},
+            {"dynamodb": {"Keys": {"user_id": {"S": null}}}},
+            {"dynamodb": {"Keys": {"user_id": {"S": ""}}}}
+        ]});
+        let (c, m) = changes(parse(&records, "user_id").unwrap());
+        assert!(c.is_empty());
+        let errors: Vec<String> = m.iter().map(|m| m.error.to_string()).collect();
+        assert!(
+            errors[0].contains("an \"S\" value that is a number"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].contains("an \"S\" value that is null"),
+            "{errors:?}"
+        );
+        assert!(errors[2].contains("an empty string"), "{errors:?}");
     }
 
     #[test]
