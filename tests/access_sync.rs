@@ -1141,3 +1141,93 @@ fn given_user_ids_when_escaped_by_the_cli_then_gen3s_names_and_a_clear_error_for
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("at most 256"));
 }
+
+/// Everything a full reconcile and a stream batch log at `RUST_LOG=trace`,
+/// through the assumed role: no secret key, session token, signature or
+/// security-token header anywhere (the SDK's HTTP layer, which logs bodies
+/// at TRACE, is held at DEBUG by the functions' filter).
+#[tokio::test(flavor = "multi_thread")]
+async fn given_trace_logging_when_reconciling_and_handling_a_batch_through_an_assumed_role_then_no_credential_or_token_appears_in_the_logs(
+) {
+    let captured = common::CapturedLogs::default();
+    let writer = captured.clone();
+    // nextest runs each test in its own process: a global subscriber sees every thread.
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(ecr_bridge_aws::logging::filter("trace"))
+        .with_writer(move || writer.clone())
+        .init();
+    let mut stage = Stage::new().await;
+    let jane = "jane-doe@x.io";
+    for user in [U1, jane] {
+        stage.create_repository(&repo(user)).await;
+    }
+    stage.put(row(U1, "ws-1", "111111111111")).await;
+    let (sync, config) = stage.sync(&[]).await;
+    let mark = stage.proxy.mark();
+
+    let (_, reconciled) = full_reconcile(&sync, &config).await;
+    stage.put(row(jane, "ws-2", "333333333333")).await;
+    stage.delete(U1, "ws-1").await;
+    let (answer, _) = next(&mut stage, &sync, &config).await;
+
+    assert_eq!(reconciled.tally.granted, 1);
+    assert_eq!(answer, no_failures());
+    assert_eq!(stage.granted(&repo(jane)).await, ["333333333333"]);
+    assert_eq!(stage.granted(&repo(U1)).await, Vec::<String>::new());
+    let calls = stage.proxy.calls_since(mark);
+    let assumed = calls.iter().filter(|c| c.operation == "AssumeRole").count();
+    assert!(
+        assumed >= 1,
+        "the repositories are reached through the role"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.operation == "AssumeRole" && c.body.contains("ExternalId")),
+        "with its ExternalId"
+    );
+    let logs = captured.text();
+    for expected in [
+        "full reconcile done",
+        "stream batch done",
+        "access reconciled",
+    ] {
+        assert!(logs.contains(expected), "{expected} is logged");
+    }
+    assert!(
+        logs.lines().any(|l| l.contains("\"TRACE\"")),
+        "logging ran at trace"
+    );
+    assert!(
+        logs.contains("aws_smithy") || logs.contains("aws_sdk"),
+        "the SDK's own debug lines are in the capture"
+    );
+    let secrets = [
+        SECRET_KEY,        // the function's own secret key
+        "FQoGZXIvYXdzE",   // moto's session tokens (the assumed role's) start so
+        "SecretAccessKey", // an AssumeRole response body
+        "<SessionToken>",  // ditto
+        "Signature=",      // SigV4 signatures
+        "aws_secret_access_key",
+    ];
+    // The signer traces its canonical request: the token header is there, redacted.
+    let lower = logs.to_ascii_lowercase();
+    for (i, _) in lower.match_indices("x-amz-security-token:") {
+        let value = &logs[i + "x-amz-security-token:".len()..];
+        assert!(
+            value.starts_with("** redacted"),
+            "session token header in the logs: {}",
+            &value[..value.len().min(120)]
+        );
+    }
+    for s in secrets {
+        if let Some(i) = logs.find(s) {
+            let start = logs[..i].rfind('\n').map_or(0, |n| n + 1);
+            panic!(
+                "{s:?} leaked into the logs: {}",
+                &logs[start..(i + 200).min(logs.len())]
+            );
+        }
+    }
+}
