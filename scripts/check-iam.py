@@ -24,6 +24,10 @@ and for roles:
   M1  no managed policies (ManagedPolicyArns): everything is written out
   T1  a trust policy that lets AWS principals (other accounts or roles)
       assume the role requires sts:ExternalId; Principal "*" is refused
+and for Lambda functions:
+  F1  a function whose role may sts:AssumeRole can send an ExternalId: its
+      environment has a *_EXTERNAL_ID variable set from a template parameter
+      (the other side's trust policy requires one, T1)
 
 Both branches of every Fn::If are checked.
 """
@@ -127,7 +131,10 @@ class Checker:
         self.problems: list[tuple[str, str, str]] = []
         self.statements = 0
         self.roles = 0
+        self.functions = 0
         self._where = ""
+        self._role = None  # logical id of the role whose policy is being checked
+        self.assuming_roles: set[str] = set()
 
     def fail(self, rule: str, message: str):
         self.problems.append((rule, self._where, message))
@@ -248,6 +255,8 @@ class Checker:
             if "*" in a or "?" in a:
                 self.fail("A1", f"wildcard action {a!r}")
         assume = bool(ASSUME_ACTIONS & set(actions))
+        if assume and self._role:
+            self.assuming_roles.add(self._role)
         probes = ("*", "arn:aws:iam::123456789012:role/*") if assume else ("*",)
         resources = []
         for r in _flatten(s.get("Resource", [])):
@@ -295,6 +304,7 @@ class Checker:
                 for arn in _flatten(props.get("ManagedPolicyArns", [])):
                     self.fail("M1", f"managed policy {arn!r} attached: write the permissions out inline")
                 self.check_trust(props.get("AssumeRolePolicyDocument"), f"{base}.AssumeRolePolicyDocument")
+            self._role = logical if t == "AWS::IAM::Role" else None
             if t in ("AWS::IAM::Role", "AWS::IAM::User", "AWS::IAM::Group"):
                 for pol in _flatten(props.get("Policies", [])):
                     if isinstance(pol, dict):
@@ -303,8 +313,49 @@ class Checker:
                         self.check_document(pol.get("PolicyDocument"), f"{base}.Policies[{label}]")
             if t in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy",
                      "AWS::IAM::UserPolicy", "AWS::IAM::GroupPolicy"):
-                self.check_document(props.get("PolicyDocument"), f"{base}.PolicyDocument")
+                roles = [r["Ref"] for r in _flatten(props.get("Roles", [])) if isinstance(r, dict) and "Ref" in r]
+                if isinstance(props.get("RoleName"), dict) and "Ref" in props["RoleName"]:
+                    roles.append(props["RoleName"]["Ref"])
+                for role in roles or [None]:
+                    self._role = role
+                    self.check_document(props.get("PolicyDocument"), f"{base}.PolicyDocument")
+            self._role = None
+        self.check_functions()
         return self.problems
+
+    def check_functions(self):
+        """F1: a function that may assume roles can be given an ExternalId."""
+        for logical, res in (self.template.get("Resources") or {}).items():
+            if not isinstance(res, dict) or res.get("Type") != "AWS::Lambda::Function":
+                continue
+            self.functions += 1
+            props = res.get("Properties") or {}
+            role = props.get("Role")
+            role_id = None
+            if isinstance(role, dict) and "Fn::GetAtt" in role:
+                att = role["Fn::GetAtt"]
+                role_id = att[0] if isinstance(att, list) else str(att).split(".")[0]
+            if role_id not in self.assuming_roles:
+                continue
+            self._where = f"Resources.{logical}.Environment"
+            variables = ((props.get("Environment") or {}).get("Variables")) or {}
+            wired = [name for name, value in variables.items()
+                     if name.upper().endswith("_EXTERNAL_ID") and self._from_parameter(value)]
+            if not wired:
+                self.fail("F1", f"{logical} may sts:AssumeRole (role {role_id}) but has no *_EXTERNAL_ID "
+                                "variable set from a parameter: it cannot send the ExternalId the target's "
+                                "trust policy requires")
+
+    def _from_parameter(self, value) -> bool:
+        """Whether some branch of `value` is a template parameter."""
+        for branch in _flatten(value):
+            if isinstance(branch, dict) and isinstance(branch.get("Ref"), str) and branch["Ref"] in self.params:
+                return True
+            if isinstance(branch, dict) and "Fn::Sub" in branch:
+                text = branch["Fn::Sub"] if isinstance(branch["Fn::Sub"], str) else branch["Fn::Sub"][0]
+                if any(var in self.params for _, var in _sub_tokens(text) if var):
+                    return True
+        return False
 
 
 def _sub_tokens(text: str):
@@ -353,7 +404,7 @@ def report(checker: Checker) -> bool:
     for rule, where, msg in checker.problems:
         print(f"{checker.name}: {rule} {where}: {msg}")
     print(f"check-iam: {checker.name}: {checker.roles} roles, {checker.statements} statements, "
-          f"{len(checker.problems)} problems")
+          f"{checker.functions} functions, {len(checker.problems)} problems")
     return not checker.problems
 
 
@@ -385,6 +436,47 @@ _LAMBDA_TRUST = """          - Effect: Allow
 _TOKEN = """              - Effect: Allow
                 Action: ecr:GetAuthorizationToken
                 Resource: '*'"""
+
+
+# A function whose role may assume roles; {env} is its environment.
+_FUNCTION = """
+Parameters:
+  Roles:
+    Type: String
+    AllowedPattern: '^arn:aws:iam::\\d{{12}}:role/[A-Za-z0-9+=,.@_-]+$'
+  ExternalId:
+    Type: String
+    Default: ''
+Conditions:
+  HasId: !Not [!Equals [!Ref ExternalId, '']]
+Resources:
+  R:
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument:
+        Version: '2012-10-17'
+        Statement:
+          - Effect: Allow
+            Principal: {{ Service: lambda.amazonaws.com }}
+            Action: sts:AssumeRole
+      Policies:
+        - PolicyName: p
+          PolicyDocument:
+            Version: '2012-10-17'
+            Statement:
+              - Effect: Allow
+                Action: sts:AssumeRole
+                Resource: !Ref Roles
+  F:
+    Type: AWS::Lambda::Function
+    Properties:
+      Role: !GetAtt R.Arn
+      Runtime: provided.al2023
+      Handler: bootstrap
+      Code: {{ S3Bucket: b, S3Key: k }}
+      Environment:
+        Variables:{env}
+"""
 
 
 def _role(stmts=_TOKEN, trust=_LAMBDA_TRUST, params=""):
@@ -462,6 +554,13 @@ Resources:
               Action: 'ecr:*'
               Resource: '*'
 """),
+    ("function that assumes roles without an ExternalId variable", "F1", _FUNCTION.format(env="""
+          SOURCE_ROLE_ARN: !Ref Roles""")),
+    ("function that assumes roles with an ExternalId from a parameter passes", None, _FUNCTION.format(env="""
+          SOURCE_ROLE_ARN: !Ref Roles
+          SOURCE_ROLE_EXTERNAL_ID: !If [HasId, !Ref ExternalId, !Ref AWS::NoValue]""")),
+    ("function with a hard-coded ExternalId", "F1", _FUNCTION.format(env="""
+          ECR_ROLE_EXTERNAL_ID: fixed""")),
     ("SAM inline policy statement", "A1", """
 Transform: AWS::Serverless-2016-10-31
 Resources:
