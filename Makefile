@@ -3,11 +3,12 @@
 #   make test   - install what is missing, run every test against real registries,
 #                 moto and the Lambda runtime emulator (cargo lambda watch/invoke)
 # and:
-#   make bench  - ecr-bridge vs skopeo vs the registry's floor (prints a table)
+#   make bench  - issue 7's table: ecr-bridge vs skopeo vs the registry's floor, cold
+#                 start, zip sizes, access sync calls (BENCH_ARGS=--quick for a fast check)
 SHELL := /bin/bash
 NEXTEST_PROFILE ?= default
 
-.PHONY: setup demo test check-templates sam-local-invoke bench lint fmt
+.PHONY: setup demo test check-templates sam-local-invoke bench lint fmt fuzz
 
 setup:
 	@scripts/setup.sh
@@ -29,8 +30,9 @@ check-templates: setup
 sam-local-invoke: setup
 	scripts/sam-local-invoke.sh
 
+BENCH_ARGS ?=
 bench: setup
-	scripts/bench.sh
+	scripts/bench.sh $(BENCH_ARGS)
 
 lint:
 	cargo fmt --all -- --check
@@ -38,3 +40,8 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+# Not part of make test or CI: every fuzz target for FUZZ_SECONDS (default 600)
+# each, one after another (docs/fuzzing.md).
+fuzz:
+	scripts/fuzz.sh

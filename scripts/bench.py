@@ -1,220 +1,305 @@
 #!/usr/bin/env python3
-"""ecr-bridge copy vs skopeo copy vs the registry's floor, side by side.
+"""Issue 7's benchmark: one table, each row against its goal.
 
-Two docker-registry instances on loopback (two "accounts"). Each row is the
-median of N alternating runs (ours, skopeo, floor, ours, ...). Wall time and
-peak RSS come from /usr/bin/time. The floor is the same blobs pushed by
-parallel monolithic curl PUTs: the most this registry can take.
+Copies (rows 1-6): two docker-registry instances on loopback (two
+"accounts"), started by the rig. Each row is the median of N alternating runs
+(ours, skopeo, floor, ours, ...); wall time and peak RSS from /usr/bin/time.
+The floor is the same blobs pushed by parallel monolithic curl PUTs: the most
+this registry can take. skopeo runs `copy --all --preserve-digests` with its
+blob-info cache wiped first (a fresh Lambda has none). Request counts and
+bytes moved are read back from the target registry's own request log.
 
-skopeo's blob-info cache is wiped before each of its runs: a fresh Lambda has
-no warm cache, and a warm one lets skopeo mount blobs it saw in earlier runs.
+  1  fresh copy: the 352 MB image (1/50/300 MiB layers) and a 1 GiB single layer
+  2  target already complete: wall time and registry requests per target
+  3  one layer changed since the last copy: what moved
+  4  same registry, new name (blob mount)
+  5  multi-arch index, 4 platforms sharing 2 of 3 layers
+  6  peak RSS against skopeo's, and at a 1 GiB vs a 1 MiB layer
+  7  the replicator's cold start (runtime-API stand-in) and each function's
+     zipped size (cargo lambda build --release --arm64 --output-format zip)
+  8  access sync: AWS calls per distinct user (the access_sync test's figures)
 
-Usage: scripts/bench.py [--runs 5] [--quick]   (make bench)
+Usage: scripts/bench.py [--runs 5] [--starts 10] [--quick] [--only copy,cold,zip,access]
+       (make bench; BENCH_ZIP=0 skips the arm64 cross build of the zips)
 """
 
 import argparse
-import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-OURS = os.path.join(TARGET, "release", "ecr-bridge")
-RIG = os.path.join(TARGET, "release", "rig")
-SKOPEO_CACHES = [
-    "/var/lib/containers/cache",
-    os.path.expanduser("~/.local/share/containers/cache"),
-]
+sys.dont_write_bytecode = True  # no __pycache__ in the tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 
+from bench_copy import (Registry, after_auth, blob_mounts, blob_puts, build_image, floor, log,  # noqa: E402
+                        ours, push_layout, skopeo)
+import bench_lambda  # noqa: E402
+import bench_access  # noqa: E402
 
-def log(msg):
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-class Registry:
-    def __init__(self, account, workdir):
-        self.out = os.path.join(workdir, f"reg-{account}.json")
-        self.proc = subprocess.Popen(
-            [RIG, "registry", "--account", account, "--dir", os.path.join(workdir, f"reg-{account}")],
-            stdout=open(self.out, "w"),
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            try:
-                info = json.load(open(self.out))
-                break
-            except (ValueError, OSError):
-                time.sleep(0.05)
-        else:
-            raise SystemExit(f"registry {account} did not start")
-        self.host = info["host"]
-        self.creds = info["creds"]
-        self.log_path = info["log"]
-
-    def completed_requests(self):
-        time.sleep(0.3)  # the registry logs a request after answering it
-        with open(self.log_path, errors="replace") as f:
-            return sum(1 for line in f if '"response completed' in line or "error authorizing" in line)
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=10)
-
-
-def timed(cmd, env=None):
-    """(wall seconds, peak RSS MiB) of one command, which must succeed."""
-    full = ["/usr/bin/time", "-f", "%e %M"] + cmd
-    t0 = time.monotonic()
-    p = subprocess.run(full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    wall = time.monotonic() - t0
-    if p.returncode != 0:
-        raise SystemExit(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}")
-    last = p.stderr.strip().splitlines()[-1].split()
-    return wall, int(last[1]) / 1024.0
-
-
-def ours(src_reg, src, dst_reg, dst):
-    env = dict(os.environ, SRC_CREDS=src_reg.creds, DST_CREDS=dst_reg.creds)
-    return timed(
-        [OURS, "copy", f"{src_reg.host}/{src}", f"{dst_reg.host}/{dst}", "--src-creds-env", "SRC_CREDS",
-         "--dest-creds-env", "DST_CREDS", "--plain-http-loopback"],
-        env,
-    )
-
-
-def skopeo(src_reg, src, dst_reg, dst):
-    for c in SKOPEO_CACHES:
-        shutil.rmtree(c, ignore_errors=True)
-    return timed(
-        ["skopeo", "copy", "--all", "--preserve-digests", "--quiet", "--src-tls-verify=false",
-         "--dest-tls-verify=false", "--src-creds", src_reg.creds, "--dest-creds", dst_reg.creds,
-         f"docker://{src_reg.host}/{src}", f"docker://{dst_reg.host}/{dst}"]
-    )
-
-
-def floor(layout, dst_reg, repo):
-    """Every blob of the layout pushed to a fresh repository by parallel monolithic curl PUTs."""
-    auth = ["-u", dst_reg.creds]
-
-    def put(blob):
-        digest, _size = blob
-        path = os.path.join(layout["dir"], "blobs", "sha256", digest.split(":")[1])
-        hdrs = subprocess.run(
-            ["curl", "-sS", "-D", "-", "-o", "/dev/null", "-X", "POST", *auth,
-             f"http://{dst_reg.host}/v2/{repo}/blobs/uploads/"],
-            capture_output=True, text=True, check=True,
-        ).stdout
-        loc = next(l.split(":", 1)[1].strip() for l in hdrs.splitlines() if l.lower().startswith("location:"))
-        if loc.startswith("/"):
-            loc = f"http://{dst_reg.host}{loc}"
-        sep = "&" if "?" in loc else "?"
-        subprocess.run(
-            ["curl", "-sS", "-f", "-o", "/dev/null", "-X", "PUT", *auth, "-H", "Content-Type: application/octet-stream",
-             "-T", path, f"{loc}{sep}digest={digest}"],
-            check=True,
-        )
-
-    t0 = time.monotonic()
-    with ThreadPoolExecutor(max_workers=len(layout["blobs"])) as pool:
-        list(pool.map(put, layout["blobs"]))
-    return time.monotonic() - t0
+MIB = 1024 * 1024
+PLATFORMS = ["linux/amd64", "linux/arm64/v8", "linux/arm/v7", "linux/s390x"]
 
 
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--quick", action="store_true", help="small images, 3 runs: checks the script, not the numbers")
-    args = ap.parse_args()
-    runs = 3 if args.quick else args.runs
+def load():
+    return open("/proc/loadavg").read().split()[:3]
 
-    work = tempfile.mkdtemp(prefix="ecr-bridge-bench-", dir=os.environ.get("BENCH_DIR"))
-    regs = []
-    try:
-        a = Registry("111111111111", work)
-        b = Registry("222222222222", work)
-        regs = [a, b]
-        sizes = {
-            "352MB": "1M,50M,300M" if not args.quick else "1M,5M,30M",
-            "1GiB": "1G" if not args.quick else "100M",
-            "1MiB": "1M",
-        }
-        layouts = {}
-        for name, layers in sizes.items():
-            out = subprocess.run(
-                [RIG, "build-image", "--out", os.path.join(work, f"img-{name}"), "--tag", "v1", "--layers", layers,
-                 "--seed", str(len(layouts) + 1)],
-                capture_output=True, text=True, check=True,
-            ).stdout
-            layouts[name] = json.loads(out.strip().splitlines()[-1])
-            subprocess.run(
-                ["skopeo", "copy", "--all", "--preserve-digests", "--quiet", "--dest-tls-verify=false",
-                 "--dest-creds", a.creds, f"oci:{layouts[name]['dir']}:v1", f"docker://{a.host}/src-{name.lower()}:v1"],
-                check=True,
-            )
-            log(f"source image {name}: {layouts[name]['total_blob_bytes'] / 1e6:.0f} MB pushed")
 
-        rows = []
+class Table:
+    def __init__(self):
+        self.rows = []
 
-        def row(shape, o, s, f=None, note=""):
-            ow, orss = median([x[0] for x in o]), median([x[1] for x in o])
-            sw, srss = median([x[0] for x in s]), median([x[1] for x in s])
-            fw = median(f) if f else None
-            rows.append((shape, ow, sw, fw, orss, srss, note))
-            log(f"{shape}: ours {ow:.3f}s skopeo {sw:.3f}s" + (f" floor {fw:.3f}s" if fw else ""))
+    def add(self, num, case, ours="-", skopeo="-", floor="-", ratio="-", rss="-", goal="-", met=None, why="",
+            order=0):
+        result = "-" if met is None else ("met" if met else "NOT MET")
+        if why:
+            result += f" ({why})"
+        self.rows.append(((num, order), (num, case, ours, skopeo, floor, ratio, rss, goal, result)))
+        log(f"row {num} {case}: ours {ours} skopeo {skopeo} floor {floor} {ratio} -> {result}")
 
-        for name in ("352MB", "1GiB", "1MiB"):
-            src = f"src-{name.lower()}:v1"
-            o, s, f = [], [], []
-            for i in range(runs):
-                o.append(ours(a, src, b, f"ours-{name.lower()}-{i}"))
-                s.append(skopeo(a, src, b, f"sk-{name.lower()}-{i}"))
-                if name != "1MiB":
-                    f.append(floor(layouts[name], b, f"floor-{name.lower()}-{i}"))
-            row(f"fresh copy, {name}", o, s, f or None)
-            if name == "352MB":
-                # Target complete: copy again into the repositories just filled.
-                o2, s2, reqs = [], [], []
-                for i in range(runs):
-                    before = b.completed_requests()
-                    o2.append(ours(a, src, b, f"ours-{name.lower()}-{i}:v1"))
-                    reqs.append(b.completed_requests() - before)
-                    s2.append(skopeo(a, src, b, f"sk-{name.lower()}-{i}:v1"))
-                row("target complete, 352MB", o2, s2, note=f"target requests (ours): {int(median(reqs))}")
-                # Same registry, new name: mount vs upload.
-                o3, s3 = [], []
-                for i in range(runs):
-                    o3.append(ours(a, src, a, f"ours-mount-{i}"))
-                    s3.append(skopeo(a, src, a, f"sk-mount-{i}"))
-                row("same registry, new name, 352MB", o3, s3)
-
+    def print(self):
         print()
-        print("| shape | ours s | skopeo s | floor s | ours/skopeo | ours/floor | ours peak RSS MB | skopeo peak RSS MB | note |")
+        print("| # | case | ours | skopeo | floor | ratio | peak RSS MB ours / skopeo | goal | result |")
         print("|---|---|---|---|---|---|---|---|---|")
-        for shape, ow, sw, fw, orss, srss, note in rows:
-            f_s = f"{fw:.3f}" if fw else "-"
-            f_r = f"{ow / fw:.2f}" if fw else "-"
-            print(f"| {shape} | {ow:.3f} | {sw:.3f} | {f_s} | {ow / sw:.2f} | {f_r} | {orss:.1f} | {srss:.1f} | {note} |")
-        rss = {shape: orss for shape, _, _, _, orss, _, _ in rows}
-        print()
-        print(f"peak RSS of ours, 1 GiB layer vs 1 MiB layer: {rss['fresh copy, 1GiB']:.1f} MB vs "
-              f"{rss['fresh copy, 1MiB']:.1f} MB (+{rss['fresh copy, 1GiB'] - rss['fresh copy, 1MiB']:.1f} MB)")
-        print(f"runs per row: {runs} (median), machine: {os.cpu_count()} cores")
+        for _, r in sorted(self.rows, key=lambda r: r[0]):
+            print("| " + " | ".join(str(c) for c in r) + " |")
+
+
+def s(x):
+    return f"{x:.3f} s"
+
+
+def copy_rows(t, args, work):
+    quick = args.quick
+    runs = args.runs
+    a = Registry("111111111111", work)
+    b = Registry("222222222222", work)
+    try:
+        big = "1M,50M,300M" if not quick else "1M,5M,30M"
+        big_v2 = "1M,51M,300M" if not quick else "1M,6M,30M"  # only the middle layer differs
+        gib = "1G" if not quick else "100M"
+        multi = "50M,30M,20M" if not quick else "5M,3M,2M"
+        big_name = "352 MB (1/50/300 MiB layers)" if not quick else "37 MB (1/5/30 MiB, quick)"
+        gib_name = "1 GiB single layer" if not quick else "100 MiB single layer (quick)"
+
+        layouts = {
+            "big": build_image(os.path.join(work, "img-big"), "v1", big, 1),
+            "gib": build_image(os.path.join(work, "img-gib"), "v1", gib, 2),
+            "mib": build_image(os.path.join(work, "img-mib"), "v1", "1M", 3),
+            # v2 in the same layout: the same seed and sizes but one, so the
+            # other layers are byte-identical.
+            "big2": build_image(os.path.join(work, "img-big"), "v2", big_v2, 1),
+            "multi": build_image(os.path.join(work, "img-multi"), "v1", multi, 4, PLATFORMS, shared=2),
+        }
+        src = {"big": "src-big:v1", "gib": "src-gib:v1", "mib": "src-mib:v1", "big2": "src-big:v2",
+               "multi": "src-multi:v1"}
+        for k, layout in layouts.items():
+            push_layout(layout, a, src[k])
+            log(f"source {src[k]}: {layout['total_blob_bytes'] / 1e6:.1f} MB in {len(layout['blobs'])} blobs pushed")
+
+        rss_pairs = []  # (case, ours rss, skopeo rss)
+
+        def rss_cell(o, sk):
+            return f"{median([x[1] for x in o]):.1f} / {median([x[1] for x in sk]):.1f}"
+
+        def fresh(key, label, num=1):
+            o, sk, fl = [], [], []
+            layout = layouts[key]
+            for i in range(runs):
+                o.append(ours(a, src[key], b, f"ours-{key}-{i}:v1"))
+                sk.append(skopeo(a, src[key], b, f"sk-{key}-{i}:v1"))
+                if key != "mib":
+                    fl.append(floor(layout, b, f"floor-{key}-{i}"))
+            ow, sw = median([x[0] for x in o]), median([x[0] for x in sk])
+            moved = median([x[2]["bytes_uploaded"] for x in o])
+            rss_pairs.append((label, median([x[1] for x in o]), median([x[1] for x in sk])))
+            if key == "mib":
+                return o
+            fw = median(fl)
+            ok = ow <= 0.8 * sw and ow <= 1.2 * fw
+            why = "" if ok else ", ".join(
+                w for w, bad in (("vs skopeo", ow > 0.8 * sw), ("vs floor", ow > 1.2 * fw)) if bad)
+            extra = ""
+            if key == "multi":
+                distinct = layout["total_blob_bytes"]
+                extra = f"; moved {moved / 1e6:.1f} MB = the {len(layout['blobs'])} distinct blobs once" \
+                    if moved == distinct else f"; moved {moved / 1e6:.1f} MB vs {distinct / 1e6:.1f} MB distinct"
+                ok = ok and moved == distinct
+            t.add(num, label, s(ow) + extra, s(sw), s(fw), f"{ow / sw:.2f}x skopeo, {ow / fw:.2f}x floor",
+                  rss_cell(o, sk), "<=0.8x skopeo, <=1.2x floor", ok, why)
+            return o
+
+        # 1: fresh copies
+        fresh("big", f"fresh copy, {big_name}")
+        fresh("gib", f"fresh copy, {gib_name}")
+        mib_runs = fresh("mib", "fresh copy, 1 MiB single layer (RSS baseline)")
+
+        # 2: target complete: copy again into the repositories just filled.
+        o, sk, oreq, sreq, oall = [], [], [], [], []
+        for i in range(runs):
+            m = b.mark()
+            o.append(ours(a, src["big"], b, f"ours-big-{i}:v1"))
+            reqs = b.since(m)
+            oall.append(len(reqs))
+            oreq.append(len(after_auth(reqs)))
+            m = b.mark()
+            sk.append(skopeo(a, src["big"], b, f"sk-big-{i}:v1"))
+            sreq.append(len(after_auth(b.since(m))))
+        ow, sw = median([x[0] for x in o]), median([x[0] for x in sk])
+        nreq = median(oreq)
+        rss_pairs.append(("target complete", median([x[1] for x in o]), median([x[1] for x in sk])))
+        t.add(2, f"target complete, {big_name.split(' (')[0]}: wall, target requests after auth",
+              f"{s(ow)}, {nreq:.0f} req ({median(oall):.0f} with auth)", f"{s(sw)}, {median(sreq):.0f} req", "-",
+              f"{ow / sw:.2f}x skopeo", rss_cell(o, sk), "<=3 req/target, <= skopeo's time",
+              nreq <= 3 and ow <= sw)
+
+        # 3: one layer changed since the last copy (v1 is in every target from row 1).
+        v1 = dict(layouts["big"]["blobs"])
+        new = {d: n for d, n in layouts["big2"]["blobs"] if d not in v1}
+        layer = max(new, key=new.get)
+        config = {d: n for d, n in new.items() if d != layer}
+        expected = new[layer] + sum(config.values())
+        o, sk, oputs, sputs = [], [], [], []
+        for i in range(runs):
+            m = b.mark()
+            o.append(ours(a, src["big2"], b, f"ours-big-{i}:v2"))
+            oputs.append(sorted(blob_puts(b.since(m))))
+            m = b.mark()
+            sk.append(skopeo(a, src["big2"], b, f"sk-big-{i}:v2"))
+            sputs.append(sorted(blob_puts(b.since(m))))
+        ow, sw = median([x[0] for x in o]), median([x[0] for x in sk])
+        reported = [x[2]["bytes_uploaded"] for x in o]
+        put_bytes = [sum(new.get(d, v1.get(d, 0)) for d in p) for p in oputs]
+        sk_bytes = [sum(new.get(d, v1.get(d, 0)) for d in p) for p in sputs]
+        exact = all(set(p) == set(new) for p in oputs) and all(r == expected for r in reported)
+        rss_pairs.append(("one layer changed", median([x[1] for x in o]), median([x[1] for x in sk])))
+        t.add(3, f"one layer changed ({new[layer] / MIB:.0f} MiB of {layouts['big2']['total_blob_bytes'] / 1e6:.0f} MB)"
+                 f": wall, bytes moved (report / target's blob PUTs)",
+              f"{s(ow)}, {median(reported):,.0f} / {median(put_bytes):,.0f} B",
+              f"{s(sw)}, - / {median(sk_bytes):,.0f} B", "-", f"{ow / sw:.2f}x skopeo", rss_cell(o, sk),
+              f"moved = the layer ({new[layer]:,} B) + its new config ({sum(config.values())} B)", exact)
+
+        # 4: same registry, new name: mount vs upload.
+        o, sk, mounts, puts = [], [], [], []
+        for i in range(runs):
+            m = a.mark()
+            o.append(ours(a, src["big"], a, f"ours-mount-{i}:v1"))
+            reqs = a.since(m)
+            mounts.append(len(blob_mounts(reqs)))
+            puts.append(len(blob_puts(reqs)))
+            sk.append(skopeo(a, src["big"], a, f"sk-mount-{i}:v1"))
+        ow, sw = median([x[0] for x in o]), median([x[0] for x in sk])
+        rss_pairs.append(("same registry", median([x[1] for x in o]), median([x[1] for x in sk])))
+        t.add(4, f"same registry, new name, {big_name.split(' (')[0]} (skopeo cold: no blob-info cache)",
+              f"{s(ow)}, {median(mounts):.0f} mounted, {median(puts):.0f} uploaded", s(sw), "-",
+              f"{ow / sw:.3f}x skopeo", rss_cell(o, sk), "<=0.05x skopeo", ow <= 0.05 * sw)
+
+        # 5: multi-arch index.
+        ml = layouts["multi"]
+        fresh("multi", f"multi-arch index, 4 platforms, layers {multi.replace('M', ' MiB').replace(',', '/')} "
+                       f"(2 shared), {ml['total_blob_bytes'] / 1e6:.0f} MB distinct", num=5)
+
+        # 6: memory.
+        worst = max(rss_pairs, key=lambda p: p[1] / p[2])
+        t.add(6, "peak RSS, every copy above (worst ratio shown)", f"{worst[1]:.1f} MB", f"{worst[2]:.1f} MB", "-",
+              f"{worst[1] / worst[2]:.2f}x skopeo ({worst[0]})", "-", "<= skopeo's on the same copy",
+              all(p[1] <= p[2] for p in rss_pairs))
+        g = next(p for p in rss_pairs if p[0].startswith(f"fresh copy, {gib_name}"))
+        m1 = median([x[1] for x in mib_runs])
+        t.add(6, f"peak RSS, {gib_name.split(' single')[0]} layer vs 1 MiB layer", f"+{g[1] - m1:.1f} MB "
+              f"({g[1]:.1f} vs {m1:.1f})", "-", "-", "-", "-", "<=5 MB more", g[1] - m1 <= 5)
     finally:
-        for r in regs:
-            r.stop()
+        a.stop()
+        b.stop()
+
+
+def cold_rows(t, args):
+    times, aws_calls = bench_lambda.cold_start(args.starts)
+    wall, cpu = [x[0] for x in times], [x[1] for x in times]
+    med = median(wall)
+    t.add(7, f"replicator cold start: spawn to first /next, x86_64 release (median of {len(times)}, "
+             f"min {min(wall):.1f}, max {max(wall):.1f} ms)",
+          f"{med:.1f} ms wall, {median(cpu):.1f} ms CPU; {aws_calls} AWS connections before /next",
+          "-", "-", "-", "-", "<=20 ms", med <= 20 and aws_calls == 0,
+          "" if aws_calls == 0 else "start-up calls AWS")
+    # Where the time goes: rustls-native-certs reads the CA bundle *and* every
+    # file of the CA directory, once for the SDK's client and once for ours.
+    empty = tempfile.mkdtemp(prefix="ecr-bridge-certs-")
+    try:
+        times, _ = bench_lambda.cold_start(args.starts, {"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
+                                                         "SSL_CERT_DIR": empty})
+    finally:
+        shutil.rmtree(empty, ignore_errors=True)
+    t.add(7, "  the same with SSL_CERT_DIR empty (CA bundle only; for comparison)",
+          f"{median([x[0] for x in times]):.1f} ms wall, {median([x[1] for x in times]):.1f} ms CPU",
+          "-", "-", "-", "-", "-", None, order=1)
+
+
+def zip_rows(t, work):
+    for fn, (zipped, unzipped) in bench_lambda.zip_sizes(work).items():
+        t.add(7, f"{fn} zip, arm64 (cargo lambda build --release --arm64 --output-format zip)",
+              f"{zipped:,} B = {zipped / 1e6:.2f} MB (bootstrap {unzipped / 1e6:.2f} MB)", "-", "-", "-", "-",
+              "<=8 MB", zipped <= 8e6, order=2)
+
+
+def access_rows(t):
+    figs = bench_access.calls_per_user()
+    for name, f in figs.items():
+        noop = name.startswith("nothing")
+        goal = "<=3 calls/user, 0 writes" if noop else "<=3 calls/user"
+        ok = f["per_user"] <= 3 and (not noop or f["writes"] == 0)
+        why = ""
+        if not ok and f["per_user"] > 3:
+            why = "4th call/user: the re-Query after each write that catches a concurrent table change"
+        t.add(8, f"access sync, 1,000 records over 100 users: {name}",
+              f"{f['per_user']:.2f} calls/user, {f['writes']} writes (+{f['assume_role']} AssumeRole; {f['ops']})",
+              "-", "-", "-", "-", goal, ok, why)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=5, help="alternating runs per copy row (median)")
+    ap.add_argument("--starts", type=int, default=10, help="cold starts (median)")
+    ap.add_argument("--quick", action="store_true",
+                    help="small images, 3 runs, 5 starts: checks the script, not the numbers")
+    ap.add_argument("--only", default="copy,cold,zip,access", help="sections to run: copy,cold,zip,access")
+    args = ap.parse_args()
+    if args.quick:
+        args.runs = min(args.runs, 3)
+        args.starts = min(args.starts, 5)
+    sections = set(args.only.split(","))
+    if os.environ.get("BENCH_ZIP", "1") == "0":
+        sections.discard("zip")
+
+    load_before = load()
+    started = time.monotonic()
+    work = tempfile.mkdtemp(prefix="ecr-bridge-bench-", dir=os.environ.get("BENCH_DIR"))
+    t = Table()
+    try:
+        # Builds first, so no compiler competes with the timed runs.
+        if "zip" in sections:
+            zip_rows(t, work)
+        if "access" in sections:
+            access_rows(t)
+        if "cold" in sections:
+            cold_rows(t, args)
+        if "copy" in sections:
+            copy_rows(t, args, work)
+    finally:
         shutil.rmtree(work, ignore_errors=True)
+    t.print()
+    print()
+    print(f"copy rows: median of {args.runs} alternating runs; cold start: median of {args.starts} starts; "
+          f"{os.cpu_count()} cores; load average (1/5/15 min) {' '.join(load_before)} at start, "
+          f"{' '.join(load())} at end; {time.monotonic() - started:.0f} s in all"
+          + (" (--quick: sizes and runs reduced)" if args.quick else ""))
 
 
 if __name__ == "__main__":
