@@ -8,7 +8,7 @@
 SHELL := /bin/bash
 NEXTEST_PROFILE ?= default
 
-.PHONY: setup demo test check-templates sam-local-invoke bench lint fmt fuzz
+.PHONY: setup demo test check-templates sam-local-invoke bench lint fmt
 
 setup:
 	@scripts/setup.sh
@@ -40,8 +40,3 @@ lint:
 
 fmt:
 	cargo fmt --all
-
-# Not part of make test or CI: every fuzz target for FUZZ_SECONDS (default 600)
-# each, one after another (docs/fuzzing.md).
-fuzz:
-	scripts/fuzz.sh
