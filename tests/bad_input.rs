@@ -31,7 +31,8 @@ const JANE: &str = "jane-doe@x.io";
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Expected {
-    /// `invalid_event`, `ignored`, `stream`, `invalid_config`, `policy_error`, `rewritten`.
+    /// `invalid_event`, `ignored`, `queued_item_error` (an SQS work item refused
+    /// on its own), `stream`, `invalid_config`, `policy_error`, `rewritten`.
     kind: String,
     /// Words the error (or ignore reason, or malformed records' errors) must contain.
     #[serde(default)]
@@ -135,6 +136,7 @@ fn given_the_corpus_then_every_file_has_an_expected_outcome_and_every_outcome_a_
         let known = [
             "invalid_event",
             "ignored",
+            "queued_item_error",
             "stream",
             "invalid_config",
             "policy_error",
@@ -144,7 +146,7 @@ fn given_the_corpus_then_every_file_has_an_expected_outcome_and_every_outcome_a_
         // An error or ignore must be pinned down by what it says.
         if matches!(
             e.kind.as_str(),
-            "invalid_event" | "ignored" | "invalid_config" | "policy_error"
+            "invalid_event" | "ignored" | "queued_item_error" | "invalid_config" | "policy_error"
         ) {
             assert!(!e.contains.is_empty(), "{name}: say what the message names");
         }
@@ -161,6 +163,14 @@ fn given_the_corpus_then_every_file_has_an_expected_outcome_and_every_outcome_a_
 fn replicator_outcome(name: &str, payload: &Value) -> Result<(String, String), String> {
     match no_panic(name, || image_replicator::event::parse(payload))? {
         Ok(Incoming::Ignored(reason)) => Ok(("ignored".into(), reason)),
+        // An SQS batch: a bad work item fails only itself.
+        Ok(Incoming::Queued(items)) if items.iter().any(|i| i.body.is_err()) => {
+            let errors: Vec<String> = items
+                .iter()
+                .filter_map(|i| i.body.as_ref().err().map(|e| e.to_string()))
+                .collect();
+            Ok(("queued_item_error".into(), errors.join(" | ")))
+        }
         Ok(other) => Ok(("accepted".into(), format!("{other:?}"))),
         Err(e) => Ok(("invalid_event".into(), e.to_string())),
     }
