@@ -8,7 +8,7 @@
 SHELL := /bin/bash
 NEXTEST_PROFILE ?= default
 
-.PHONY: setup demo test check-templates sam-local-invoke bench lint fmt
+.PHONY: setup demo test check-templates sam-local-invoke bench lint fmt fuzz
 
 setup:
 	@scripts/setup.sh
@@ -40,3 +40,8 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+# Not part of make test or CI: every fuzz target for FUZZ_SECONDS (default 600)
+# each, one after another (docs/fuzzing.md).
+fuzz:
+	scripts/fuzz.sh
