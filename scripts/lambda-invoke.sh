@@ -4,6 +4,8 @@
 # sends each sample event, and the outcome of each is asserted. Local
 # stand-ins: moto (AWS APIs) and one docker-registry per account.
 #
+# Also ecr-bridge backfill against the watch's Lambda Invoke API.
+#
 # Usage: scripts/lambda-invoke.sh        (make test runs it after the suite)
 set -euo pipefail
 LOG_TAG=invoke
@@ -20,6 +22,7 @@ log "moto on :$MOTO_PORT, source registry $SRC_HOST, target registry $DST_HOST"
 
 push_image 2501.0001 kuali-coeus 42 4M,1M,64K
 FIRST=$DIGEST
+BACKFILL_QUEUE=$(local_aws create-queue ecr-bridge-backfill)
 log "pushed kuali-coeus:2501.0001 = $FIRST"
 for f in image-push-tagged image-push-untagged image-delete image-push-failure image-scan; do
     sample_event "$f" "$f.json" "$FIRST"
@@ -36,6 +39,7 @@ AWS_REGION=us-east-1
 REGISTRY_ENDPOINTS='123456789012.dkr.ecr.us-east-1.amazonaws.com=http://$SRC_HOST,222222222222.dkr.ecr.us-east-1.amazonaws.com=http://$DST_HOST'
 MAPPING_JSON='{"rules":[{"name":"kuali-coeus","match":{"exact":"kuali-coeus"},"propagate_deletes":true,"create_repository":{"tag_mutability":"MUTABLE","scan_on_push":true},"destinations":[{"account":"222222222222","region":"us-east-1","role_arn":"arn:aws:iam::222222222222:role/ecr-bridge-push","external_id":"kuali-sync","repository":"coeus"}]}]}'
 RUST_LOG=info
+BACKFILL_QUEUE_URL=$BACKFILL_QUEUE
 EOF
 log "cargo lambda watch (the first invoke compiles the function)"
 start_watch "$WORK/function.env"
@@ -77,6 +81,51 @@ log "delete: propagated ($(echo "$OUT" | outcome))"
 if OUT=$(invoke image-replicator malformed.json 2>&1); then fail "malformed event was accepted: $OUT"; fi
 echo "$OUT" | grep -q "InvalidEvent" || fail "malformed event: unexpected error: $OUT"
 log "malformed event: rejected as InvalidEvent"
+
+# --- backfill through the CLI: ecr-bridge backfill -> Lambda Invoke API (cargo lambda
+# watch's) -> the replicator enqueues on SQS (moto); drain-queue plays the SQS event
+# source mapping, invoking the function per work item; --wait follows until done.
+push_image 2501.0003 kuali-coeus 44 2M,512K
+THIRD=$DIGEST
+for t in 1 2 3; do local_aws record-image kuali-coeus 2501.000$t "$WORK/img-4$((t + 1)).json"; done
+backfill() {
+    AWS_ENDPOINT_URL="$MOTO_URL" AWS_ENDPOINT_URL_LAMBDA="http://127.0.0.1:$INVOKE_PORT" \
+        AWS_ACCESS_KEY_ID=AKIDLOCAL AWS_SECRET_ACCESS_KEY=local-secret AWS_REGION=us-east-1 \
+        "$TARGET_DIR/debug/ecr-bridge" backfill --function-name image-replicator "$@"
+}
+OUT=$(backfill --check --json) || fail "backfill --check: $OUT"
+echo "$OUT" | python3 -c 'import json,sys; s=json.load(sys.stdin)["summary"]; assert (s["images_found"], s["already_present"], s["missing"], s["enqueued"]) == (3, 2, 1, 0), s' \
+    || fail "backfill --check: $OUT"
+log "ecr-bridge backfill --check: 3 images, 2 already present (replicated above), 1 missing"
+local_aws drain-queue "$BACKFILL_QUEUE" "http://127.0.0.1:$INVOKE_PORT/2015-03-31/functions/image-replicator/invocations" >"$WORK/drain.out" &
+DRAIN=$!
+OUT=$(backfill --wait --poll-seconds 1 --json) || fail "backfill --wait: $OUT"
+wait $DRAIN || fail "drain-queue failed"
+echo "$OUT" | python3 -c 'import json,sys; o=json.load(sys.stdin)["outcome"]; assert (o["images_found"], o["already_present"], o["copied"], o["failed"]) == (3, 2, 1, 0), o' \
+    || fail "backfill --wait: $OUT"
+GOT=$(skopeo inspect --raw --tls-verify=false --creds "$DST_CREDS" "docker://$DST_HOST/coeus:2501.0003" | sha256sum | cut -d' ' -f1)
+[ "sha256:$GOT" = "$THIRD" ] || fail "backfilled digest sha256:$GOT != $THIRD"
+log "ecr-bridge backfill --wait: 1 enqueued, $(cat "$WORK/drain.out"), copied 1, failed 0; coeus:2501.0003 = $THIRD"
+
+# The two backfill samples as they are (a check of kuali-coeus), and pointed at the third image.
+cp "$ROOT/events/backfill-request.json" "$WORK/backfill-request.json"
+OUT=$(invoke image-replicator backfill-request.json) || fail "backfill-request.json: $OUT"
+echo "$OUT" | python3 -c 'import json,sys; s=json.load(sys.stdin)["summary"]; assert (s["images_found"], s["already_present"], s["missing"]) == (3, 3, 0), s' \
+    || fail "backfill-request.json: $OUT"
+python3 - "$ROOT/events/backfill-work-item.json" "$WORK/work-item.json" "$THIRD" <<'PY'
+import json, sys
+e = json.load(open(sys.argv[1]))
+body = json.loads(e["Records"][0]["body"])
+body["detail"]["image-digest"] = sys.argv[3]
+body["detail"]["image-tags"] = ["2501.0003"]
+body["detail"]["image-tag"] = "2501.0003"
+e["Records"][0]["body"] = json.dumps(body)
+json.dump(e, open(sys.argv[2], "w"))
+PY
+OUT=$(invoke image-replicator work-item.json) || fail "backfill-work-item.json: $OUT"
+echo "$OUT" | python3 -c 'import json,sys; o=json.load(sys.stdin); assert (o["batchItemFailures"], o["done"]) == ([], 1), o' \
+    || fail "backfill-work-item.json: $OUT"
+log "backfill-request.json: 3 of 3 present; backfill-work-item.json: done, nothing to retry"
 
 # --- access sync: every events/dynamodb-*.json and the scheduled reconcile ----------
 # The function reads the table, not the record: each step first makes the
@@ -132,4 +181,4 @@ if grep -q "$(echo -n "$DST_CREDS" | base64)" "$WORK/watch.log" || grep -q "loca
     fail "credentials found in the functions' log"
 fi
 log "every sample event of both functions, a second image and a malformed event: outcomes as expected; no credentials in the log"
-echo "lambda-invoke: 12 passed, 0 failed"
+echo "lambda-invoke: 16 passed, 0 failed"

@@ -142,6 +142,8 @@ json.dump({
         "REGISTRY_ENDPOINTS": "123456789012.dkr.ecr.us-east-1.amazonaws.com=http://$SRC_HOST,"
                               "222222222222.dkr.ecr.us-east-1.amazonaws.com=http://$DST_HOST",
         "MAPPING_PARAMETER": "/ecr-bridge/mapping",
+        # Locally SAM cannot resolve !Ref BackfillQueue; a push event never uses it.
+        "BACKFILL_QUEUE_URL": endpoint + "/123456789012/ecr-bridge-backfill",
         "RUST_LOG": "info",
     },
     "AccessSyncFunction": {

@@ -395,8 +395,13 @@ async fn given_an_sqs_batch_with_a_bad_record_when_handled_then_the_good_one_rep
     let (replicator, config) = stage.replicator().await;
     let (tag, layout) = &stage.images[0];
     let digest = layout.digest.clone();
-    let good =
-        ecr_bridge_aws::backfill::work_item(SOURCE, REGION, REPOSITORY, &digest, &[tag.clone()]);
+    let good = ecr_bridge_aws::backfill::work_item(
+        SOURCE,
+        REGION,
+        REPOSITORY,
+        &digest,
+        std::slice::from_ref(tag),
+    );
     let record = |id: &str, body: &str| json!({"messageId": id, "receiptHandle": "h", "body": body, "eventSource": "aws:sqs", "awsRegion": REGION});
     let event = json!({"Records": [
         record("good", &good),

@@ -8,6 +8,12 @@
     local_aws.py MOTO_URL granted ROLE_ARN REPOSITORY     -> accounts our statement grants ("none")
     local_aws.py MOTO_URL policy ROLE_ARN REPOSITORY      -> the policy document, indented
     local_aws.py MOTO_URL repository ROLE_ARN REPOSITORY  -> "uri tags=... scan_on_push=..."
+    local_aws.py MOTO_URL create-queue NAME                -> the queue URL
+    local_aws.py MOTO_URL record-image REPOSITORY TAG LAYOUT_JSON
+                 (ECR's record of an image pushed to the local registry: what DescribeImages lists)
+    local_aws.py MOTO_URL drain-queue QUEUE_URL INVOKE_URL -> "N invocations, M retried"
+                 (plays Lambda's SQS event source mapping: each message, as an SQS event, to the
+                 function's Invoke API, e.g. cargo lambda watch's; deleted unless reported failed)
 
 Table and statement names are the ones the scripts deploy: gen3-pay-models,
 AllowCrossAccountPull. Exit status 1 with a message on any failure.
@@ -75,8 +81,55 @@ def main(url, op, *args):
         r = client(url, "ecr", role_arn).describe_repositories(repositoryNames=[repository])["repositories"][0]
         print(f"{r['repositoryUri']} tags={r['imageTagMutability']} "
               f"scan_on_push={r['imageScanningConfiguration']['scanOnPush']}")
+    elif op == "create-queue":
+        (name,) = args
+        print(client(url, "sqs").create_queue(QueueName=name)["QueueUrl"])
+    elif op == "record-image":
+        repository, tag, layout_json = args
+        layout = json.load(open(layout_json))
+        manifest = open(f"{layout['dir']}/blobs/sha256/{layout['digest'].split(':')[1]}").read()
+        ecr = client(url, "ecr")
+        try:
+            ecr.create_repository(repositoryName=repository)
+        except ecr.exceptions.RepositoryAlreadyExistsException:
+            pass
+        # moto would otherwise derive the digest from the layer digests, not the manifest bytes as ECR does.
+        ecr.put_image(repositoryName=repository, imageTag=tag, imageManifest=manifest,
+                      imageManifestMediaType=layout["media_type"], imageDigest=layout["digest"])
+    elif op == "drain-queue":
+        queue_url, invoke_url = args
+        drain(client(url, "sqs"), queue_url, invoke_url)
     else:
         raise SystemExit(f"local_aws.py: unknown operation {op!r}")
+
+
+def drain(sqs, queue_url, invoke_url):
+    import time
+    import urllib.request
+    invocations = retried = 0
+    idle_since = time.monotonic()
+    while time.monotonic() - idle_since < 5:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1,
+                                       VisibilityTimeout=60).get("Messages", [])
+        if not messages:
+            time.sleep(0.2)
+            continue
+        idle_since = time.monotonic()
+        m = messages[0]
+        event = {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"],
+                              "body": m["Body"], "attributes": {}, "messageAttributes": {},
+                              "eventSource": "aws:sqs", "awsRegion": REGION,
+                              "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ecr-bridge-backfill"}]}
+        request = urllib.request.Request(invoke_url, data=json.dumps(event).encode(), method="POST")
+        answer = json.load(urllib.request.urlopen(request, timeout=300))
+        invocations += 1
+        if answer.get("batchItemFailures"):
+            retried += 1
+            sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"],
+                                          VisibilityTimeout=0)
+        else:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+    print(f"{invocations} invocations, {retried} retried")
 
 
 if __name__ == "__main__":
