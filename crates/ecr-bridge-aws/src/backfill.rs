@@ -24,6 +24,7 @@ use crate::mapping_store::MappingError;
 use crate::plan::{list_images, replicated_tags, SourceImage};
 use crate::registries::Access;
 use crate::replicator::{Replicator, SourceRole};
+use crate::repositories::{list_repositories, ListedRepository};
 
 /// The `source` of the image actions a backfill enqueues. Not `aws.ecr`:
 /// nobody should mistake them for events ECR sent.
@@ -363,14 +364,20 @@ async fn enumerate(
     request: &BackfillRequest,
     summary: &mut BackfillSummary,
 ) -> Result<Vec<Candidate>, BackfillError> {
-    let repositories = list_repositories_with_account(ecr).await?;
+    let (repositories, _) = list_repositories(ecr)
+        .await
+        .map_err(BackfillError::Source)?;
     for wanted in &request.repositories {
-        if !repositories.iter().any(|(name, _)| name == wanted) {
+        if !repositories.iter().any(|r| &r.name == wanted) {
             return Err(BackfillError::UnknownRepository(wanted.clone()));
         }
     }
     let mut candidates = Vec::new();
-    for (repository, account) in repositories {
+    for ListedRepository {
+        name: repository,
+        registry_id: account,
+    } in repositories
+    {
         if !request.repositories.is_empty() && !request.repositories.contains(&repository) {
             continue;
         }
@@ -399,37 +406,6 @@ async fn enumerate(
         }
     }
     Ok(candidates)
-}
-
-/// Repository names with the account (registry id) that holds them.
-async fn list_repositories_with_account(
-    ecr: &aws_sdk_ecr::Client,
-) -> Result<Vec<(String, String)>, BackfillError> {
-    let mut out = Vec::new();
-    let mut token = None;
-    loop {
-        let page = ecr
-            .describe_repositories()
-            .set_next_token(token)
-            .max_results(1000)
-            .send()
-            .await
-            .map_err(|e| {
-                BackfillError::Source(AwsError::from_sdk("ecr:DescribeRepositories", e))
-            })?;
-        out.extend(page.repositories().iter().filter_map(|r| {
-            Some((
-                r.repository_name()?.to_string(),
-                r.registry_id()?.to_string(),
-            ))
-        }));
-        token = page.next_token().map(str::to_string);
-        if token.is_none() {
-            break;
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -54,28 +54,8 @@ pub struct SourceImage {
 
 /// Every repository name of the client's registry (all pages).
 pub async fn list_repositories(ecr: &aws_sdk_ecr::Client) -> Result<Vec<String>, AwsError> {
-    let mut names = Vec::new();
-    let mut token = None;
-    loop {
-        let out = ecr
-            .describe_repositories()
-            .set_next_token(token)
-            .max_results(1000)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ecr:DescribeRepositories", e))?;
-        names.extend(
-            out.repositories()
-                .iter()
-                .filter_map(|r| r.repository_name().map(str::to_string)),
-        );
-        token = out.next_token().map(str::to_string);
-        if token.is_none() {
-            break;
-        }
-    }
-    names.sort();
-    Ok(names)
+    let (listed, _) = crate::repositories::list_repositories(ecr).await?;
+    Ok(listed.into_iter().map(|r| r.name).collect())
 }
 
 /// Every image of a repository (all pages).

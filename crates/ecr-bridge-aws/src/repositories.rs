@@ -15,6 +15,46 @@ pub enum RepositoryState {
     Created,
 }
 
+/// A repository of the client's registry, as DescribeRepositories lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedRepository {
+    pub name: String,
+    /// The account that owns it.
+    pub registry_id: String,
+}
+
+/// Every repository of the client's account and region, sorted by name, and
+/// how many DescribeRepositories pages that took (it cannot filter by prefix).
+pub async fn list_repositories(
+    ecr: &aws_sdk_ecr::Client,
+) -> Result<(Vec<ListedRepository>, u32), AwsError> {
+    let mut listed = Vec::new();
+    let mut pages = 0;
+    let mut token: Option<String> = None;
+    loop {
+        pages += 1;
+        let out = ecr
+            .describe_repositories()
+            .max_results(1000)
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ecr:DescribeRepositories", e))?;
+        listed.extend(out.repositories().iter().filter_map(|r| {
+            Some(ListedRepository {
+                name: r.repository_name()?.to_string(),
+                registry_id: r.registry_id().unwrap_or_default().to_string(),
+            })
+        }));
+        match out.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    listed.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((listed, pages))
+}
+
 /// Whether `name` exists in the client's account and region.
 pub async fn repository_exists(ecr: &aws_sdk_ecr::Client, name: &str) -> Result<bool, AwsError> {
     match ecr

@@ -125,29 +125,12 @@ impl RepositoryPolicies {
         prefix: &str,
         calls: &mut CallStats,
     ) -> Result<Vec<String>, AwsError> {
-        let mut names = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            calls.describe_repositories += 1;
-            let out = self
-                .ecr
-                .describe_repositories()
-                .max_results(1000)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("ecr:DescribeRepositories", e))?;
-            names.extend(
-                out.repositories()
-                    .iter()
-                    .filter_map(|r| r.repository_name())
-                    .filter(|n| ecr_bridge::access::naming::escaped_part(prefix, n).is_some())
-                    .map(str::to_string),
-            );
-            match out.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => return Ok(names),
-            }
-        }
+        let (listed, pages) = repositories::list_repositories(&self.ecr).await?;
+        calls.describe_repositories += pages;
+        Ok(listed
+            .into_iter()
+            .map(|r| r.name)
+            .filter(|n| ecr_bridge::access::naming::escaped_part(prefix, n).is_some())
+            .collect())
     }
 }
