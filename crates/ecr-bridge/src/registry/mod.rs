@@ -232,33 +232,45 @@ impl RegistryClient {
             "GET {}/{repository}/manifests/{reference}",
             self.inner.endpoint.authority()
         );
-        let resp = self
-            .execute(Method::GET, url, accept_manifests(), None)
-            .await?;
-        if !resp.status().is_success() {
-            return Err(self
-                .error_from(
-                    resp,
-                    "GET manifest",
-                    repository,
-                    Subject::Manifest(reference),
-                )
-                .await);
+        // A body cut short (connection reset, early close) is retried like a
+        // failed request: a manifest is small and can simply be read again.
+        let mut retry = self.inner.retry.start();
+        loop {
+            let resp = self
+                .execute(Method::GET, url.clone(), accept_manifests(), None)
+                .await?;
+            if !resp.status().is_success() {
+                return Err(self
+                    .error_from(
+                        resp,
+                        "GET manifest",
+                        repository,
+                        Subject::Manifest(reference),
+                    )
+                    .await);
+            }
+            if resp
+                .content_length()
+                .is_some_and(|n| n > MAX_MANIFEST_BYTES as u64)
+            {
+                return Err(RegistryError::Protocol {
+                    request,
+                    reason: format!("manifest larger than {MAX_MANIFEST_BYTES} bytes"),
+                });
+            }
+            let media_type = header_str(&resp, CONTENT_TYPE.as_str());
+            match self.read_limited(resp, MAX_MANIFEST_BYTES, &request).await {
+                Ok(bytes) => return Ok(FetchedManifest { bytes, media_type }),
+                Err(e) if e.is_retryable() => match retry.next_delay(None) {
+                    Some(delay) => {
+                        tracing::debug!(%request, delay_ms = delay.as_millis() as u64, error = %e, "manifest body failed; retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => return Err(e),
+                },
+                Err(e) => return Err(e),
+            }
         }
-        if resp
-            .content_length()
-            .is_some_and(|n| n > MAX_MANIFEST_BYTES as u64)
-        {
-            return Err(RegistryError::Protocol {
-                request,
-                reason: format!("manifest larger than {MAX_MANIFEST_BYTES} bytes"),
-            });
-        }
-        let media_type = header_str(&resp, CONTENT_TYPE.as_str());
-        let bytes = self
-            .read_limited(resp, MAX_MANIFEST_BYTES, &request)
-            .await?;
-        Ok(FetchedManifest { bytes, media_type })
     }
 
     /// PUT a manifest's exact bytes under a digest or tag.
@@ -953,5 +965,146 @@ impl Stream for IdleTimeoutStream {
                 Poll::Pending => Poll::Pending,
             },
         }
+    }
+}
+
+/// A scripted HTTP/1.1 server for unit tests: one request per connection,
+/// answered with whatever raw bytes the handler returns for (method, target).
+#[cfg(test)]
+pub(crate) mod test_server {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+
+    pub struct TestServer {
+        pub url: String,
+        /// "METHOD target" of every request, in arrival order.
+        pub seen: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl TestServer {
+        pub fn count(&self, prefix: &str) -> usize {
+            let seen = self.seen.lock().unwrap();
+            seen.iter().filter(|r| r.starts_with(prefix)).count()
+        }
+    }
+
+    pub async fn start(
+        handler: impl Fn(&str, &str) -> Vec<u8> + Send + Sync + 'static,
+    ) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (log, handler) = (seen.clone(), Arc::new(handler));
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let (log, handler) = (log.clone(), handler.clone());
+                tokio::spawn(async move {
+                    let mut r = BufReader::new(sock);
+                    let mut line = String::new();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut parts = line.split_whitespace();
+                    let method = parts.next().unwrap_or("").to_string();
+                    let target = parts.next().unwrap_or("").to_string();
+                    let mut len = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let h = h.trim_end().to_ascii_lowercase();
+                        if h.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if r.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    log.lock().unwrap().push(format!("{method} {target}"));
+                    let answer = handler(&method, &target);
+                    let mut sock = r.into_inner();
+                    let _ = sock.write_all(&answer).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        TestServer { url, seen }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn quick_retry() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+            max_total_wait: Duration::from_secs(1),
+        }
+    }
+
+    fn client(url: &str) -> RegistryClient {
+        let timeouts = Timeouts::default();
+        RegistryClient::new(
+            http_client(&timeouts).unwrap(),
+            Endpoint::parse(url, true).unwrap(),
+            Arc::new(StaticCredentials(None)),
+            quick_retry(),
+            timeouts,
+        )
+    }
+
+    #[tokio::test]
+    async fn given_a_manifest_body_cut_short_when_fetched_then_it_is_fetched_again() {
+        let manifest =
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#;
+        let calls = AtomicUsize::new(0);
+        let server = test_server::start(move |_, _| {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                manifest.len()
+            );
+            // The first answer stops after 10 bytes of the promised body.
+            let body = if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                &manifest[..10]
+            } else {
+                &manifest[..]
+            };
+            [head.as_bytes(), body].concat()
+        })
+        .await;
+
+        let got = client(&server.url).manifest_get("app", "v1").await.unwrap();
+
+        assert_eq!(&got.bytes[..], &manifest[..]);
+        assert_eq!(server.count("GET /v2/app/manifests/v1"), 2);
+    }
+
+    #[tokio::test]
+    async fn given_manifest_bodies_that_always_break_when_fetched_then_a_retryable_error_after_the_budget(
+    ) {
+        let server = test_server::start(|_, _| {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{".to_vec()
+        })
+        .await;
+
+        let err = client(&server.url)
+            .manifest_get("app", "v1")
+            .await
+            .unwrap_err();
+
+        assert!(err.is_retryable(), "{err:?}");
+        assert_eq!(server.count("GET "), quick_retry().max_attempts as usize);
     }
 }
