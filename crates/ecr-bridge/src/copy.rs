@@ -759,7 +759,23 @@ impl BlobCopier<'_> {
                 // The PUT broke because the *source* stream did: report the source's error.
                 let cause = failure.lock().ok().and_then(|mut f| f.take()).unwrap_or(e);
                 dst.client.upload_cancel(session).await;
-                Err(cause.into())
+                Err(match cause {
+                    // The credentials this blob's HEAD and POST used moments ago
+                    // expired before its PUT. The client refreshes credentials on
+                    // a 401 only for requests it can resend, and a stream is not
+                    // one: so the blob starts over (within the retry budget) and
+                    // its next HEAD meets the 401 and fetches fresh credentials.
+                    RegistryError::Unauthorized { request, message } => {
+                        RegistryError::Credentials {
+                            message: format!(
+                                "{request}: refused with 401 during the upload; credentials expired ({message})"
+                            ),
+                            retryable: true,
+                        }
+                    }
+                    other => other,
+                }
+                .into())
             }
         }
     }
@@ -921,6 +937,125 @@ mod tests {
             failure.lock().unwrap().take(),
             Some(RegistryError::SizeMismatch { actual: 12, .. })
         ));
+    }
+
+    fn location(url: &str, repository: &str) -> RepositoryLocation {
+        let timeouts = crate::registry::Timeouts::default();
+        let client = RegistryClient::new(
+            crate::registry::http_client(&timeouts).unwrap(),
+            crate::registry::Endpoint::parse(url, true).unwrap(),
+            Arc::new(crate::registry::StaticCredentials(Some(
+                crate::registry::BasicCredentials::new("AWS", "token"),
+            ))),
+            crate::registry::RetryPolicy {
+                max_attempts: 3,
+                initial_backoff: std::time::Duration::from_millis(1),
+                max_backoff: std::time::Duration::from_millis(5),
+                max_total_wait: std::time::Duration::from_secs(1),
+            },
+            timeouts,
+        );
+        RepositoryLocation::new(client, repository)
+    }
+
+    /// A registry holding `blob` in `src`, whose upload PUTs to `dst` are
+    /// refused with 401 `refusals` times.
+    async fn registry_refusing_puts(
+        blob: &'static [u8],
+        refusals: usize,
+    ) -> crate::registry::test_server::TestServer {
+        let puts = std::sync::atomic::AtomicUsize::new(0);
+        crate::registry::test_server::start(move |method, target| {
+            let answer = |status: &str, extra: &str, body: &[u8]| {
+                let head = format!(
+                    "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                [head.as_bytes(), body].concat()
+            };
+            match (method, target) {
+                ("HEAD", t) if t.starts_with("/v2/dst/blobs/") => answer("404 Not Found", "", b""),
+                ("POST", "/v2/dst/blobs/uploads/") => answer(
+                    "202 Accepted",
+                    "Location: /v2/dst/blobs/uploads/s1\r\n",
+                    b"",
+                ),
+                ("GET", t) if t.starts_with("/v2/src/blobs/") => answer("200 OK", "", blob),
+                ("PUT", t) if t.starts_with("/v2/dst/blobs/uploads/s1?") => {
+                    if puts.fetch_add(1, Ordering::SeqCst) < refusals {
+                        answer(
+                            "401 Unauthorized",
+                            "WWW-Authenticate: Basic realm=\"x\"\r\n",
+                            b"",
+                        )
+                    } else {
+                        answer("201 Created", "", b"")
+                    }
+                }
+                _ => answer("404 Not Found", "", b""),
+            }
+        })
+        .await
+    }
+
+    fn descriptor(blob: &[u8]) -> Descriptor {
+        serde_json::from_value(serde_json::json!({
+            "mediaType": "application/octet-stream",
+            "digest": Digest::sha256_of(blob).to_string(),
+            "size": blob.len(),
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn given_credentials_expiring_during_a_blob_upload_when_copied_then_the_blob_is_sent_again(
+    ) {
+        let blob: &'static [u8] = b"layer bytes";
+        let server = registry_refusing_puts(blob, 1).await;
+        let (src, dst) = (location(&server.url, "src"), location(&server.url, "dst"));
+        let copier = BlobCopier {
+            source: &src,
+            target: &dst,
+            mount: false,
+        };
+        let stats = Stats::default();
+
+        copier.copy(&descriptor(blob), &stats).await.unwrap();
+
+        assert_eq!(stats.blobs_uploaded.load(Ordering::Relaxed), 1);
+        assert_eq!(server.count("PUT /v2/dst/blobs/uploads/s1"), 2);
+    }
+
+    #[tokio::test]
+    async fn given_uploads_always_refused_with_401_when_copied_then_a_retryable_credentials_error_within_the_budget(
+    ) {
+        let blob: &'static [u8] = b"layer bytes";
+        let server = registry_refusing_puts(blob, usize::MAX).await;
+        let (src, dst) = (location(&server.url, "src"), location(&server.url, "dst"));
+        let copier = BlobCopier {
+            source: &src,
+            target: &dst,
+            mount: false,
+        };
+
+        let err = copier
+            .copy(&descriptor(blob), &Stats::default())
+            .await
+            .unwrap_err();
+
+        assert!(
+            matches!(
+                err,
+                CopyError::Registry(RegistryError::Credentials {
+                    retryable: true,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("401"), "{err}");
+        // One PUT per attempt of the blob's budget, then it stops.
+        assert_eq!(server.count("PUT /v2/dst/blobs/uploads/s1"), 3);
     }
 
     #[test]
