@@ -25,6 +25,7 @@
 mod blob_host;
 #[cfg(test)]
 mod e2e;
+mod fault_proxy;
 mod http;
 mod image;
 mod moto;
@@ -32,6 +33,10 @@ mod registry;
 mod skopeo;
 
 pub use blob_host::{BlobHost, BlobHostRequest};
+pub use fault_proxy::{
+    moto_repository, FaultProxy, FaultRates, ProxyOptions, ProxyStats, Repositories, TokenHandle,
+    TokenRotation,
+};
 pub use http::RawResponse;
 pub use image::*;
 pub use moto::{moto_server_path, Moto, DEFAULT_ACCOUNT};
