@@ -165,3 +165,20 @@ impl std::io::Write for CapturedLogs {
         Ok(())
     }
 }
+
+/// A client for any registry URL (a fault proxy in front of a rig registry,
+/// say) with its own credential source and retry policy.
+pub fn client_via(
+    url: &str,
+    credentials: Arc<dyn registry::CredentialSource>,
+    retry: RetryPolicy,
+) -> RegistryClient {
+    let timeouts = Timeouts::default();
+    RegistryClient::new(
+        registry::http_client(&timeouts).expect("http client"),
+        Endpoint::parse(url, true).expect("loopback endpoint"),
+        credentials,
+        retry,
+        timeouts,
+    )
+}

@@ -1,0 +1,848 @@
+//! The copy engine and the replicator under faults and ECR's own behaviours,
+//! through `rig::FaultProxy` in front of real registries.
+//!
+//! Fault decisions are seeded: `FAULT_SEED=<n> cargo nextest run -p
+//! ecr-bridge-tests --test faults` replays a run; every failure message
+//! names the seed. Figures are printed on stderr (`--nocapture` shows them).
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ecr_bridge::copy::{CopyError, RepositoryLocation};
+use ecr_bridge::registry::{
+    BasicCredentials, CredentialSource, RegistryError, RetryPolicy, StaticCredentials,
+};
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use rig::{
+    assert_same_image, sha256_digest, skopeo_digest, FaultProxy, FaultRates, ImageSpec, Layout,
+    Platform, ProxyOptions, Registry, Repositories, TokenHandle, TokenRotation,
+};
+use serde_json::Value;
+
+const SRC_ACCOUNT: &str = "111111111111";
+const DST_ACCOUNT: &str = "222222222222";
+
+fn seed() -> u64 {
+    std::env::var("FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_250_601)
+}
+
+fn platforms() -> Vec<Platform> {
+    vec![
+        Platform::new("linux", "amd64"),
+        Platform::new("linux", "arm64"),
+        Platform::new("linux", "s390x"),
+    ]
+}
+
+/// A 3-platform index, three layers of 64–512 KiB each, the first shared:
+/// 10 blobs (7 layers, 3 configs), about 2 MB.
+fn multi_arch_spec() -> ImageSpec {
+    ImageSpec::multi_arch(&platforms(), &[400 << 10, 200 << 10, 64 << 10], 1)
+}
+
+/// Short backoffs, enough attempts to ride out a few percent of faults.
+fn fault_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 8,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(100),
+        max_total_wait: Duration::from_secs(3),
+    }
+}
+
+/// A repository behind a proxy, reached with the registry's real credentials.
+fn via(proxy: &FaultProxy, reg: &Registry, repo: &str, retry: RetryPolicy) -> RepositoryLocation {
+    let creds = Arc::new(StaticCredentials(Some(BasicCredentials::new(
+        reg.user(),
+        reg.password(),
+    ))));
+    RepositoryLocation::new(client_via(&proxy.url(), creds, retry), repo)
+}
+
+/// Hands out whatever token the proxy accepts right now, like ECR's
+/// GetAuthorizationToken would, and counts how often it was asked.
+#[derive(Debug)]
+struct ProxyTokens {
+    handle: TokenHandle,
+    fetches: AtomicU32,
+}
+
+impl CredentialSource for ProxyTokens {
+    fn credentials(
+        &self,
+        _refresh: bool,
+    ) -> BoxFuture<'_, Result<Option<BasicCredentials>, RegistryError>> {
+        Box::pin(async move {
+            self.fetches.fetch_add(1, Ordering::Relaxed);
+            let (user, password) = self.handle.current();
+            Ok(Some(BasicCredentials::new(user, password)))
+        })
+    }
+}
+
+fn with_tokens(proxy: &FaultProxy, repo: &str) -> (RepositoryLocation, Arc<ProxyTokens>) {
+    let tokens = Arc::new(ProxyTokens {
+        handle: proxy.tokens(),
+        fetches: AtomicU32::new(0),
+    });
+    let client = client_via(&proxy.url(), tokens.clone(), fault_retry());
+    (RepositoryLocation::new(client, repo), tokens)
+}
+
+/// Checks, straight against the registry (no proxy), that `repo` holds the
+/// whole image: every manifest present and hashing to its digest, every
+/// blob present with its size.
+fn verify_image(reg: &Registry, repo: &str, layout: &Layout) -> Result<(), String> {
+    for (digest, media_type) in &layout.manifests {
+        let r = reg.http(
+            "GET",
+            &format!("/v2/{repo}/manifests/{digest}"),
+            &[("Accept", media_type)],
+            b"",
+        );
+        if r.status != 200 || sha256_digest(&r.body) != *digest {
+            return Err(format!(
+                "{repo}: manifest {digest}: HTTP {}: {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ));
+        }
+    }
+    for (digest, size) in &layout.blobs {
+        let r = reg.http("HEAD", &format!("/v2/{repo}/blobs/{digest}"), &[], b"");
+        let len = r
+            .header("content-length")
+            .and_then(|l| l.parse::<u64>().ok());
+        if r.status != 200 || len != Some(*size) {
+            return Err(format!(
+                "{repo}: blob {digest}: HTTP {}, {len:?} bytes",
+                r.status
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads every blob of `layout` from `repo` and checks it hashes to its digest.
+fn verify_blob_bytes(reg: &Registry, repo: &str, layout: &Layout) -> Result<(), String> {
+    for (digest, size) in &layout.blobs {
+        let r = reg.http("GET", &format!("/v2/{repo}/blobs/{digest}"), &[], b"");
+        if r.status != 200 || r.body.len() as u64 != *size || sha256_digest(&r.body) != *digest {
+            return Err(format!(
+                "{repo}: blob {digest}: HTTP {}, {} bytes, sha256 {}",
+                r.status,
+                r.body.len(),
+                sha256_digest(&r.body)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every tag and every manifest of `layout` that `repo` holds points only at
+/// content `repo` also holds: a failed copy left nothing dangling.
+fn assert_nothing_dangling(reg: &Registry, repo: &str, layout: &Layout, ctx: &str) {
+    let tags = reg.http("GET", &format!("/v2/{repo}/tags/list"), &[], b"");
+    let tags: Value = serde_json::from_slice(&tags.body).unwrap_or(Value::Null);
+    let mut roots: Vec<String> = tags["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str().map(str::to_string))
+        .collect();
+    roots.extend(layout.manifests.iter().map(|(d, _)| d.clone()));
+    for reference in roots {
+        let m = reg.http(
+            "GET",
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("Accept", &[rig::OCI_MANIFEST, rig::OCI_INDEX].join(","))],
+            b"",
+        );
+        if m.status != 200 {
+            continue;
+        }
+        let doc: Value = serde_json::from_slice(&m.body).expect("manifest JSON");
+        let mut needed: Vec<(String, &str)> = Vec::new();
+        for child in doc["manifests"].as_array().into_iter().flatten() {
+            needed.push((child["digest"].as_str().unwrap().into(), "manifests"));
+        }
+        for blob in doc["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(doc.get("config"))
+        {
+            needed.push((blob["digest"].as_str().unwrap().into(), "blobs"));
+        }
+        for (digest, kind) in needed {
+            let h = reg.http("HEAD", &format!("/v2/{repo}/{kind}/{digest}"), &[], b"");
+            assert_eq!(
+                h.status, 200,
+                "{repo}:{reference} names {kind} {digest}, which the target lacks; {ctx}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_5xx_429_resets_and_truncation_when_a_multi_arch_image_is_replicated_100_times_then_all_complete_identical_and_uncorrupted(
+) {
+    const RUNS: usize = 100;
+    let seed = seed();
+    let (src, dst) = (Registry::start(SRC_ACCOUNT), Registry::start(DST_ACCOUNT));
+    let image = push_image(&src, &multi_arch_spec(), "app", "v1");
+    let rates = FaultRates {
+        server_error: 0.05,
+        throttle: 0.02,
+        reset: 0.02,
+        truncate: 0.01,
+        slow: 0.01,
+    };
+    let opts = |seed| ProxyOptions {
+        seed,
+        rates: rates.clone(),
+        slow_delay: Duration::from_millis(40),
+        ..ProxyOptions::default()
+    };
+    // Different seeds so the two sides do not fail in lockstep.
+    let src_proxy = FaultProxy::start(&src, opts(seed));
+    let dst_proxy = FaultProxy::start(&dst, opts(seed.wrapping_add(1)));
+    let started = Instant::now();
+
+    let results: Vec<(usize, Result<ecr_bridge::copy::CopyReport, CopyError>)> =
+        futures_util::stream::iter(0..RUNS)
+            .map(|i| {
+                let from = via(&src_proxy, &src, "app", fault_retry());
+                let to = via(&dst_proxy, &dst, &format!("mirror/r{i:03}"), fault_retry());
+                async move { (i, copy(&from, &tag("v1"), &to, &["v1"]).await) }
+            })
+            .buffer_unordered(6)
+            .collect()
+            .await;
+    let elapsed = started.elapsed();
+
+    let (s, d) = (src_proxy.stats(), dst_proxy.stats());
+    let ctx = format!(
+        "FAULT_SEED={seed}; source proxy: {s}; target proxy: {d}; recent target faults: {:?}",
+        dst_proxy.recent_faults(10)
+    );
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|(i, r)| r.as_ref().err().map(|e| format!("r{i:03}: {e}")))
+        .collect();
+    let completed = RUNS - failed.len();
+    eprintln!(
+        "faults: seed={seed} replications={completed}/{RUNS} in {:.1}s; source proxy: {s}; target proxy: {d}",
+        elapsed.as_secs_f64()
+    );
+    assert!(failed.is_empty(), "{failed:#?}\n{ctx}");
+    for (i, r) in &results {
+        let report = r.as_ref().unwrap();
+        assert_eq!(
+            report.digest.to_string(),
+            image.layout.digest,
+            "r{i:03}; {ctx}"
+        );
+        assert_eq!(
+            report.manifests_copied, 4,
+            "r{i:03}: fresh repository; {ctx}"
+        );
+    }
+    // Every replication, checked without the proxy: the tag names the
+    // source digest, every manifest hashes to its digest, every blob is
+    // there with its size. docker-registry keeps one copy of a blob's bytes
+    // for all repositories (and refuses an upload whose bytes do not match
+    // its digest), so reading and hashing each blob once, through the first
+    // and the last repository, covers the content of them all.
+    for i in [0, RUNS - 1] {
+        verify_blob_bytes(&dst, &format!("mirror/r{i:03}"), &image.layout)
+            .unwrap_or_else(|e| panic!("{e}; {ctx}"));
+    }
+    for i in 0..RUNS {
+        let repo = format!("mirror/r{i:03}");
+        let head = dst.http(
+            "HEAD",
+            &format!("/v2/{repo}/manifests/v1"),
+            &[("Accept", rig::OCI_INDEX)],
+            b"",
+        );
+        assert_eq!(
+            head.header("docker-content-digest"),
+            Some(image.layout.digest.as_str()),
+            "{repo}; {ctx}"
+        );
+        verify_image(&dst, &repo, &image.layout).unwrap_or_else(|e| panic!("{e}; {ctx}"));
+    }
+    for i in [0, RUNS / 2, RUNS - 1] {
+        assert_same_image(&src, "app:v1", &dst, &format!("mirror/r{i:03}:v1"));
+    }
+    eprintln!(
+        "faults: 100-replication test: copies {:.1}s, with verification {:.1}s",
+        elapsed.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    // The faults really happened, of every kind, on both sides.
+    let total = |f: fn(&rig::ProxyStats) -> u64| f(&s) + f(&d);
+    assert!(total(|x| x.server_errors) > 0, "{ctx}");
+    assert!(total(|x| x.throttled) > 0, "{ctx}");
+    assert!(total(|x| x.resets_mid_body) > 0, "{ctx}");
+    assert!(total(|x| x.truncated) > 0, "{ctx}");
+    assert!(s.faults() > 0 && d.faults() > 0, "{ctx}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_the_target_goes_down_mid_copy_when_copying_then_a_retryable_error_within_the_retry_budget_and_nothing_dangling(
+) {
+    let (src, dst) = (Registry::start(SRC_ACCOUNT), Registry::start(DST_ACCOUNT));
+    let image = push_image(&src, &multi_arch_spec(), "app", "v1");
+    // About 40 requests make this copy; from the 25th on, every connection is reset.
+    let proxy = FaultProxy::start(
+        &dst,
+        ProxyOptions {
+            down_after: Some(24),
+            ..ProxyOptions::default()
+        },
+    );
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        max_total_wait: Duration::from_millis(400),
+    };
+    // Retries nest: a blob is retried whole (up to max_attempts, waiting at
+    // most max_total_wait in all), and each request within an attempt has
+    // its own budget. So the worst case is (max_attempts + 1) budgets.
+    let budget = policy.max_total_wait * (policy.max_attempts + 1);
+    let slack = Duration::from_secs(2);
+
+    let started = Instant::now();
+    let err = copy(
+        &at(&src, "app"),
+        &tag("v1"),
+        &via(&proxy, &dst, "app", policy),
+        &["v1"],
+    )
+    .await
+    .unwrap_err();
+    let elapsed = started.elapsed();
+
+    let stats = proxy.stats();
+    eprintln!(
+        "faults: registry down mid-copy: failed after {} ms (budget {} ms + {} ms slack); {} blob uploads got through first; {err}",
+        elapsed.as_millis(),
+        budget.as_millis(),
+        slack.as_millis(),
+        stats.blob_puts_forwarded
+    );
+    assert!(stats.blob_puts_forwarded > 0, "went down mid-copy: {stats}");
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(
+        err.to_string().contains(&proxy.host()),
+        "names the registry: {err}"
+    );
+    assert!(
+        elapsed <= budget + slack,
+        "{elapsed:?} > {budget:?} + {slack:?}"
+    );
+    assert_eq!(
+        dst.http("HEAD", "/v2/app/manifests/v1", &[], b"").status,
+        404,
+        "no tag may exist for an incomplete image"
+    );
+    assert_nothing_dangling(&dst, "app", &image.layout, "after the failure");
+
+    // Back up: the same copy completes, reusing what got through.
+    proxy.set_down(false);
+    let report = copy(
+        &at(&src, "app"),
+        &tag("v1"),
+        &via(&proxy, &dst, "app", fault_retry()),
+        &["v1"],
+    )
+    .await
+    .unwrap();
+    assert!(report.blobs_skipped > 0, "{report:?}");
+    assert_same_image(&src, "app:v1", &dst, "app:v1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_tokens_that_expire_every_few_requests_when_copying_then_credentials_are_refreshed_and_the_copy_succeeds(
+) {
+    let (src, dst) = (Registry::start(SRC_ACCOUNT), Registry::start(DST_ACCOUNT));
+    push_image(&src, &multi_arch_spec(), "app", "v1");
+    let rotating = |k| ProxyOptions {
+        tokens: Some(TokenRotation::EveryRequests(k)),
+        ..ProxyOptions::default()
+    };
+    let src_proxy = FaultProxy::start(&src, rotating(7));
+    let dst_proxy = FaultProxy::start(&dst, rotating(10));
+    let (from, src_tokens) = with_tokens(&src_proxy, "app");
+    let (to, dst_tokens) = with_tokens(&dst_proxy, "app");
+
+    let report = copy(&from, &tag("v1"), &to, &["v1"]).await;
+
+    let (s, d) = (src_proxy.stats(), dst_proxy.stats());
+    eprintln!(
+        "faults: token rotations survived: source {} (401s {}, token fetches {}), target {} (401s {}, token fetches {})",
+        s.rotations,
+        s.unauthorized,
+        src_tokens.fetches.load(Ordering::Relaxed),
+        d.rotations,
+        d.unauthorized,
+        dst_tokens.fetches.load(Ordering::Relaxed)
+    );
+    report.unwrap();
+    assert_same_image(&src, "app:v1", &dst, "app:v1");
+    // Tokens really expired mid-copy on both sides, and old ones were refused.
+    for (side, st) in [("source", &s), ("target", &d)] {
+        assert!(st.rotations >= 2 && st.stale_tokens >= 1, "{side}: {st:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_the_token_expires_as_the_first_blob_upload_arrives_when_copying_then_that_blob_is_sent_again_with_fresh_credentials(
+) {
+    let (src, dst) = (Registry::start(SRC_ACCOUNT), Registry::start(DST_ACCOUNT));
+    push_image(&src, &ImageSpec::single(&[300 << 10]), "app", "v1");
+    let proxy = FaultProxy::start(
+        &dst,
+        ProxyOptions {
+            tokens: Some(TokenRotation::AtFirstBlobUpload),
+            ..ProxyOptions::default()
+        },
+    );
+    let (to, tokens) = with_tokens(&proxy, "app");
+
+    let report = copy(&at(&src, "app"), &tag("v1"), &to, &["v1"]).await;
+
+    let stats = proxy.stats();
+    // The first blob PUT met the expired token and was refused with 401
+    // (never forwarded); the client cannot replay a stream, so that blob
+    // started over with new credentials. Each blob then arrived exactly once.
+    assert_eq!(stats.rotations, 1, "{stats:?}");
+    assert!(stats.stale_tokens >= 1, "{stats:?}");
+    let report = report.unwrap();
+    assert_eq!(report.blobs_uploaded, 2, "{report:?}");
+    assert_eq!(stats.blob_puts_forwarded, 2, "{stats:?}");
+    assert!(tokens.fetches.load(Ordering::Relaxed) >= 2);
+    assert_same_image(&src, "app:v1", &dst, "app:v1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_a_registry_that_keeps_throttling_with_retry_after_when_requesting_then_each_retry_waits_as_asked_and_the_error_is_retryable(
+) {
+    let reg = Registry::start(DST_ACCOUNT);
+    let proxy = FaultProxy::start(
+        &reg,
+        ProxyOptions {
+            rates: FaultRates {
+                throttle: 1.0,
+                ..FaultRates::default()
+            },
+            retry_after_secs: 1,
+            ..ProxyOptions::default()
+        },
+    );
+    let patient = RetryPolicy {
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(20),
+        max_total_wait: Duration::from_secs(5),
+    };
+    let hasty = RetryPolicy {
+        max_total_wait: Duration::from_millis(500),
+        ..patient.clone()
+    };
+
+    let started = Instant::now();
+    let err = via(&proxy, &reg, "app", patient)
+        .client
+        .manifest_head("app", "v1")
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    let started = Instant::now();
+    let err_hasty = via(&proxy, &reg, "app", hasty)
+        .client
+        .manifest_head("app", "v1")
+        .await
+        .unwrap_err();
+    let gave_up_after = started.elapsed();
+
+    // 3 attempts, 2 waits of Retry-After: 1 (the backoff alone is 20 ms).
+    assert!(
+        matches!(err, RegistryError::Throttled { retry_after: Some(d), .. } if d == Duration::from_secs(1)),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    assert!(waited >= Duration::from_secs(2), "{waited:?}");
+    assert!(waited < Duration::from_secs(4), "{waited:?}");
+    // A wait the budget cannot afford ends the retries at once.
+    assert!(matches!(err_hasty, RegistryError::Throttled { .. }));
+    assert!(
+        gave_up_after < Duration::from_millis(500),
+        "{gave_up_after:?}"
+    );
+    assert_eq!(proxy.stats().throttled, 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_an_ecr_like_target_that_answers_patch_with_201_when_a_multi_arch_image_is_copied_then_no_patch_reaches_it(
+) {
+    let (src, dst) = (Registry::start(SRC_ACCOUNT), Registry::start(DST_ACCOUNT));
+    push_image(&src, &multi_arch_spec(), "app", "v1");
+    let front = FaultProxy::start(&dst, ProxyOptions::ecr());
+    front.create_repository("app", false);
+    // The front does count PATCHes (and answers 201 as ECR does).
+    let probe = rig::http_request(
+        &front.host(),
+        "PATCH",
+        "/v2/app/blobs/uploads/probe",
+        &[("Authorization", &dst.auth_header())],
+        b"chunk",
+    )
+    .unwrap();
+    assert_eq!((probe.status, front.stats().patches), (201, 1));
+    let mark = dst.request_mark();
+
+    copy(
+        &at(&src, "app"),
+        &tag("v1"),
+        &via(&front, &dst, "app", fault_retry()),
+        &["v1"],
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(front.stats().patches, 1, "only the probe");
+    assert_eq!(patches(&dst.requests_since(mark)), 0);
+    assert_same_image(&src, "app:v1", &dst, "app:v1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_a_target_repository_never_created_when_copying_then_target_repository_missing_and_nothing_pushed_until_it_exists(
+) {
+    let (src, dst) = (Registry::start(SRC_ACCOUNT), Registry::start(DST_ACCOUNT));
+    push_image(&src, &multi_arch_spec(), "app", "v1");
+    let front = FaultProxy::start(&dst, ProxyOptions::ecr());
+    let to = via(&front, &dst, "coeus", fault_retry());
+    let mark = dst.request_mark();
+
+    let err = copy(&at(&src, "app"), &tag("v1"), &to, &["v1"])
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(&err, CopyError::TargetRepositoryMissing { repository } if repository.ends_with("/coeus")),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert!(front.stats().name_unknown > 0);
+    assert!(
+        dst.requests_since(mark).is_empty(),
+        "nothing reached the registry"
+    );
+
+    front.create_repository("coeus", false);
+    copy(&at(&src, "app"), &tag("v1"), &to, &["v1"])
+        .await
+        .unwrap();
+    assert_same_image(&src, "app:v1", &dst, "coeus:v1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_an_immutable_tag_at_another_digest_when_copying_then_a_permanent_tag_conflict_and_the_tag_is_untouched(
+) {
+    let (src, dst) = (Registry::start(SRC_ACCOUNT), Registry::start(DST_ACCOUNT));
+    let first = push_image(&src, &ImageSpec::single(&[100 << 10]), "app", "v1");
+    let front = FaultProxy::start(&dst, ProxyOptions::ecr());
+    front.create_repository("coeus", true);
+    let to = via(&front, &dst, "coeus", fault_retry());
+    copy(&at(&src, "app"), &tag("v1"), &to, &["v1"])
+        .await
+        .unwrap();
+
+    // The same image again: the tag already names it, so nothing is PUT.
+    let again = copy(&at(&src, "app"), &tag("v1"), &to, &["v1"])
+        .await
+        .unwrap();
+    // The source tag moves to other content; the target tag cannot follow.
+    let second = push_image(
+        &src,
+        &ImageSpec::single(&[100 << 10]).with_seed(2),
+        "app",
+        "v1",
+    );
+    let err = copy(&at(&src, "app"), &tag("v1"), &to, &["v1"])
+        .await
+        .unwrap_err();
+
+    assert_eq!((again.tags_unchanged, again.tags_set), (1, 0));
+    assert!(
+        matches!(&err, CopyError::TagConflict { tag, existing, wanted, .. }
+            if tag == "v1" && *existing == first.layout.digest && wanted.to_string() == second.layout.digest),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("immutable"), "{err}");
+    assert_eq!(front.stats().tag_refusals, 1, "only the conflicting PUT");
+    assert_eq!(
+        skopeo_digest(&dst, "coeus:v1").unwrap(),
+        first.layout.digest
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_an_immutable_tag_set_to_the_same_digest_by_a_concurrent_writer_when_copying_then_the_refusal_counts_as_success(
+) {
+    let (src, dst) = (Registry::start(SRC_ACCOUNT), Registry::start(DST_ACCOUNT));
+    let image = push_image(&src, &multi_arch_spec(), "app", "v1");
+    let front = FaultProxy::start(
+        &dst,
+        ProxyOptions {
+            tag_race: true,
+            ..ProxyOptions::ecr()
+        },
+    );
+    front.create_repository("coeus", true);
+
+    let report = copy(
+        &at(&src, "app"),
+        &tag("v1"),
+        &via(&front, &dst, "coeus", fault_retry()),
+        &["v1"],
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(front.stats().tag_refusals, 1, "the tag PUT was refused");
+    assert_eq!((report.tags_set, report.tags_unchanged), (0, 1));
+    assert_eq!(
+        skopeo_digest(&dst, "coeus:v1").unwrap(),
+        image.layout.digest
+    );
+}
+
+/// moto, a source registry, and a target registry behind an ECR-like front
+/// that knows only the repositories moto's ECR holds in the target account.
+struct EcrStage {
+    moto: rig::Moto,
+    source: Registry,
+    target: Registry,
+    front: FaultProxy,
+}
+
+const REGION: &str = "us-east-1";
+
+fn role(account: &str) -> String {
+    format!("arn:aws:iam::{account}:role/ecr-bridge-push")
+}
+
+impl EcrStage {
+    fn new() -> EcrStage {
+        let moto = rig::Moto::start();
+        let target = Registry::start(DST_ACCOUNT);
+        let front = FaultProxy::start(
+            &target,
+            ProxyOptions {
+                repositories: Repositories::Moto {
+                    url: moto.url(),
+                    account: DST_ACCOUNT.into(),
+                    region: REGION.into(),
+                },
+                ..ProxyOptions::ecr()
+            },
+        );
+        EcrStage {
+            moto,
+            source: Registry::start(rig::DEFAULT_ACCOUNT),
+            target,
+            front,
+        }
+    }
+
+    async fn sdk(&self) -> aws_config::SdkConfig {
+        moto_sdk(&self.moto.url(), "test-secret-key").await
+    }
+
+    async fn replicator(
+        &self,
+        mapping: &Value,
+    ) -> (
+        ecr_bridge_aws::replicator::Replicator,
+        image_replicator::config::Config,
+    ) {
+        let endpoints = format!(
+            "{}.dkr.ecr.{REGION}.amazonaws.com={},{DST_ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com={}",
+            self.source.account(),
+            self.source.url(),
+            self.front.url()
+        );
+        let vars: std::collections::HashMap<String, String> = [
+            ("REGISTRY_ENDPOINTS".to_string(), endpoints),
+            ("MAX_ATTEMPTS".into(), "2".into()),
+            ("MAPPING_JSON".into(), mapping.to_string()),
+        ]
+        .into();
+        let config = image_replicator::config::Config::from_env(&vars).expect("config");
+        let replicator = config.build_with(self.sdk().await).expect("replicator");
+        (replicator, config)
+    }
+
+    fn exists_in_target(&self, repository: &str) -> bool {
+        rig::moto_repository(&self.moto.url(), DST_ACCOUNT, REGION, repository).is_some()
+    }
+}
+
+/// `events/image-push-tagged.json`, pointed at a pushed image.
+fn push_event(repository: &str, digest: &str, tag: &str) -> Value {
+    let path = format!(
+        "{}/../events/image-push-tagged.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut e: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("sample event")).expect("json");
+    e["detail"]["repository-name"] = repository.into();
+    e["detail"]["image-digest"] = digest.into();
+    e["detail"]["image-tag"] = tag.into();
+    e
+}
+
+fn coeus_mapping(create: bool) -> Value {
+    let mut rule = serde_json::json!({
+        "name": "kuali-coeus", "match": {"exact": "kuali-coeus"},
+        "destinations": [{"account": DST_ACCOUNT, "region": REGION, "role_arn": role(DST_ACCOUNT),
+                          "external_id": "kuali-sync", "repository": "coeus"}]
+    });
+    if create {
+        rule["create_repository"] = serde_json::json!({"tag_mutability": "IMMUTABLE"});
+    }
+    serde_json::json!({"version": 1, "rules": [rule]})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_an_ecr_like_target_that_refuses_pushes_to_missing_repositories_when_replicating_then_the_replicator_creates_the_repository_first_and_again_after_it_was_deleted(
+) {
+    let stage = EcrStage::new();
+    let first = push_image(&stage.source, &multi_arch_spec(), "kuali-coeus", "v1");
+    let (r, c) = stage.replicator(&coeus_mapping(true)).await;
+
+    let out = image_replicator::handler::handle(
+        &r,
+        &c,
+        push_event("kuali-coeus", &first.layout.digest, "v1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["destinations"][0]["outcome"], "replicated", "{out}");
+    assert!(stage.exists_in_target("coeus"));
+    assert_same_image(&stage.source, "kuali-coeus:v1", &stage.target, "coeus:v1");
+    // The front enforces what moto says: the repository was made IMMUTABLE.
+    assert_eq!(
+        rig::moto_repository(&stage.moto.url(), DST_ACCOUNT, REGION, "coeus"),
+        Some(true)
+    );
+
+    // Someone deletes the repository; this warm replicator still believes it exists.
+    common::ecr_as(&stage.sdk().await, &role(DST_ACCOUNT))
+        .await
+        .delete_repository()
+        .repository_name("coeus")
+        .force(true)
+        .send()
+        .await
+        .unwrap();
+    let second = push_image(
+        &stage.source,
+        &multi_arch_spec().with_seed(2),
+        "kuali-coeus",
+        "v2",
+    );
+    let refused_before = stage.front.stats().name_unknown;
+
+    let out = image_replicator::handler::handle(
+        &r,
+        &c,
+        push_event("kuali-coeus", &second.layout.digest, "v2"),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(out["destinations"][0]["outcome"], "replicated", "{out}");
+    assert!(
+        stage.front.stats().name_unknown > refused_before,
+        "the push met NAME_UNKNOWN first"
+    );
+    assert!(stage.exists_in_target("coeus"), "created again");
+    assert_same_image(&stage.source, "kuali-coeus:v2", &stage.target, "coeus:v2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_a_deleted_target_repository_and_a_rule_that_may_not_create_it_when_replicating_then_a_clear_permanent_error_and_nothing_pushed(
+) {
+    let stage = EcrStage::new();
+    common::ecr_as(&stage.sdk().await, &role(DST_ACCOUNT))
+        .await
+        .create_repository()
+        .repository_name("coeus")
+        .send()
+        .await
+        .unwrap();
+    let first = push_image(
+        &stage.source,
+        &ImageSpec::single(&[64 << 10]),
+        "kuali-coeus",
+        "v1",
+    );
+    let (r, c) = stage.replicator(&coeus_mapping(false)).await;
+    image_replicator::handler::handle(
+        &r,
+        &c,
+        push_event("kuali-coeus", &first.layout.digest, "v1"),
+    )
+    .await
+    .unwrap();
+    common::ecr_as(&stage.sdk().await, &role(DST_ACCOUNT))
+        .await
+        .delete_repository()
+        .repository_name("coeus")
+        .force(true)
+        .send()
+        .await
+        .unwrap();
+    let second = push_image(
+        &stage.source,
+        &ImageSpec::single(&[64 << 10]).with_seed(2),
+        "kuali-coeus",
+        "v2",
+    );
+    let before = stage.front.stats();
+
+    let err = image_replicator::handler::handle(
+        &r,
+        &c,
+        push_event("kuali-coeus", &second.layout.digest, "v2"),
+    )
+    .await
+    .unwrap_err();
+
+    let after = stage.front.stats();
+    assert!(!err.is_retryable(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("coeus") && text.contains("does not exist"),
+        "{text}"
+    );
+    assert!(after.name_unknown > before.name_unknown, "{after:?}");
+    assert_eq!(after.blob_puts_forwarded, before.blob_puts_forwarded);
+    assert!(!stage.exists_in_target("coeus"), "not created");
+}
