@@ -283,15 +283,19 @@ def main():
     work = tempfile.mkdtemp(prefix="ecr-bridge-bench-", dir=os.environ.get("BENCH_DIR"))
     t = Table()
     try:
-        # Builds first, so no compiler competes with the timed runs.
-        if "zip" in sections:
-            zip_rows(t, work)
-        if "access" in sections:
-            access_rows(t)
-        if "cold" in sections:
-            cold_rows(t, args)
-        if "copy" in sections:
-            copy_rows(t, args, work)
+        # Builds first, so no compiler competes with the timed runs. A section
+        # that cannot run (say the tree does not build) is a row, not the end.
+        for name, num, run in (("zip", 7, lambda: zip_rows(t, work)), ("access", 8, lambda: access_rows(t)),
+                               ("cold", 7, lambda: cold_rows(t, args)), ("copy", 1, lambda: copy_rows(t, args, work))):
+            if name not in sections:
+                continue
+            try:
+                run()
+            except (SystemExit, subprocess.CalledProcessError, OSError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                log(f"section {name} failed: {e}")
+                t.add(num, f"section '{name}' could not run", first[:160], met=False, why="see the log above",
+                      order=9)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     t.print()
