@@ -7,4 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p ecr-bridge-cli -p ecr-bridge-tests -p image-replicator \
     --bin ecr-bridge --bin rig --bin image-replicator
+# The zip rows cross-build for arm64 (Lambda's Graviton): rustup's target must be there.
+if [ "${BENCH_ZIP:-1}" != 0 ] && command -v rustup >/dev/null \
+    && ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
+    rustup target add aarch64-unknown-linux-gnu
+fi
 exec python3 scripts/bench.py "$@"
