@@ -104,7 +104,10 @@ for target in "${TARGETS[@]}"; do
         grep -E "panicked|ERROR|SUMMARY|Test unit written" "$log" | head -20 || true
     fi
     if [ "$CMIN" = 1 ] && [ "$crashes" -eq 0 ]; then
+        # On edges only (no hit counts, no comparison operands): one input per
+        # new edge keeps the committed corpus to a few hundred small files.
         nice -n 10 cargo fuzz cmin "${FUZZ_FLAGS[@]}" "$target" "fuzz/corpus/$target" -- \
+            -use_counters=0 -use_cmp=0 -use_value_profile=0 \
             -rss_limit_mb=2048 -max_len=65536 >>"$log" 2>&1 || echo "fuzz: cmin of $target failed (see $log)"
     fi
     files=$(find "fuzz/corpus/$target" -type f | wc -l)
