@@ -153,7 +153,9 @@ pub fn parse_image_action(payload: &Value) -> Result<Incoming, EventError> {
         (Some("aws.ecr") | Some(BACKFILL_SOURCE), Some(DETAIL_TYPE)) => {}
         (Some(source), Some(detail_type)) => {
             return Ok(Incoming::Ignored(format!(
-                "{source} / {detail_type} is not an ECR Image Action"
+                "{} / {} is not an ECR Image Action",
+                clip(source, 100),
+                clip(detail_type, 100)
             )))
         }
         _ => {
@@ -162,8 +164,17 @@ pub fn parse_image_action(payload: &Value) -> Result<Incoming, EventError> {
             ))
         }
     }
-    let event: EventBridgeEvent<ImageActionDetail> = serde_json::from_value(payload.clone())
-        .map_err(|e| EventError::Shape(clip(&e.to_string(), 200)))?;
+    // With the path of the offending field: "detail.repository-name: invalid type ...".
+    let event: EventBridgeEvent<ImageActionDetail> = serde_path_to_error::deserialize(payload)
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let inner = clip(&e.into_inner().to_string(), 200);
+            if path == "." {
+                EventError::Shape(inner)
+            } else {
+                EventError::Shape(format!("{}: {inner}", clip(&path, 100)))
+            }
+        })?;
     let d = event.detail;
     if d.result != "SUCCESS" {
         return Ok(Incoming::Ignored(format!(
