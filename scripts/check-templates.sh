@@ -4,7 +4,8 @@
 #   - cfn-lint, both templates
 #   - scripts/check-iam.py --self-test (the IAM check must be able to fail)
 #   - scripts/check-iam.py, both templates (no "*" but ecr:GetAuthorizationToken,
-#     scoped sts:AssumeRole, ExternalId on cross-account trust, no managed policies)
+#     scoped sts:AssumeRole, ExternalId on cross-account trust, no managed policies,
+#     and an *_EXTERNAL_ID variable on every function whose role may assume a role)
 # Ends with "check-templates: N passed, M failed"; exits 1 if any failed.
 # Installs nothing: it needs the SAM venv that scripts/setup.sh creates.
 set -uo pipefail
