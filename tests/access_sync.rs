@@ -1149,14 +1149,7 @@ fn given_user_ids_when_escaped_by_the_cli_then_gen3s_names_and_a_clear_error_for
 #[tokio::test(flavor = "multi_thread")]
 async fn given_trace_logging_when_reconciling_and_handling_a_batch_through_an_assumed_role_then_no_credential_or_token_appears_in_the_logs(
 ) {
-    let captured = common::CapturedLogs::default();
-    let writer = captured.clone();
-    // nextest runs each test in its own process: a global subscriber sees every thread.
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(ecr_bridge_aws::logging::filter("trace"))
-        .with_writer(move || writer.clone())
-        .init();
+    let captured = common::capture_all_logs();
     let mut stage = Stage::new().await;
     let jane = "jane-doe@x.io";
     for user in [U1, jane] {

@@ -701,6 +701,18 @@ impl EcrStage {
     fn exists_in_target(&self, repository: &str) -> bool {
         rig::moto_repository(&self.moto.url(), DST_ACCOUNT, REGION, repository).is_some()
     }
+
+    /// Someone deletes the repository (and its images) behind the replicator's back.
+    async fn delete_target_repository(&self, repository: &str) {
+        common::ecr_as(&self.sdk().await, &role(DST_ACCOUNT))
+            .await
+            .delete_repository()
+            .repository_name(repository)
+            .force(true)
+            .send()
+            .await
+            .unwrap();
+    }
 }
 
 /// `events/image-push-tagged.json`, pointed at a pushed image.
@@ -753,14 +765,7 @@ async fn given_an_ecr_like_target_that_refuses_pushes_to_missing_repositories_wh
     );
 
     // Someone deletes the repository; this warm replicator still believes it exists.
-    common::ecr_as(&stage.sdk().await, &role(DST_ACCOUNT))
-        .await
-        .delete_repository()
-        .repository_name("coeus")
-        .force(true)
-        .send()
-        .await
-        .unwrap();
+    stage.delete_target_repository("coeus").await;
     let second = push_image(
         &stage.source,
         &multi_arch_spec().with_seed(2),
@@ -811,14 +816,7 @@ async fn given_a_deleted_target_repository_and_a_rule_that_may_not_create_it_whe
     )
     .await
     .unwrap();
-    common::ecr_as(&stage.sdk().await, &role(DST_ACCOUNT))
-        .await
-        .delete_repository()
-        .repository_name("coeus")
-        .force(true)
-        .send()
-        .await
-        .unwrap();
+    stage.delete_target_repository("coeus").await;
     let second = push_image(
         &stage.source,
         &ImageSpec::single(&[64 << 10]).with_seed(2),

@@ -791,15 +791,7 @@ async fn given_a_malformed_event_when_invoked_then_a_permanent_error_naming_the_
 #[tokio::test(flavor = "multi_thread")]
 async fn given_debug_logging_when_replicating_across_accounts_then_no_credential_or_token_appears_in_the_logs(
 ) {
-    let captured = common::CapturedLogs::default();
-    let writer = captured.clone();
-    // nextest runs each test in its own process: a global subscriber sees every thread.
-    // The functions' own filter, asked for everything (RUST_LOG=trace).
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(ecr_bridge_aws::logging::filter("trace"))
-        .with_writer(move || writer.clone())
-        .init();
+    let captured = common::capture_all_logs();
     let stage = Stage::new();
     let image = push_image(
         &stage.source,

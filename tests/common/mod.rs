@@ -146,6 +146,21 @@ pub async fn ecr_as(sdk: &aws_config::SdkConfig, role_arn: &str) -> aws_sdk_ecr:
     aws_sdk_ecr::Client::new(&conf)
 }
 
+/// Installs the functions' own log filter, asked for everything
+/// (`RUST_LOG=trace`), writing JSON lines into the returned capture. nextest
+/// runs each test in its own process, so this global subscriber sees every
+/// thread of the test. Call once per test.
+pub fn capture_all_logs() -> CapturedLogs {
+    let captured = CapturedLogs::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(ecr_bridge_aws::logging::filter("trace"))
+        .with_writer(move || writer.clone())
+        .init();
+    captured
+}
+
 /// Keeps every log line a test process writes, for checks on what was logged.
 #[derive(Clone, Default)]
 pub struct CapturedLogs(Arc<std::sync::Mutex<Vec<u8>>>);
