@@ -438,6 +438,23 @@ _TOKEN = """              - Effect: Allow
                 Resource: '*'"""
 
 
+# A SAM function with an inline policy statement (SAM makes role and policy from it).
+_SAM_ECR_STAR = """
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  F:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: functions/x
+      Handler: bootstrap
+      Runtime: provided.al2023
+      Policies:
+        - Statement:
+            - Effect: Allow
+              Action: 'ecr:*'
+              Resource: '*'
+"""
+
 # A function whose role may assume roles; {env} is its environment.
 _FUNCTION = """
 Parameters:
@@ -539,21 +556,7 @@ SELF_TESTS = [
             Condition:
               StringEquals: { sts:ExternalId: abc }""")),
     ("managed policy", "M1", _role().replace("      Policies:", "      ManagedPolicyArns: [arn:aws:iam::aws:policy/AdministratorAccess]\n      Policies:", 1)),
-    ("SAM-generated role and policy template", "M1", """
-Transform: AWS::Serverless-2016-10-31
-Resources:
-  F:
-    Type: AWS::Serverless::Function
-    Properties:
-      CodeUri: functions/x
-      Handler: bootstrap
-      Runtime: provided.al2023
-      Policies:
-        - Statement:
-            - Effect: Allow
-              Action: 'ecr:*'
-              Resource: '*'
-"""),
+    ("SAM-generated role and policy template", "M1", _SAM_ECR_STAR),
     ("function that assumes roles without an ExternalId variable", "F1", _FUNCTION.format(env="""
           SOURCE_ROLE_ARN: !Ref Roles""")),
     ("function that assumes roles with an ExternalId from a parameter passes", None, _FUNCTION.format(env="""
@@ -561,21 +564,7 @@ Resources:
           SOURCE_ROLE_EXTERNAL_ID: !If [HasId, !Ref ExternalId, !Ref AWS::NoValue]""")),
     ("function with a hard-coded ExternalId", "F1", _FUNCTION.format(env="""
           ECR_ROLE_EXTERNAL_ID: fixed""")),
-    ("SAM inline policy statement", "A1", """
-Transform: AWS::Serverless-2016-10-31
-Resources:
-  F:
-    Type: AWS::Serverless::Function
-    Properties:
-      CodeUri: functions/x
-      Handler: bootstrap
-      Runtime: provided.al2023
-      Policies:
-        - Statement:
-            - Effect: Allow
-              Action: 'ecr:*'
-              Resource: '*'
-"""),
+    ("SAM inline policy statement", "A1", _SAM_ECR_STAR),
 ]
 
 

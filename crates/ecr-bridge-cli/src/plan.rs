@@ -1,9 +1,12 @@
 //! `ecr-bridge plan`: what a mapping config would do, before deploying it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 use ecr_bridge::mapping::{Decision, MappingConfig};
+use ecr_bridge_aws::mapping_store::{MappingSource, MappingStore};
 use ecr_bridge_aws::plan::{self, Plan};
 
 use crate::Failure;
@@ -34,33 +37,31 @@ pub struct PlanArgs {
 
 pub async fn run(args: PlanArgs) -> Result<(), Failure> {
     let sdk = || aws_config::load_defaults(aws_config::BehaviorVersion::latest());
-    let (text, origin) = match (&args.mapping_file, &args.mapping_parameter) {
-        (Some(path), _) => (
-            std::fs::read_to_string(path)
-                .map_err(|e| Failure::permanent(format!("reading {}: {e}", path.display())))?,
-            format!("file {}", path.display()),
-        ),
+    let config = match (&args.mapping_file, &args.mapping_parameter) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::permanent(format!("reading {}: {e}", path.display())))?;
+            MappingConfig::from_json(&text).map_err(|e| {
+                Failure::permanent(format!(
+                    "mapping config (file {}) is invalid: {e}",
+                    path.display()
+                ))
+            })?
+        }
+        // The same reader the replicator uses (SecureString decrypted, errors named).
         (None, Some(name)) => {
-            let ssm = aws_sdk_ssm::Client::new(&sdk().await);
-            let out = ssm
-                .get_parameter()
-                .name(name)
-                .with_decryption(true)
-                .send()
-                .await
-                .map_err(|e| {
-                    let e = ecr_bridge_aws::AwsError::from_sdk("ssm:GetParameter", e);
-                    Failure {
-                        retryable: e.retryable,
-                        message: e.to_string(),
-                    }
-                })?;
-            let value = out
-                .parameter()
-                .and_then(|p| p.value())
-                .unwrap_or_default()
-                .to_string();
-            (value, format!("SSM parameter {name}"))
+            let store = MappingStore::new(
+                MappingSource::Parameter {
+                    ssm: aws_sdk_ssm::Client::new(&sdk().await),
+                    name: name.clone(),
+                },
+                Duration::ZERO,
+            );
+            let config = store.get().await.map_err(|e| Failure {
+                retryable: e.is_retryable(),
+                message: e.to_string(),
+            })?;
+            Arc::unwrap_or_clone(config)
         }
         (None, None) => {
             return Err(Failure::permanent(
@@ -68,8 +69,6 @@ pub async fn run(args: PlanArgs) -> Result<(), Failure> {
             ))
         }
     };
-    let config = MappingConfig::from_json(&text)
-        .map_err(|e| Failure::permanent(format!("mapping config ({origin}) is invalid: {e}")))?;
 
     if let Some(repository) = &args.repository {
         return explain(&config, repository, args.tag.as_deref(), args.json);
