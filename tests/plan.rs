@@ -209,3 +209,65 @@ fn given_an_invalid_config_when_planned_then_it_exits_non_zero_naming_the_field(
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("rules[1].destinations[0].account"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_the_config_in_an_ssm_parameter_when_planned_then_it_is_read_from_there_and_a_missing_or_invalid_one_is_named(
+) {
+    let moto = Moto::start();
+    seed(&moto).await;
+    let ssm = aws_sdk_ssm::Client::new(&common::moto_sdk(&moto.url(), "secret").await);
+    let put = |name: &'static str, value: String| {
+        let ssm = ssm.clone();
+        async move {
+            ssm.put_parameter()
+                .name(name)
+                .value(value)
+                .r#type(aws_sdk_ssm::types::ParameterType::String)
+                .send()
+                .await
+                .expect("put_parameter in moto")
+        }
+    };
+    put("/ecr-bridge/mapping", kuali().to_string()).await;
+    let mut invalid = kuali();
+    invalid["rules"][0]["destinations"][0]["account"] = json!("22");
+    put("/ecr-bridge/invalid", invalid.to_string()).await;
+    let plan_parameter = |name: &str| {
+        Command::new(cli_binary())
+            .args(["plan", "--json", "--mapping-parameter", name])
+            .env("AWS_ENDPOINT_URL", moto.url())
+            .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+            .env("AWS_SECRET_ACCESS_KEY", "secret")
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .unwrap()
+    };
+
+    let ok = plan_parameter("/ecr-bridge/mapping");
+    let missing = plan_parameter("/ecr-bridge/nothing");
+    let bad = plan_parameter("/ecr-bridge/invalid");
+
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let p: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(
+        p["totals"]["images_replicated"], 3,
+        "the same plan as from a file"
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("/ecr-bridge/nothing") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("SSM parameter /ecr-bridge/invalid")
+            && err.contains("rules[0].destinations[0].account"),
+        "{err}"
+    );
+}
