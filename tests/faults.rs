@@ -55,6 +55,7 @@ fn fault_retry() -> RetryPolicy {
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(100),
         max_total_wait: Duration::from_secs(3),
+        ..RetryPolicy::default()
     }
 }
 
@@ -316,6 +317,7 @@ async fn given_the_target_goes_down_mid_copy_when_copying_then_a_retryable_error
         initial_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(200),
         max_total_wait: Duration::from_millis(400),
+        ..RetryPolicy::default()
     };
     // Retries nest: a blob is retried whole (up to max_attempts, waiting at
     // most max_total_wait in all), and each request within an attempt has
@@ -451,14 +453,19 @@ async fn given_a_registry_that_keeps_throttling_with_retry_after_when_requesting
             ..ProxyOptions::default()
         },
     );
+    // Throttling is waited out by time, not counted: 2.5 s of budget fits
+    // two waits of Retry-After: 1, and 0.5 s fits none.
     let patient = RetryPolicy {
         max_attempts: 3,
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(20),
         max_total_wait: Duration::from_secs(5),
+        max_throttle_wait: Duration::from_millis(2500),
+        max_throttle_backoff: Duration::from_millis(20),
     };
     let hasty = RetryPolicy {
         max_total_wait: Duration::from_millis(500),
+        max_throttle_wait: Duration::from_millis(500),
         ..patient.clone()
     };
 

@@ -42,6 +42,7 @@ pub fn fast_retry() -> RetryPolicy {
         initial_backoff: std::time::Duration::from_millis(20),
         max_backoff: std::time::Duration::from_millis(200),
         max_total_wait: std::time::Duration::from_secs(2),
+        ..RetryPolicy::default()
     }
 }
 

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::{Region, SdkConfig};
@@ -217,12 +217,15 @@ struct Token {
     proxy_endpoint: String,
     /// When to fetch a new one.
     refresh_at: SystemTime,
+    fetched_at: Instant,
 }
 
 /// Registry credentials from `ecr:GetAuthorizationToken`, cached until
-/// shortly before `expiresAt`. A token that arrives already expired (moto's
-/// are dated 2015) is still used for a while rather than re-fetched on every
-/// request; if the registry refuses it, the 401 asks for a fresh one.
+/// shortly before `expiresAt`. The registry client asks for every request,
+/// so a warm container renews its token in time. A token that arrives
+/// already expired (moto's are dated 2015) is still used for a while rather
+/// than re-fetched on every request; if the registry refuses it (401, or
+/// ECR's expired-token 403), the client asks for a fresh one.
 pub struct EcrTokenSource {
     ecr: aws_sdk_ecr::Client,
     access: Access,
@@ -248,9 +251,15 @@ impl EcrTokenSource {
     }
 
     async fn get(&self, refresh: bool) -> Result<Token, RegistryError> {
+        let asked = Instant::now();
         let mut cached = self.cached.lock().await;
         if let Some(t) = cached.as_ref() {
             if !refresh && SystemTime::now() < t.refresh_at {
+                return Ok(t.clone());
+            }
+            // Many requests refused at once all ask for a refresh: the first
+            // fetches, the others (queued on the lock) take its token.
+            if refresh && t.fetched_at >= asked {
                 return Ok(t.clone());
             }
         }
@@ -300,6 +309,7 @@ impl EcrTokenSource {
             credentials,
             proxy_endpoint: data.proxy_endpoint().unwrap_or_default().to_string(),
             refresh_at,
+            fetched_at: Instant::now(),
         })
     }
 }

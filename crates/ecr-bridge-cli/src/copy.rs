@@ -47,6 +47,9 @@ pub struct CopyArgs {
     /// Attempts per request or blob before giving up (1 = no retries).
     #[arg(long, default_value_t = RetryPolicy::default().max_attempts, value_parser = clap::value_parser!(u32).range(1..=20))]
     attempts: u32,
+    /// Give up after this many seconds (exit 75: run it again to carry on). No limit by default.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    timeout: Option<u64>,
 }
 
 fn credentials(
@@ -102,6 +105,9 @@ pub async fn run(args: CopyArgs) -> Result<(), Failure> {
         }
     }
 
+    let deadline = args
+        .timeout
+        .map(|secs| std::time::Instant::now() + std::time::Duration::from_secs(secs));
     let timeouts = Timeouts::default();
     let http = registry::http_client(&timeouts).map_err(|e| Failure::permanent(e.to_string()))?;
     let retry = RetryPolicy {
@@ -111,13 +117,16 @@ pub async fn run(args: CopyArgs) -> Result<(), Failure> {
     let client = |reference: &ImageReference, creds: StaticCredentials, which: &str| {
         let endpoint = Endpoint::parse(&reference.registry, args.plain_http_loopback)
             .map_err(|e| Failure::permanent(format!("{which}: {e}")))?;
-        Ok::<_, Failure>(RegistryClient::new(
-            http.clone(),
-            endpoint,
-            Arc::new(creds),
-            retry.clone(),
-            timeouts.clone(),
-        ))
+        Ok::<_, Failure>(
+            RegistryClient::new(
+                http.clone(),
+                endpoint,
+                Arc::new(creds),
+                retry.clone(),
+                timeouts.clone(),
+            )
+            .with_deadline(deadline),
+        )
     };
     let source = RepositoryLocation::new(
         client(

@@ -84,6 +84,10 @@ pub struct CopyReport {
     pub tags_set: u32,
     pub tags_unchanged: u32,
     pub referrers_copied: u32,
+    /// Referrers (signatures, attestations, SBOMs) the target refused; the
+    /// image itself was copied. ECR refuses e.g. media types with
+    /// parameters (`...+json;version=0.2`).
+    pub referrers_failed: u32,
     pub duration_ms: u64,
 }
 
@@ -136,6 +140,10 @@ impl CopyError {
             _ => None,
         }
     }
+
+    fn is_throttle(&self) -> bool {
+        matches!(self, CopyError::Registry(e) if e.is_throttle())
+    }
 }
 
 #[derive(Default)]
@@ -149,6 +157,7 @@ struct Stats {
     tags_set: AtomicU32,
     tags_unchanged: AtomicU32,
     referrers_copied: AtomicU32,
+    referrers_failed: AtomicU32,
 }
 
 fn inc(c: &AtomicU32) {
@@ -215,6 +224,7 @@ impl ImageCopier {
             tags_set: stats.tags_set.into_inner(),
             tags_unchanged: stats.tags_unchanged.into_inner(),
             referrers_copied: stats.referrers_copied.into_inner(),
+            referrers_failed: stats.referrers_failed.into_inner(),
             duration_ms: started.elapsed().as_millis() as u64,
         })
     }
@@ -287,7 +297,13 @@ impl ImageCopier {
         } else {
             let plan = self.plan(source, target, digest.clone(), 0, stats).await?;
             self.copy_blobs(source, target, plan.blobs, stats).await?;
-            top = self.push_manifests(target, plan.manifests, stats).await?;
+            let (pushed, tagged) = self
+                .push_manifests(target, plan.manifests, pending_tags.first(), stats)
+                .await?;
+            top = pushed;
+            if tagged {
+                pending_tags.remove(0);
+            }
         }
 
         let media_type = match (&top, pending_tags.is_empty()) {
@@ -467,13 +483,17 @@ impl ImageCopier {
     }
 
     /// Pushes children (deepest first, concurrently per level), then the top
-    /// manifest by digest. Returns the top manifest's type and bytes.
+    /// manifest: by `first_tag` when there is one, since that one PutImage
+    /// stores the manifest and sets the tag (ECR allows 10 a second), else
+    /// by digest. Returns the top manifest's type and bytes, and whether
+    /// `first_tag` was set.
     async fn push_manifests(
         &self,
         target: &RepositoryLocation,
         mut manifests: Vec<PlannedManifest>,
+        first_tag: Option<&String>,
         stats: &Stats,
-    ) -> Result<Option<(String, Bytes)>, CopyError> {
+    ) -> Result<(Option<(String, Bytes)>, bool), CopyError> {
         let top = manifests.pop();
         let max_depth = manifests.iter().map(|m| m.depth).max().unwrap_or(0);
         for depth in (1..=max_depth).rev() {
@@ -483,12 +503,55 @@ impl ImageCopier {
                 .try_collect::<Vec<()>>()
                 .await?;
         }
-        match top {
-            Some(m) => {
-                self.push_manifest(target, &m, stats).await?;
-                Ok(Some((m.media_type, m.bytes)))
+        let Some(m) = top else {
+            return Ok((None, false));
+        };
+        if let Some(tag) = first_tag {
+            if self.push_top_by_tag(target, &m, tag, stats).await? {
+                return Ok((Some((m.media_type, m.bytes)), true));
             }
-            None => Ok(None),
+        }
+        self.push_manifest(target, &m, stats).await?;
+        Ok((Some((m.media_type, m.bytes)), false))
+    }
+
+    /// The top manifest pushed under its tag. `false` when the registry
+    /// refused the tag as immutable: the caller then pushes by digest and
+    /// settles the tag as before (same digest: fine; another: a conflict).
+    async fn push_top_by_tag(
+        &self,
+        target: &RepositoryLocation,
+        m: &PlannedManifest,
+        tag: &str,
+        stats: &Stats,
+    ) -> Result<bool, CopyError> {
+        match target
+            .client
+            .manifest_put(&target.repository, tag, &m.media_type, m.bytes.clone())
+            .await
+        {
+            Ok(Some(stored)) if stored != m.digest => Err(RegistryError::DigestMismatch {
+                digest: m.digest.to_string(),
+                actual: stored.to_string(),
+            }
+            .into()),
+            Ok(_) => {
+                inc(&stats.manifests_copied);
+                inc(&stats.tags_set);
+                tracing::debug!(repository = %target.repository, digest = %m.digest, tag, "manifest pushed by tag");
+                Ok(true)
+            }
+            Err(RegistryError::Rejected {
+                status,
+                code,
+                message,
+                ..
+            }) if (status == 400 || status == 409)
+                && looks_like_immutable_refusal(&code, &message) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(map_target_missing(e, target)),
         }
     }
 
@@ -575,7 +638,13 @@ impl ImageCopier {
             .map(|s| digest.cosign_tag(s))
             .collect();
         let mut digests = Vec::new();
-        match source.client.referrers(&source.repository, digest).await? {
+        let listed = match source.client.referrers(&source.repository, digest).await {
+            Ok(listed) => listed,
+            // Not allowed to list them: the tag schema below still finds some.
+            Err(e) if !e.is_retryable() => None,
+            Err(e) => return Err(e.into()),
+        };
+        match listed {
             Some(index) => {
                 if let Ok(Parsed::Index { children, .. }) =
                     Parsed::parse(&index, Some(crate::manifest::OCI_INDEX))
@@ -593,18 +662,53 @@ impl ImageCopier {
                 .is_some()
             {
                 let sub = Stats::default();
-                self.copy_one(source, &Selector::Tag(tag.clone()), target, &[tag], &sub)
-                    .await?;
-                inc(&stats.referrers_copied);
+                let result = self
+                    .copy_one(
+                        source,
+                        &Selector::Tag(tag.clone()),
+                        target,
+                        &[tag.clone()],
+                        &sub,
+                    )
+                    .await;
+                count_referrer(result, &tag, target, stats)?;
             }
         }
         for d in digests {
             let sub = Stats::default();
-            self.copy_one(source, &Selector::Digest(d), target, &[], &sub)
-                .await?;
-            inc(&stats.referrers_copied);
+            let result = self
+                .copy_one(source, &Selector::Digest(d.clone()), target, &[], &sub)
+                .await;
+            count_referrer(result, &d.to_string(), target, stats)?;
         }
         Ok(())
+    }
+}
+
+/// A referrer the target refuses for good (ECR: 405 `UNSUPPORTED` for some
+/// OCI 1.1 referrers and for media types with parameters) is counted and
+/// warned about, and the image stands; a transient failure fails the copy
+/// so that it is retried.
+fn count_referrer(
+    result: Result<(Digest, String), CopyError>,
+    referrer: &str,
+    target: &RepositoryLocation,
+    stats: &Stats,
+) -> Result<(), CopyError> {
+    match result {
+        Ok(_) => {
+            inc(&stats.referrers_copied);
+            Ok(())
+        }
+        Err(e) if e.is_retryable() => Err(e),
+        Err(e) => {
+            tracing::warn!(
+                target_repository = %target.display(), referrer, error = %e,
+                "target refused a referrer; the image itself is copied"
+            );
+            inc(&stats.referrers_failed);
+            Ok(())
+        }
     }
 }
 
@@ -650,7 +754,7 @@ pub struct BlobCopier<'a> {
 
 impl BlobCopier<'_> {
     async fn copy(&self, blob: &Descriptor, stats: &Stats) -> Result<(), CopyError> {
-        let mut retry = self.target.client.retry_policy().start();
+        let mut retry = self.target.client.retry_state();
         loop {
             let started = Instant::now();
             match self.try_copy(blob).await {
@@ -676,17 +780,19 @@ impl BlobCopier<'_> {
                     );
                     return Ok(());
                 }
-                Err(e) if e.is_retryable() => match retry.next_delay(e.retry_after()) {
-                    Some(delay) => {
-                        tracing::warn!(
-                            repository = %self.target.repository, digest = %blob.digest,
-                            attempt = retry.attempts(), delay_ms = delay.as_millis() as u64,
-                            error = %e, "blob copy failed; retrying from the source"
-                        );
-                        tokio::time::sleep(delay).await;
+                Err(e) if e.is_retryable() => {
+                    match retry.next_delay_for(e.is_throttle(), e.retry_after()) {
+                        Some(delay) => {
+                            tracing::warn!(
+                                repository = %self.target.repository, digest = %blob.digest,
+                                attempt = retry.attempts(), delay_ms = delay.as_millis() as u64,
+                                error = %e, "blob copy failed; retrying from the source"
+                            );
+                            tokio::time::sleep(delay).await;
+                        }
+                        None => return Err(e),
                     }
-                    None => return Err(e),
-                },
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -765,7 +871,8 @@ impl BlobCopier<'_> {
                     // a 401 only for requests it can resend, and a stream is not
                     // one: so the blob starts over (within the retry budget) and
                     // its next HEAD meets the 401 and fetches fresh credentials.
-                    RegistryError::Unauthorized { request, message } => {
+                    RegistryError::Unauthorized { request, message }
+                    | RegistryError::TokenExpired { request, message } => {
                         RegistryError::Credentials {
                             message: format!(
                                 "{request}: refused with 401 during the upload; credentials expired ({message})"
@@ -952,6 +1059,7 @@ mod tests {
                 initial_backoff: std::time::Duration::from_millis(1),
                 max_backoff: std::time::Duration::from_millis(5),
                 max_total_wait: std::time::Duration::from_secs(1),
+                ..crate::registry::RetryPolicy::default()
             },
             timeouts,
         );

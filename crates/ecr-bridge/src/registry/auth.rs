@@ -70,13 +70,21 @@ impl fmt::Debug for BasicCredentials {
     }
 }
 
-/// Supplies credentials for one registry. `refresh` is true after the
-/// registry refused the previous ones (expired token): fetch new ones.
+/// Supplies credentials for one registry. The client asks before every
+/// request, so a source that caches decides itself when its token is due
+/// for renewal. `refresh` is true after the registry refused the previous
+/// ones (expired token): fetch new ones.
 pub trait CredentialSource: Send + Sync + fmt::Debug {
     fn credentials(
         &self,
         refresh: bool,
     ) -> BoxFuture<'_, Result<Option<BasicCredentials>, RegistryError>>;
+
+    /// Whether `refresh` can yield anything new (fixed credentials cannot,
+    /// so a refused request is not sent again with the same ones).
+    fn can_refresh(&self) -> bool {
+        true
+    }
 }
 
 /// Fixed credentials, or none (anonymous).
@@ -89,6 +97,10 @@ impl CredentialSource for StaticCredentials {
         _refresh: bool,
     ) -> BoxFuture<'_, Result<Option<BasicCredentials>, RegistryError>> {
         Box::pin(async move { Ok(self.0.clone()) })
+    }
+
+    fn can_refresh(&self) -> bool {
+        false
     }
 }
 

@@ -49,6 +49,15 @@ pub enum RegistryError {
     #[error("{request}: access denied (HTTP 403){}", detail(.message))]
     Denied { request: String, message: String },
 
+    /// ECR answers an expired token with 403 (not 401) and says so in the body.
+    #[error("{request}: the registry's authorization token has expired (HTTP 403){}; get a new one (for ECR: aws ecr get-login-password --region <region>)", detail(.message))]
+    TokenExpired { request: String, message: String },
+
+    /// Stopped to leave the invocation time to report; the next attempt
+    /// (a Lambda retry, a requeued work item) carries on where this stopped.
+    #[error("{request}: stopped {left:?} before the deadline to leave time to report; the work continues on retry")]
+    DeadlineReached { request: String, left: Duration },
+
     #[error("repository {repository:?} does not exist on {registry} (NAME_UNKNOWN)")]
     RepositoryNotFound {
         registry: String,
@@ -144,17 +153,24 @@ impl RegistryError {
             | RegistryError::Transport { .. }
             | RegistryError::Timeout { .. }
             | RegistryError::DigestMismatch { .. }
+            | RegistryError::DeadlineReached { .. }
             | RegistryError::SizeMismatch { .. } => true,
             RegistryError::Credentials { retryable, .. } => *retryable,
             RegistryError::Rejected { status, .. } => *status == 408,
             RegistryError::InvalidEndpoint { .. }
             | RegistryError::Unauthorized { .. }
             | RegistryError::Denied { .. }
+            | RegistryError::TokenExpired { .. }
             | RegistryError::RepositoryNotFound { .. }
             | RegistryError::ManifestNotFound { .. }
             | RegistryError::BlobNotFound { .. }
             | RegistryError::Protocol { .. } => false,
         }
+    }
+
+    /// Throttling (429): a quota, waited out rather than counted as a failure.
+    pub fn is_throttle(&self) -> bool {
+        matches!(self, RegistryError::Throttled { .. })
     }
 
     /// The wait the server asked for, if any.

@@ -1,17 +1,21 @@
 //! A small client for the OCI distribution API, the one ECR serves at
 //! `<account>.dkr.ecr.<region>.amazonaws.com`.
 //!
-//! It owns what every call needs and nothing else: credentials (sent only to
-//! URLs on its own registry, refreshed once on 401), bounded retries with
-//! backoff, timeouts, redirect handling that drops `Authorization` when the
-//! host changes (ECR sends blob GETs to S3), and a trace line per request
-//! that never shows credentials or query strings (presigned URLs carry
-//! signatures there). The copy logic lives above it, in [`crate::copy`].
+//! It owns what every call needs and nothing else: credentials (asked of
+//! their source for every request, sent only to URLs on its own registry,
+//! refreshed once on 401 or on ECR's expired-token 403), a rate limiter per
+//! host and API that learns the registry's quotas, bounded retries with
+//! backoff (throttling waited out by time, not counted), a deadline no wait
+//! or timeout runs past, redirect handling that drops `Authorization` when
+//! the host changes (ECR sends blob GETs to S3), and a trace line per
+//! request that never shows credentials or query strings (presigned URLs
+//! carry signatures there). The copy logic lives above it, in [`crate::copy`].
 
 mod auth;
 mod endpoint;
 mod error;
 mod retry;
+mod throttle;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,13 +29,13 @@ use reqwest::header::{
     HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION,
 };
 use reqwest::{Method, StatusCode};
-use tokio::sync::RwLock;
 use url::Url;
 
 pub use auth::{BasicCredentials, CredentialSource, StaticCredentials};
 pub use endpoint::{host_is_loopback, Endpoint};
 pub use error::{ErrorBody, RegistryError};
-pub use retry::{parse_retry_after, RetryPolicy, RetryState};
+pub use retry::{parse_retry_after, RetryPolicy, RetryState, MAX_SERVER_WAIT};
+pub use throttle::{limiter, AdaptiveRate, ApiClass, Limiter};
 
 use crate::digest::Digest;
 use crate::manifest::{ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES};
@@ -125,6 +129,9 @@ pub struct BlobReader {
 #[derive(Clone, Debug)]
 pub struct RegistryClient {
     inner: Arc<Inner>,
+    /// When every request of this handle must be over: no wait, timeout or
+    /// retry runs past it (see [`RegistryClient::with_deadline`]).
+    deadline: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -132,8 +139,6 @@ struct Inner {
     http: reqwest::Client,
     endpoint: Endpoint,
     credentials: Arc<dyn CredentialSource>,
-    /// The `Authorization` value in use; replaced after a 401.
-    auth_header: RwLock<Option<Option<HeaderValue>>>,
     retry: RetryPolicy,
     timeouts: Timeouts,
 }
@@ -159,11 +164,32 @@ impl RegistryClient {
                 http,
                 endpoint,
                 credentials,
-                auth_header: RwLock::new(None),
                 retry,
                 timeouts,
             }),
+            deadline: None,
         }
+    }
+
+    /// The same client (same connections, credentials and limits) whose
+    /// requests all end by `deadline`: a request that cannot start before
+    /// it fails with [`RegistryError::DeadlineReached`] (retryable), and
+    /// timeouts and waits are cut to fit.
+    pub fn with_deadline(&self, deadline: Option<Instant>) -> RegistryClient {
+        RegistryClient {
+            inner: self.inner.clone(),
+            deadline,
+        }
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// A retry budget for an operation above single requests (a whole
+    /// blob), ending at this handle's deadline.
+    pub fn retry_state(&self) -> RetryState<'_> {
+        self.inner.retry.start_until(self.deadline)
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -234,7 +260,7 @@ impl RegistryClient {
         );
         // A body cut short (connection reset, early close) is retried like a
         // failed request: a manifest is small and can simply be read again.
-        let mut retry = self.inner.retry.start();
+        let mut retry = self.retry_state();
         loop {
             let resp = self
                 .execute(Method::GET, url.clone(), accept_manifests(), None)
@@ -429,14 +455,24 @@ impl RegistryClient {
                 .append_pair("mount", &digest.to_string())
                 .append_pair("from", from);
         }
-        let resp = self
+        let resp = match self
             .execute(
                 Method::POST,
                 url.clone(),
                 HeaderMap::new(),
                 Some(Bytes::new()),
             )
-            .await?;
+            .await
+        {
+            // ECR refuses a mount the caller may not read the source of
+            // (ecr:GetDownloadUrlForLayer) with 403: the blob can still be
+            // uploaded, so ask again without the mount.
+            Err(RegistryError::Denied { message, .. }) if mount.is_some() => {
+                tracing::debug!(repository, message = %message, "mount refused; uploading instead");
+                return Box::pin(self.upload_start(repository, None)).await;
+            }
+            other => other?,
+        };
         match resp.status() {
             StatusCode::CREATED if mount.is_some() => Ok(UploadStart::Mounted),
             StatusCode::ACCEPTED => {
@@ -493,14 +529,23 @@ impl RegistryClient {
         if let Some(h) = self.auth_for(&url, false).await? {
             req = req.header(AUTHORIZATION, h);
         }
+        let limiter = throttle::limiter(&host_port(&url), ApiClass::CompleteUpload);
+        self.wait_for_turn(&limiter, &request).await?;
         let started = Instant::now();
-        let deadline = self.inner.timeouts.upload_deadline(size);
-        let result = tokio::time::timeout(deadline, req.send()).await;
+        let (waited, by_deadline) = self.cut_to_deadline(self.inner.timeouts.upload_deadline(size));
+        let result = tokio::time::timeout(waited, req.send()).await;
         let resp = match result {
+            Err(_) if by_deadline => {
+                trace_request(&Method::PUT, &url, None, size, started, 1);
+                return Err(RegistryError::DeadlineReached {
+                    request,
+                    left: self.time_left().unwrap_or_default(),
+                });
+            }
             Err(_) => {
                 return Err(RegistryError::Timeout {
                     request,
-                    waited: deadline,
+                    waited,
                     phase: "uploading the blob and waiting for the answer",
                 })
             }
@@ -511,6 +556,11 @@ impl RegistryClient {
             Ok(Ok(resp)) => resp,
         };
         trace_request(&Method::PUT, &url, Some(resp.status()), size, started, 1);
+        match resp.status() {
+            StatusCode::TOO_MANY_REQUESTS => limiter.on_throttle(),
+            s if !s.is_server_error() => limiter.on_success(),
+            _ => {}
+        }
         if resp.status() == StatusCode::CREATED || resp.status().is_success() {
             if let Some(d) = header_digest(&resp) {
                 if &d != digest {
@@ -568,6 +618,8 @@ impl RegistryClient {
     // ---- plumbing ----
 
     /// The `Authorization` value for `url`: only for URLs on this registry.
+    /// Asked of the credential source every time: it caches, and knows when
+    /// its token is due (ECR's last 12 hours, or less after an assumed role).
     async fn auth_for(
         &self,
         url: &Url,
@@ -576,19 +628,7 @@ impl RegistryClient {
         if !self.inner.endpoint.owns(url) {
             return Ok(None);
         }
-        if !refresh {
-            if let Some(cached) = self.inner.auth_header.read().await.as_ref() {
-                return Ok(cached.clone());
-            }
-        }
-        let mut slot = self.inner.auth_header.write().await;
-        if !refresh {
-            if let Some(cached) = slot.as_ref() {
-                return Ok(cached.clone());
-            }
-        }
-        let creds = self.inner.credentials.credentials(refresh).await?;
-        let value = match creds {
+        match self.inner.credentials.credentials(refresh).await? {
             Some(c) => {
                 let mut v = HeaderValue::from_str(&c.header_value()).map_err(|_| {
                     RegistryError::Credentials {
@@ -597,16 +637,60 @@ impl RegistryClient {
                     }
                 })?;
                 v.set_sensitive(true);
-                Some(v)
+                Ok(Some(v))
             }
-            None => None,
-        };
-        *slot = Some(value.clone());
-        Ok(value)
+            None => Ok(None),
+        }
     }
 
-    /// Sends with retries on transient failures and one credential refresh on 401.
-    /// Returns any response that is not transient; the caller interprets it.
+    /// Time left before this handle's deadline (`None`: no deadline).
+    fn time_left(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// `wanted`, or less when the deadline comes first (then `true`).
+    fn cut_to_deadline(&self, wanted: Duration) -> (Duration, bool) {
+        match self.time_left() {
+            Some(left) if left < wanted => (left, true),
+            _ => (wanted, false),
+        }
+    }
+
+    /// Fails when the deadline has passed.
+    fn check_deadline(&self, request: &str) -> Result<(), RegistryError> {
+        match self.time_left() {
+            Some(left) if left.is_zero() => Err(RegistryError::DeadlineReached {
+                request: request.to_string(),
+                left,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits for the rate limiter's slot, unless that would pass the deadline.
+    async fn wait_for_turn(&self, limiter: &Limiter, request: &str) -> Result<(), RegistryError> {
+        self.check_deadline(request)?;
+        let wait = limiter.reserve();
+        if wait.is_zero() {
+            return Ok(());
+        }
+        if self.time_left().is_some_and(|left| left <= wait) {
+            return Err(RegistryError::DeadlineReached {
+                request: request.to_string(),
+                left: self.time_left().unwrap_or_default(),
+            });
+        }
+        tracing::trace!(request, wait_ms = wait.as_millis() as u64, "rate limited");
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    /// Sends with retries on transient failures, throttling waited out, and
+    /// one credential refresh on 401 or on ECR's expired-token 403.
+    /// Returns any response that is not transient; the caller interprets
+    /// it, except a 403, which becomes [`RegistryError::Denied`] or
+    /// [`RegistryError::TokenExpired`] here.
     async fn execute(
         &self,
         method: Method,
@@ -614,10 +698,14 @@ impl RegistryClient {
         headers: HeaderMap,
         body: Option<Bytes>,
     ) -> Result<reqwest::Response, RegistryError> {
-        let mut retry = self.inner.retry.start();
+        let mut retry = self.retry_state();
         let mut refreshed = false;
         let mut attempt = 1u32;
+        let limiter = throttle::limiter(&host_port(&url), ApiClass::of(&method, url.path()));
+        let own = self.inner.endpoint.owns(&url);
         loop {
+            self.wait_for_turn(&limiter, &request_label(&method, &url))
+                .await?;
             let auth = self.auth_for(&url, false).await?;
             let outcome = self
                 .send(
@@ -630,26 +718,45 @@ impl RegistryClient {
                 )
                 .await;
             let err = match outcome {
-                Ok(resp)
-                    if resp.status() == StatusCode::UNAUTHORIZED
-                        && !refreshed
-                        && self.inner.endpoint.owns(&url) =>
-                {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !refreshed && own => {
                     // Expired token: fetch fresh credentials once, outside the retry budget.
                     refreshed = true;
                     self.auth_for(&url, true).await?;
                     attempt += 1;
                     continue;
                 }
+                Ok(resp) if resp.status() == StatusCode::FORBIDDEN && own => {
+                    let refusal = self.forbidden(&method, resp, auth.as_ref()).await;
+                    if matches!(refusal, RegistryError::TokenExpired { .. })
+                        && !refreshed
+                        && self.inner.credentials.can_refresh()
+                    {
+                        tracing::info!(host = %host_port(&url), "registry token expired; fetching a new one");
+                        refreshed = true;
+                        self.auth_for(&url, true).await?;
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(refusal);
+                }
                 Ok(resp) if is_transient(resp.status()) => {
+                    if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+                        limiter.on_throttle();
+                    }
                     self.error_from(resp, method.as_str(), &repo_of(&url), Subject::Upload)
                         .await
                 }
-                Ok(resp) => return Ok(resp),
+                Ok(resp) => {
+                    limiter.on_success();
+                    return Ok(resp);
+                }
                 Err(e) => e,
             };
-            match retry.next_delay(err.retry_after()) {
-                Some(delay) if err.is_retryable() => {
+            if !err.is_retryable() {
+                return Err(err);
+            }
+            match retry.next_delay_for(err.is_throttle(), err.retry_after()) {
+                Some(delay) => {
                     tracing::debug!(
                         method = %method, host = url.host_str().unwrap_or(""), path = url.path(),
                         attempt, delay_ms = delay.as_millis() as u64, error = %err, "retrying request"
@@ -657,8 +764,50 @@ impl RegistryClient {
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
-                _ => return Err(err),
+                None => return Err(err),
             }
+        }
+    }
+
+    /// What a 403 from our own registry means. ECR says "Your authorization
+    /// token has expired" in the body; a HEAD has no body, so a bare 403 is
+    /// explained by asking `GET /v2/` once with the same credentials: 403
+    /// there too means the token, 200 means this resource is not allowed.
+    async fn forbidden(
+        &self,
+        method: &Method,
+        resp: reqwest::Response,
+        auth: Option<&HeaderValue>,
+    ) -> RegistryError {
+        let url = resp.url().clone();
+        let request = format!("{method} {}{}", host_port(&url), url.path());
+        let body = self
+            .read_limited(resp, MAX_ERROR_BODY, &request)
+            .await
+            .unwrap_or_default();
+        let mut message = error_message(&body);
+        if body.is_empty() {
+            let probe = self.inner.endpoint.v2("");
+            if let Ok(r) = self
+                .send(&Method::GET, &probe, &HeaderMap::new(), None, auth, 1)
+                .await
+            {
+                let status = r.status();
+                let probed = self
+                    .read_limited(r, MAX_ERROR_BODY, &request)
+                    .await
+                    .unwrap_or_default();
+                if status == StatusCode::FORBIDDEN {
+                    message = error_message(&probed);
+                } else if status.is_success() {
+                    message = "the credentials are valid for the registry but not for this request (check the repository policy and the caller's ecr: permissions)".into();
+                }
+            }
+        }
+        if says_token_expired(&message) {
+            RegistryError::TokenExpired { request, message }
+        } else {
+            RegistryError::Denied { request, message }
         }
     }
 
@@ -697,13 +846,22 @@ impl RegistryClient {
             req = req.header(AUTHORIZATION, a.clone());
         }
         let started = Instant::now();
-        let request = || format!("{method} {}{}", host_port(url), url.path());
-        match tokio::time::timeout(self.inner.timeouts.response, req.send()).await {
+        let request = || request_label(method, url);
+        self.check_deadline(&request())?;
+        let (waited, by_deadline) = self.cut_to_deadline(self.inner.timeouts.response);
+        match tokio::time::timeout(waited, req.send()).await {
+            Err(_) if by_deadline => {
+                trace_request(method, url, None, body_len, started, attempt);
+                Err(RegistryError::DeadlineReached {
+                    request: request(),
+                    left: self.time_left().unwrap_or_default(),
+                })
+            }
             Err(_) => {
                 trace_request(method, url, None, body_len, started, attempt);
                 Err(RegistryError::Timeout {
                     request: request(),
-                    waited: self.inner.timeouts.response,
+                    waited,
                     phase: "waiting for the response",
                 })
             }
@@ -787,16 +945,11 @@ impl RegistryClient {
             .await
             .unwrap_or_default();
         let parsed = ErrorBody::parse(&body);
-        let message = if parsed.errors.is_empty() {
-            String::from_utf8_lossy(&body[..body.len().min(300)])
-                .trim()
-                .to_string()
-        } else {
-            parsed.summary()
-        };
+        let message = error_message(&body);
         let registry = self.inner.endpoint.authority();
         match status.as_u16() {
             401 => RegistryError::Unauthorized { request, message },
+            403 if says_token_expired(&message) => RegistryError::TokenExpired { request, message },
             403 => RegistryError::Denied { request, message },
             404 if parsed.has_code("NAME_UNKNOWN") => RegistryError::RepositoryNotFound {
                 registry,
@@ -844,6 +997,28 @@ impl RegistryClient {
             },
         }
     }
+}
+
+/// The registry's own words: `CODE: message` from the spec's error body, or
+/// the start of whatever else it sent.
+fn error_message(body: &[u8]) -> String {
+    let parsed = ErrorBody::parse(body);
+    if parsed.errors.is_empty() {
+        crate::text::clip(String::from_utf8_lossy(body).trim(), 300)
+    } else {
+        parsed.summary()
+    }
+}
+
+/// ECR: `DENIED: Your authorization token has expired. Reauthenticate and try again.`
+fn says_token_expired(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("token has expired") || m.contains("token expired")
+}
+
+/// `METHOD host[:port]/path`: what a request is called in errors and logs.
+fn request_label(method: &Method, url: &Url) -> String {
+    format!("{method} {}{}", host_port(url), url.path())
 }
 
 fn is_transient(status: StatusCode) -> bool {
@@ -968,143 +1143,7 @@ impl Stream for IdleTimeoutStream {
     }
 }
 
-/// A scripted HTTP/1.1 server for unit tests: one request per connection,
-/// answered with whatever raw bytes the handler returns for (method, target).
 #[cfg(test)]
-pub(crate) mod test_server {
-    use std::sync::{Arc, Mutex};
-
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-    use tokio::net::TcpListener;
-
-    pub struct TestServer {
-        pub url: String,
-        /// "METHOD target" of every request, in arrival order.
-        pub seen: Arc<Mutex<Vec<String>>>,
-    }
-
-    impl TestServer {
-        pub fn count(&self, prefix: &str) -> usize {
-            let seen = self.seen.lock().unwrap();
-            seen.iter().filter(|r| r.starts_with(prefix)).count()
-        }
-    }
-
-    pub async fn start(
-        handler: impl Fn(&str, &str) -> Vec<u8> + Send + Sync + 'static,
-    ) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (log, handler) = (seen.clone(), Arc::new(handler));
-        tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                let (log, handler) = (log.clone(), handler.clone());
-                tokio::spawn(async move {
-                    let mut r = BufReader::new(sock);
-                    let mut line = String::new();
-                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut parts = line.split_whitespace();
-                    let method = parts.next().unwrap_or("").to_string();
-                    let target = parts.next().unwrap_or("").to_string();
-                    let mut len = 0usize;
-                    loop {
-                        let mut h = String::new();
-                        if r.read_line(&mut h).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let h = h.trim_end().to_ascii_lowercase();
-                        if h.is_empty() {
-                            break;
-                        }
-                        if let Some(v) = h.strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0u8; len];
-                    if r.read_exact(&mut body).await.is_err() {
-                        return;
-                    }
-                    log.lock().unwrap().push(format!("{method} {target}"));
-                    let answer = handler(&method, &target);
-                    let mut sock = r.into_inner();
-                    let _ = sock.write_all(&answer).await;
-                    let _ = sock.shutdown().await;
-                });
-            }
-        });
-        TestServer { url, seen }
-    }
-}
-
+pub(crate) mod test_server;
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use super::*;
-
-    fn quick_retry() -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(1),
-            max_backoff: Duration::from_millis(5),
-            max_total_wait: Duration::from_secs(1),
-        }
-    }
-
-    fn client(url: &str) -> RegistryClient {
-        let timeouts = Timeouts::default();
-        RegistryClient::new(
-            http_client(&timeouts).unwrap(),
-            Endpoint::parse(url, true).unwrap(),
-            Arc::new(StaticCredentials(None)),
-            quick_retry(),
-            timeouts,
-        )
-    }
-
-    #[tokio::test]
-    async fn given_a_manifest_body_cut_short_when_fetched_then_it_is_fetched_again() {
-        let manifest =
-            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#;
-        let calls = AtomicUsize::new(0);
-        let server = test_server::start(move |_, _| {
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                manifest.len()
-            );
-            // The first answer stops after 10 bytes of the promised body.
-            let body = if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-                &manifest[..10]
-            } else {
-                &manifest[..]
-            };
-            [head.as_bytes(), body].concat()
-        })
-        .await;
-
-        let got = client(&server.url).manifest_get("app", "v1").await.unwrap();
-
-        assert_eq!(&got.bytes[..], &manifest[..]);
-        assert_eq!(server.count("GET /v2/app/manifests/v1"), 2);
-    }
-
-    #[tokio::test]
-    async fn given_manifest_bodies_that_always_break_when_fetched_then_a_retryable_error_after_the_budget(
-    ) {
-        let server = test_server::start(|_, _| {
-            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{".to_vec()
-        })
-        .await;
-
-        let err = client(&server.url)
-            .manifest_get("app", "v1")
-            .await
-            .unwrap_err();
-
-        assert!(err.is_retryable(), "{err:?}");
-        assert_eq!(server.count("GET "), quick_retry().max_attempts as usize);
-    }
-}
+mod tests;

@@ -1,20 +1,40 @@
-//! Bounded retries: exponential backoff with jitter, honouring `Retry-After`.
+//! Bounded retries: exponential backoff with jitter, honouring `Retry-After`,
+//! and never past the caller's deadline.
+//!
+//! Two kinds of failure are budgeted apart. A failure (5xx, reset, timeout)
+//! counts against `max_attempts` and `max_total_wait`. Throttling (429) is
+//! not a failure but a quota: ECR answers `TOOMANYREQUESTS` with no
+//! `Retry-After` whenever a burst of pushes exceeds e.g. PutImage's 10/s, and
+//! giving up after a few attempts turns a busy minute into lost work. So
+//! throttled requests wait with full jitter for as long as
+//! `max_throttle_wait` and the deadline allow, however many attempts that is.
 
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+
+/// The longest wait a server may ask for that is taken at its word; more
+/// than this is clamped (and then usually exceeds the budget, ending the
+/// retries with the server's error).
+pub const MAX_SERVER_WAIT: Duration = Duration::from_secs(3600);
 
 /// How hard to try before giving up. The budget is bounded both in attempts
 /// and in total time so a Lambda invocation ends with a clear error well
 /// before its own timeout.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
-    /// Attempts in all, the first included.
+    /// Attempts in all, the first included (throttled attempts not counted).
     pub max_attempts: u32,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
-    /// Total time spent waiting between attempts, at most.
+    /// Total time spent waiting between failed attempts, at most.
     pub max_total_wait: Duration,
+    /// Total time spent waiting out throttling, at most.
+    pub max_throttle_wait: Duration,
+    /// The longest single wait after a throttled attempt. Short, so that a
+    /// quota shared by many clients stays in use: with waits drawn from
+    /// [0, cap], n clients try about 2n/cap times a second.
+    pub max_throttle_backoff: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -24,6 +44,9 @@ impl Default for RetryPolicy {
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
             max_total_wait: Duration::from_secs(60),
+            // Lambda's longest invocation; the deadline usually ends it first.
+            max_throttle_wait: Duration::from_secs(15 * 60),
+            max_throttle_backoff: Duration::from_secs(2),
         }
     }
 }
@@ -33,16 +56,25 @@ impl RetryPolicy {
     pub fn none() -> Self {
         RetryPolicy {
             max_attempts: 1,
+            max_throttle_wait: Duration::ZERO,
             ..RetryPolicy::default()
         }
     }
 
     pub fn start(&self) -> RetryState<'_> {
+        self.start_until(None)
+    }
+
+    /// A budget that also ends at `deadline`: no wait runs past it.
+    pub fn start_until(&self, deadline: Option<Instant>) -> RetryState<'_> {
         RetryState {
             policy: self,
             attempt: 0,
+            throttled: 0,
             waited: Duration::ZERO,
+            throttle_waited: Duration::ZERO,
             started: Instant::now(),
+            deadline,
         }
     }
 }
@@ -52,8 +84,11 @@ impl RetryPolicy {
 pub struct RetryState<'a> {
     policy: &'a RetryPolicy,
     attempt: u32,
+    throttled: u32,
     waited: Duration,
+    throttle_waited: Duration,
     started: Instant,
+    deadline: Option<Instant>,
 }
 
 impl RetryState<'_> {
@@ -62,33 +97,83 @@ impl RetryState<'_> {
     /// request; it is honoured when it fits the budget, and a server asking
     /// for more than the budget ends the retries at once.
     pub fn next_delay(&mut self, retry_after: Option<Duration>) -> Option<Duration> {
-        self.attempt += 1;
+        self.attempt = self.attempt.saturating_add(1);
         if self.attempt >= self.policy.max_attempts {
             return None;
         }
-        let exp = self
-            .policy
-            .initial_backoff
-            .saturating_mul(1u32 << (self.attempt - 1).min(16))
-            .min(self.policy.max_backoff);
+        let exp = self.backoff(self.attempt, self.policy.max_backoff);
         // "Equal jitter": half fixed, half random, so concurrent clients spread out
         // without ever retrying immediately.
         let half = exp / 2;
-        let jitter = rand::rng().random_range(0..=half.as_millis() as u64);
-        let mut delay = half + Duration::from_millis(jitter);
+        let mut delay = half + random_up_to(half);
         if let Some(ra) = retry_after {
-            delay = delay.max(ra);
+            delay = delay.max(ra.min(MAX_SERVER_WAIT));
         }
-        if self.waited + delay > self.policy.max_total_wait {
+        let waited = self.waited.checked_add(delay)?;
+        if waited > self.policy.max_total_wait || !self.fits_deadline(delay) {
             return None;
         }
-        self.waited += delay;
+        self.waited = waited;
         Some(delay)
     }
 
-    /// Attempts made so far (1 after the first failure).
+    /// After a throttled attempt: "full jitter" (anywhere from zero to the
+    /// exponential step), so that many clients sharing one quota spread
+    /// over it instead of retrying in waves. `None` once waiting would pass
+    /// `max_throttle_wait` or the deadline.
+    pub fn next_throttle_delay(&mut self, retry_after: Option<Duration>) -> Option<Duration> {
+        self.throttled = self.throttled.saturating_add(1);
+        let exp = self.backoff(self.throttled, self.policy.max_throttle_backoff);
+        let mut delay = random_up_to(exp);
+        if let Some(ra) = retry_after {
+            delay = delay.max(ra.min(MAX_SERVER_WAIT));
+        }
+        let waited = self.throttle_waited.checked_add(delay)?;
+        if waited > self.policy.max_throttle_wait || !self.fits_deadline(delay) {
+            return None;
+        }
+        self.throttle_waited = waited;
+        Some(delay)
+    }
+
+    /// Either of the above, by what the error was.
+    pub fn next_delay_for(
+        &mut self,
+        throttled: bool,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
+        if throttled {
+            self.next_throttle_delay(retry_after)
+        } else {
+            self.next_delay(retry_after)
+        }
+    }
+
+    /// `initial_backoff * 2^(n-1)`, at most `cap`.
+    fn backoff(&self, n: u32, cap: Duration) -> Duration {
+        self.policy
+            .initial_backoff
+            .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+            .min(cap)
+    }
+
+    fn fits_deadline(&self, delay: Duration) -> bool {
+        match self.deadline {
+            None => true,
+            Some(d) => Instant::now()
+                .checked_add(delay)
+                .is_some_and(|after| after < d),
+        }
+    }
+
+    /// Failed attempts so far (1 after the first failure); throttled ones apart.
     pub fn attempts(&self) -> u32 {
         self.attempt
+    }
+
+    /// Throttled attempts so far.
+    pub fn throttled(&self) -> u32 {
+        self.throttled
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -96,16 +181,22 @@ impl RetryState<'_> {
     }
 }
 
-/// `Retry-After` as seconds or an HTTP date.
+fn random_up_to(max: Duration) -> Duration {
+    let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(rand::rng().random_range(0..=ms))
+}
+
+/// `Retry-After` as seconds or an HTTP date, clamped to [`MAX_SERVER_WAIT`].
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs).min(MAX_SERVER_WAIT));
     }
     let when = httpdate::parse_http_date(v).ok()?;
     Some(
         when.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_SERVER_WAIT),
     )
 }
 
@@ -149,6 +240,7 @@ mod tests {
     #[test]
     fn given_no_retry_policy_when_failing_then_no_second_attempt() {
         assert_eq!(RetryPolicy::none().start().next_delay(None), None);
+        assert_eq!(RetryPolicy::none().start().next_throttle_delay(None), None);
     }
 
     #[test]
@@ -159,5 +251,60 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn given_hostile_retry_after_values_when_parsed_and_waited_then_clamped_and_no_overflow() {
+        assert_eq!(
+            parse_retry_after("18446744073709551615"),
+            Some(MAX_SERVER_WAIT)
+        );
+        let p = RetryPolicy::default();
+        let mut s = p.start();
+        // A first modest wait, then the largest a server can ask for.
+        assert!(s.next_delay(Some(Duration::from_secs(1))).is_some());
+        assert_eq!(s.next_delay(Some(Duration::MAX)), None);
+        let mut s = p.start();
+        assert!(s
+            .next_throttle_delay(Some(Duration::from_secs(1)))
+            .is_some());
+        // Clamped to an hour, which is past the 15-minute throttle budget.
+        assert_eq!(s.next_throttle_delay(Some(Duration::MAX)), None);
+    }
+
+    #[test]
+    fn given_throttling_when_waiting_then_attempts_are_not_counted_but_time_is() {
+        let p = RetryPolicy {
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(10),
+            max_throttle_backoff: Duration::from_millis(40),
+            max_throttle_wait: Duration::from_secs(1),
+            ..RetryPolicy::default()
+        };
+        let mut s = p.start();
+        let mut total = Duration::ZERO;
+        let mut n = 0;
+        while let Some(d) = s.next_throttle_delay(None) {
+            assert!(d <= Duration::from_millis(40), "{d:?}");
+            total += d;
+            n += 1;
+            assert!(n < 100_000, "throttle waits never ended");
+        }
+        // Far more tries than max_attempts, and no more waiting than the budget.
+        assert!(n > 2, "{n}");
+        assert!(total <= Duration::from_secs(1), "{total:?}");
+        // Failures keep their own budget.
+        assert!(s.next_delay(None).is_some());
+        assert_eq!(s.next_delay(None), None);
+    }
+
+    #[test]
+    fn given_a_deadline_when_waiting_then_no_wait_runs_past_it() {
+        let p = RetryPolicy::default();
+        let mut s = p.start_until(Some(Instant::now() + Duration::from_millis(50)));
+        // 100 ms is the least the first failure waits: past the deadline.
+        assert_eq!(s.next_delay(None), None);
+        let mut s = p.start_until(Some(Instant::now()));
+        assert_eq!(s.next_throttle_delay(None), None);
     }
 }
