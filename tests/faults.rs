@@ -476,8 +476,21 @@ async fn given_a_registry_that_keeps_throttling_with_retry_after_when_requesting
         .await
         .unwrap_err();
     let waited = started.elapsed();
+    // Through a front of its own: the rate limiter is per host, and the
+    // patient client's 429s would slow this one's first request too.
+    let hasty_proxy = FaultProxy::start(
+        &reg,
+        ProxyOptions {
+            rates: FaultRates {
+                throttle: 1.0,
+                ..FaultRates::default()
+            },
+            retry_after_secs: 1,
+            ..ProxyOptions::default()
+        },
+    );
     let started = Instant::now();
-    let err_hasty = via(&proxy, &reg, "app", hasty)
+    let err_hasty = via(&hasty_proxy, &reg, "app", hasty)
         .client
         .manifest_head("app", "v1")
         .await
@@ -498,7 +511,7 @@ async fn given_a_registry_that_keeps_throttling_with_retry_after_when_requesting
         gave_up_after < Duration::from_millis(500),
         "{gave_up_after:?}"
     );
-    assert_eq!(proxy.stats().throttled, 4);
+    assert_eq!(proxy.stats().throttled + hasty_proxy.stats().throttled, 4);
 }
 
 #[tokio::test(flavor = "multi_thread")]

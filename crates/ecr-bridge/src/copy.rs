@@ -515,9 +515,11 @@ impl ImageCopier {
         Ok((Some((m.media_type, m.bytes)), false))
     }
 
-    /// The top manifest pushed under its tag. `false` when the registry
-    /// refused the tag as immutable: the caller then pushes by digest and
-    /// settles the tag as before (same digest: fine; another: a conflict).
+    /// The top manifest pushed under its tag: `true` once the tag is
+    /// settled. When the registry refuses the tag as immutable, the
+    /// manifest goes by digest instead, and the tag is settled without a
+    /// second PUT: it names this digest already (a concurrent writer), or
+    /// another one (a conflict).
     async fn push_top_by_tag(
         &self,
         target: &RepositoryLocation,
@@ -549,7 +551,10 @@ impl ImageCopier {
             }) if (status == 400 || status == 409)
                 && looks_like_immutable_refusal(&code, &message) =>
             {
-                Ok(false)
+                self.push_manifest(target, m, stats).await?;
+                self.settle_refused_tag(target, tag, &m.digest, stats)
+                    .await?;
+                Ok(true)
             }
             Err(e) => Err(map_target_missing(e, target)),
         }
@@ -604,23 +609,35 @@ impl ImageCopier {
             }) if (status == 400 || status == 409)
                 && looks_like_immutable_refusal(&code, &message) =>
             {
-                let existing = target.client.manifest_head(&target.repository, tag).await?;
-                match existing.and_then(|h| h.digest) {
-                    Some(d) if &d == digest => {
-                        inc(&stats.tags_unchanged);
-                        Ok(())
-                    }
-                    other => Err(CopyError::TagConflict {
-                        repository: target.display(),
-                        tag: tag.to_string(),
-                        existing: other
-                            .map(|d| d.to_string())
-                            .unwrap_or_else(|| "an unknown digest".into()),
-                        wanted: digest.clone(),
-                    }),
-                }
+                self.settle_refused_tag(target, tag, digest, stats).await
             }
             Err(e) => Err(map_target_missing(e, target)),
+        }
+    }
+
+    /// After an immutable refusal: the tag at our digest is success, at
+    /// another digest a permanent conflict.
+    async fn settle_refused_tag(
+        &self,
+        target: &RepositoryLocation,
+        tag: &str,
+        digest: &Digest,
+        stats: &Stats,
+    ) -> Result<(), CopyError> {
+        let existing = target.client.manifest_head(&target.repository, tag).await?;
+        match existing.and_then(|h| h.digest) {
+            Some(d) if &d == digest => {
+                inc(&stats.tags_unchanged);
+                Ok(())
+            }
+            other => Err(CopyError::TagConflict {
+                repository: target.display(),
+                tag: tag.to_string(),
+                existing: other
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "an unknown digest".into()),
+                wanted: digest.clone(),
+            }),
         }
     }
 
@@ -667,7 +684,7 @@ impl ImageCopier {
                         source,
                         &Selector::Tag(tag.clone()),
                         target,
-                        &[tag.clone()],
+                        std::slice::from_ref(&tag),
                         &sub,
                     )
                     .await;

@@ -4,9 +4,11 @@
 //! InitiateLayerUpload 100/s, ...), and a request over one is answered 429
 //! with no hint of how long to wait. Retrying blindly wastes the quota on
 //! refusals; so, in the spirit of the AWS SDKs' "adaptive" retry mode, each
-//! (host, API) pair has a token bucket that is off until the first 429, then
-//! drops to 70% of the rate that was being sent and grows back along a cubic
-//! curve while requests succeed. Every client of the process that talks to
+//! (host, API) pair has a token bucket that is off until throttling is more
+//! than a stray answer (several 429s, over a quarter of recent answers), then drops to 70% of
+//! the rate that was being sent and grows back along a cubic curve while
+//! requests succeed. A stray 429 is only retried: slowing every request for
+//! one refusal in fifty would cost more than it saves. Every client of the process that talks to
 //! the same host shares the bucket, so concurrent copies slow down together.
 
 use std::collections::HashMap;
@@ -64,6 +66,10 @@ const BETA: f64 = 0.7;
 const CUBIC_C: f64 = 0.4;
 /// Sending rate is measured over windows of this length.
 const WINDOW: Duration = Duration::from_millis(500);
+/// Throttling counts as lasting when more than this share of recent
+/// answers (half-life one second) were 429s, and there were a few of them.
+const LASTING_SHARE: f64 = 0.25;
+const LASTING_COUNT: f64 = 2.5;
 
 /// The limiter's state for one (host, API). Pure: time is passed in, so it
 /// can be tested and fuzzed without sleeping.
@@ -83,6 +89,10 @@ pub struct AdaptiveRate {
     measured: f64,
     window_start: Instant,
     window_count: u32,
+    /// Recent answers, decayed with a one-second half-life.
+    recent_ok: f64,
+    recent_throttled: f64,
+    last_decay: Instant,
 }
 
 impl AdaptiveRate {
@@ -97,6 +107,9 @@ impl AdaptiveRate {
             measured: 0.0,
             window_start: now,
             window_count: 0,
+            recent_ok: 0.0,
+            recent_throttled: 0.0,
+            last_decay: now,
         }
     }
 
@@ -127,6 +140,12 @@ impl AdaptiveRate {
 
     /// The registry answered 429.
     pub fn on_throttle(&mut self, now: Instant) {
+        self.decay(now);
+        self.recent_throttled += 1.0;
+        let share = self.recent_throttled / (self.recent_throttled + self.recent_ok);
+        if share <= LASTING_SHARE || self.recent_throttled < LASTING_COUNT {
+            return;
+        }
         // Requests sent at the old rate come back refused together: count
         // them as one signal, as TCP cuts its window once per round trip.
         let settle = Duration::from_secs_f64((1.0 / self.fill_rate).max(0.1));
@@ -150,17 +169,28 @@ impl AdaptiveRate {
 
     /// The registry accepted a request (any answer but throttling or a 5xx).
     pub fn on_success(&mut self, now: Instant) {
+        self.decay(now);
+        self.recent_ok += 1.0;
         if !self.enabled {
             return;
         }
         self.refill(now);
         let t = now.duration_since(self.last_throttle).as_secs_f64();
         let k = (self.last_max_rate * (1.0 - BETA) / CUBIC_C).cbrt();
+        // Back to the refused rate after k seconds, then faster and faster:
+        // a throttle was a passing burst more often than a lasting limit,
+        // and a lasting one cuts the rate again at once. After half a
+        // minute without a 429 the curve is past any quota (no limiting).
         let cubic = CUBIC_C * (t - k).powi(3) + self.last_max_rate;
-        // Never more than twice what is actually being sent: a quiet client
-        // must not bank a rate it has not shown the registry accepts.
-        let ceiling = 2.0 * self.measured.max(MIN_RATE);
-        self.fill_rate = cubic.min(ceiling).clamp(MIN_RATE, MAX_RATE);
+        self.fill_rate = cubic.clamp(MIN_RATE, MAX_RATE);
+    }
+
+    fn decay(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.last_decay).as_secs_f64();
+        let f = 0.5f64.powf(dt);
+        self.recent_ok *= f;
+        self.recent_throttled *= f;
+        self.last_decay = now;
     }
 
     fn refill(&mut self, now: Instant) {
@@ -251,6 +281,13 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// Lasting throttling: three 429s in a row at `t`.
+    fn refused(r: &mut AdaptiveRate, t: Instant) {
+        for _ in 0..3 {
+            r.on_throttle(t);
+        }
+    }
+
     #[test]
     fn given_requests_when_classified_then_each_lands_on_its_ecr_quota() {
         let c = |m: Method, p: &str| ApiClass::of(&m, p);
@@ -304,13 +341,28 @@ mod tests {
         for i in 0..20 {
             r.reserve(t0 + ms(i * 5));
         }
-        r.on_throttle(t0 + ms(100));
+        refused(&mut r, t0 + ms(100));
         let rate = r.rate().expect("limiting");
-        assert!(rate < 200.0 && rate >= MIN_RATE, "{rate}");
+        assert!((MIN_RATE..200.0).contains(&rate), "{rate}");
         // 50 requests at once now wait in line, about 1/rate apart.
         let waits: Vec<Duration> = (0..50).map(|_| r.reserve(t0 + ms(100))).collect();
         assert!(waits.windows(2).all(|w| w[0] <= w[1]), "{waits:?}");
         assert!(waits[49] > ms(100), "{waits:?}");
+    }
+
+    #[test]
+    fn given_a_stray_429_among_many_successes_when_counted_then_nothing_is_slowed() {
+        let t0 = Instant::now();
+        let mut r = AdaptiveRate::new(t0);
+        for i in 0..100 {
+            r.reserve(t0 + ms(i));
+            if i == 50 {
+                r.on_throttle(t0 + ms(i));
+            } else {
+                r.on_success(t0 + ms(i));
+            }
+        }
+        assert!(!r.is_limiting());
     }
 
     #[test]
@@ -320,7 +372,7 @@ mod tests {
         for i in 0..20 {
             r.reserve(t0 + ms(i));
         }
-        r.on_throttle(t0 + ms(20));
+        refused(&mut r, t0 + ms(20));
         let once = r.rate().expect("limiting");
         for i in 0..19 {
             r.on_throttle(t0 + ms(21 + i));
@@ -336,7 +388,7 @@ mod tests {
         // Refused again and again, each time after the limiter's own pace.
         for _ in 0..30 {
             t += r.reserve(t);
-            r.on_throttle(t);
+            refused(&mut r, t);
             t += Duration::from_secs(3);
         }
         assert_eq!(r.rate(), Some(MIN_RATE));
@@ -381,7 +433,9 @@ mod tests {
         let other = limiter("registry.test:1", ApiClass::CheckLayer);
         assert!(Arc::ptr_eq(&a, &b));
         assert!(!Arc::ptr_eq(&a, &other));
-        a.on_throttle();
+        for _ in 0..3 {
+            a.on_throttle();
+        }
         assert!(b.rate().is_some());
         assert!(other.rate().is_none());
     }
