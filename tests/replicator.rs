@@ -7,7 +7,7 @@ mod common;
 
 use aws_config::SdkConfig;
 use common::{blob_puts, push_image};
-use ecr_bridge_aws::replicator::Replicator;
+use ecr_bridge_aws::replicator::{Outcome, ReplicationError, Replicator};
 use image_replicator::config::Config;
 use image_replicator::handler::{self, HandlerError};
 use rig::{
@@ -238,6 +238,90 @@ async fn given_a_regex_rule_when_pushed_then_capture_groups_build_the_target_nam
         &stage.target,
         "mirror/blue/api:v3",
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_a_regex_rule_looping_in_the_source_registry_when_pushed_then_that_destination_fails_permanently_as_a_loop_and_nothing_is_pushed_there(
+) {
+    let captured = common::capture_all_logs();
+    let stage = Stage::new();
+    let image = push_image(
+        &stage.source,
+        &ImageSpec::single(&[30_000]),
+        "app-web",
+        "v1",
+    );
+    // The regex takes its own output: a copy to "app-mirror-web" in the
+    // source registry would come back as a push the same rule routes.
+    let mapping = json!({"rules": [{"name": "apps", "match": {"regex": "app-(.+)"}, "create_repository": true,
+    "destinations": [
+        {"account": SOURCE, "region": REGION, "repository": "app-mirror-{1}"},
+        {"account": TARGET, "region": REGION, "role_arn": role(TARGET), "repository": "apps/{1}"}
+    ]}]});
+    let (r, c) = stage.replicator(&mapping).await;
+    let mark = stage.source.request_mark();
+
+    let err = invoke(
+        &r,
+        &c,
+        event(
+            "image-push-tagged.json",
+            "app-web",
+            &image.layout.digest,
+            Some("v1"),
+        ),
+    )
+    .await
+    .unwrap_err();
+
+    assert!(!err.is_retryable(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("permanent:")
+            && text.contains(
+                "loop: target 123456789012/us-east-1/app-mirror-web is itself routed by rule rules[0] (apps)"
+            ),
+        "{text}"
+    );
+    let HandlerError::Replication {
+        source: ReplicationError::Destinations { outcomes, .. },
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    let looped: Vec<_> = outcomes.iter().filter(|o| o.loop_prevented).collect();
+    assert_eq!(looped.len(), 1, "{outcomes:?}");
+    assert_eq!(
+        (
+            looped[0].repository.as_str(),
+            looped[0].outcome,
+            looped[0].retryable
+        ),
+        ("app-mirror-web", Outcome::Failed, false)
+    );
+    let logs = captured.text();
+    assert!(
+        logs.contains("\"loop_prevented\":true") && logs.contains("loop: target"),
+        "the outcome line says loop: {logs}"
+    );
+    // Nothing reached the looping target: no registry request, no repository.
+    let touched: Vec<_> = stage
+        .source
+        .requests_since(mark)
+        .into_iter()
+        .filter(|q| q.uri.contains("app-mirror"))
+        .collect();
+    assert!(touched.is_empty(), "{touched:?}");
+    let own = aws_sdk_ecr::Client::new(&stage.sdk().await);
+    assert!(own
+        .describe_repositories()
+        .send()
+        .await
+        .unwrap()
+        .repositories()
+        .is_empty());
+    // The other destination is still served.
+    assert_same_image(&stage.source, "app-web:v1", &stage.target, "apps/web:v1");
 }
 
 #[tokio::test(flavor = "multi_thread")]

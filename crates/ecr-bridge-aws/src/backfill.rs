@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::error::AwsError;
 use crate::mapping_store::MappingError;
-use crate::plan::{list_images, replicated_tags, SourceImage};
+use crate::plan::{list_images, replicated_tags, ImageListing, SourceImage};
 use crate::registries::Access;
 use crate::replicator::{Replicator, SourceRole};
 use crate::repositories::{list_repositories, ListedRepository};
@@ -57,8 +57,9 @@ pub enum BackfillAction {
     Status,
 }
 
-/// Counts for the operator. `images_found` = `filtered` + `already_present`
-/// + `missing`; after a `start`, `enqueued` + `enqueue_failed` = `missing`.
+/// Counts for the operator. `images_found` = `filtered` + `archived` +
+/// `already_present` + `missing`; after a `start`, `enqueued` +
+/// `enqueue_failed` = `missing`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackfillSummary {
     pub action: BackfillAction,
@@ -68,6 +69,11 @@ pub struct BackfillSummary {
     pub images_found: usize,
     /// Images no tag of which passes the rule's tag filter.
     pub filtered: usize,
+    /// Images that would replicate but are in ECR's archive storage class
+    /// (or being restored from it): a pull answers 404, so they are not
+    /// enqueued. Restore them and run the backfill again.
+    #[serde(default)]
+    pub archived: usize,
     /// Images every destination already has, with every replicated tag.
     pub already_present: usize,
     /// Images some destination lacks.
@@ -306,7 +312,7 @@ impl Replicator {
         summary.duration_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             action = ?summary.action, images_found = summary.images_found, filtered = summary.filtered,
-            already_present = summary.already_present, missing = summary.missing, enqueued = summary.enqueued,
+            archived = summary.archived, already_present = summary.already_present, missing = summary.missing, enqueued = summary.enqueued,
             enqueue_failed = summary.enqueue_failed, duration_ms = summary.duration_ms, outcome = "backfill",
             "backfill"
         );
@@ -386,7 +392,7 @@ async fn enumerate(
             continue;
         };
         summary.repositories_matched += 1;
-        let images = list_images(ecr, &repository)
+        let images = list_images(ecr, &repository, ImageListing::All)
             .await
             .map_err(BackfillError::Source)?;
         for image in images {
@@ -394,6 +400,10 @@ async fn enumerate(
             let (replicates, tags) = replicated_tags(config, &repository, &image);
             if !replicates {
                 summary.filtered += 1;
+                continue;
+            }
+            if !should_enqueue(&image) {
+                summary.archived += 1;
                 continue;
             }
             candidates.push(Candidate {
@@ -408,9 +418,48 @@ async fn enumerate(
     Ok(candidates)
 }
 
+/// Whether an image that replicates can be copied now: an archived one
+/// would only come back as a 404 from every work item.
+fn should_enqueue(image: &SourceImage) -> bool {
+    !image.archived
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_ecr::types::{ImageDetail, ImageStatus};
+
+    #[test]
+    fn given_sdk_image_details_when_classified_then_only_pullable_images_are_enqueued() {
+        let image = |status: Option<ImageStatus>| {
+            SourceImage::from_detail(
+                &ImageDetail::builder()
+                    .image_digest(format!("sha256:{}", "ef".repeat(32)))
+                    .image_tags("v1")
+                    .set_image_status(status)
+                    .build(),
+            )
+        };
+        assert!(should_enqueue(&image(Some(ImageStatus::Active))));
+        assert!(should_enqueue(&image(None)));
+        assert!(!should_enqueue(&image(Some(ImageStatus::Archived))));
+        assert!(!should_enqueue(&image(Some(ImageStatus::Activating))));
+    }
+
+    #[test]
+    fn given_a_summary_when_serialized_then_archived_is_a_field_and_old_answers_still_parse() {
+        let summary = BackfillSummary {
+            archived: 2,
+            ..BackfillSummary::default()
+        };
+        let value = serde_json::to_value(&summary).unwrap();
+        assert_eq!(value["archived"], 2);
+        // A replicator deployed before the field existed answers without it.
+        let mut old = value.clone();
+        old.as_object_mut().unwrap().remove("archived");
+        let parsed: BackfillSummary = serde_json::from_value(old).unwrap();
+        assert_eq!(parsed.archived, 0);
+    }
 
     #[test]
     fn given_an_image_with_tags_when_made_a_work_item_then_it_is_an_ecr_shaped_push_with_every_tag()

@@ -18,6 +18,12 @@ fn code_suffix(code: &Option<String>) -> String {
     code.as_ref().map(|c| format!(" ({c})")).unwrap_or_default()
 }
 
+/// ECR answers a full service quota (repositories per registry, lifecycle
+/// policies, ...) with this code: not a rate, so waiting does not help.
+/// Other services use the same code for transient concurrency limits
+/// (DynamoDB's control plane), so it is only permanent from ECR.
+const ECR_QUOTA: &str = "LimitExceededException";
+
 /// Error codes AWS uses for "slow down" across services.
 const THROTTLING: &[&str] = &[
     "Throttling",
@@ -28,7 +34,6 @@ const THROTTLING: &[&str] = &[
     "ProvisionedThroughputExceededException",
     "RequestThrottled",
     "RequestThrottledException",
-    "LimitExceededException",
     "SlowDown",
     "ServiceUnavailable",
     "InternalFailure",
@@ -46,14 +51,23 @@ impl AwsError {
             SdkError::ServiceError(se) => {
                 let status = se.raw().status().as_u16();
                 let code = se.err().code().map(str::to_string);
-                let message = se
+                let mut message = se
                     .err()
                     .message()
                     .map(str::to_string)
                     .unwrap_or_else(|| format!("HTTP {status}"));
-                let retryable = status >= 500
-                    || status == 429
-                    || code.as_deref().is_some_and(|c| THROTTLING.contains(&c));
+                let quota = operation.starts_with("ecr:") && code.as_deref() == Some(ECR_QUOTA);
+                if quota {
+                    message.push_str(
+                        " (an ECR service quota, not a rate: retrying cannot help; raise it in Service Quotas or remove what fills it)",
+                    );
+                }
+                let retryable = !quota
+                    && (status >= 500
+                        || status == 429
+                        || code
+                            .as_deref()
+                            .is_some_and(|c| THROTTLING.contains(&c) || c == ECR_QUOTA));
                 AwsError {
                     operation,
                     code,
@@ -105,5 +119,80 @@ impl std::fmt::Display for DisplayChain<'_> {
             source = s.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ecr::operation::create_repository::CreateRepositoryError;
+    use aws_sdk_ecr::types::error::LimitExceededException;
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    fn service_error(
+        status: u16,
+        err: CreateRepositoryError,
+    ) -> SdkError<CreateRepositoryError, HttpResponse> {
+        let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        SdkError::service_error(err, raw)
+    }
+
+    fn generic(code: &str) -> CreateRepositoryError {
+        CreateRepositoryError::generic(
+            ErrorMetadata::builder()
+                .code(code)
+                .message("something")
+                .build(),
+        )
+    }
+
+    #[test]
+    fn given_ecr_limit_exceeded_when_classified_then_permanent_and_says_it_is_a_quota() {
+        let quota = LimitExceededException::builder()
+            .message("The maximum number of repositories has been reached.")
+            .meta(
+                ErrorMetadata::builder()
+                    .code("LimitExceededException")
+                    .message("The maximum number of repositories has been reached.")
+                    .build(),
+            )
+            .build();
+        let e = AwsError::from_sdk(
+            "ecr:CreateRepository",
+            service_error(400, CreateRepositoryError::LimitExceededException(quota)),
+        );
+        assert!(!e.retryable, "{e}");
+        assert!(e.has_code("LimitExceededException"));
+        assert!(
+            e.to_string().starts_with(
+                "ecr:CreateRepository: The maximum number of repositories has been reached. (an ECR service quota"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn given_limit_exceeded_from_another_service_when_classified_then_still_transient() {
+        let e = AwsError::from_sdk(
+            "dynamodb:UpdateTable",
+            service_error(400, generic("LimitExceededException")),
+        );
+        assert!(e.retryable, "{e}");
+        assert!(!e.to_string().contains("quota"), "{e}");
+    }
+
+    #[test]
+    fn given_throttling_and_server_errors_when_classified_then_transient_and_client_errors_permanent(
+    ) {
+        let classify = |status, code| {
+            AwsError::from_sdk("ecr:CreateRepository", service_error(status, generic(code)))
+                .retryable
+        };
+        assert!(classify(400, "ThrottlingException"));
+        assert!(classify(500, "ServerException"));
+        assert!(classify(429, "TooManyRequestsException"));
+        assert!(!classify(400, "InvalidParameterException"));
+        assert!(!classify(400, "RepositoryAlreadyExistsException"));
     }
 }

@@ -8,6 +8,7 @@ pub mod emf;
 pub mod env;
 pub mod error;
 pub mod logging;
+pub mod loop_guard;
 pub mod mapping_store;
 pub mod plan;
 pub mod registries;

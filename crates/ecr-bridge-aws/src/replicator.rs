@@ -19,6 +19,7 @@ use tokio::sync::Mutex;
 
 use crate::backfill::WorkQueue;
 use crate::error::AwsError;
+use crate::loop_guard::{self, LoopDetected};
 use crate::mapping_store::{MappingError, MappingStore};
 use crate::registries::{Access, EcrRegistries};
 use crate::repositories::{self, ImageId, RepositoryState};
@@ -63,6 +64,9 @@ pub struct DestinationOutcome {
     pub error: Option<String>,
     pub retryable: bool,
     pub created_repository: bool,
+    /// Failed because the copy would have re-triggered replication.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub loop_prevented: bool,
     pub duration_ms: u64,
 }
 
@@ -239,7 +243,10 @@ impl Replicator {
             let started = Instant::now();
             let mut outcome = match (&source, action.kind) {
                 (Some(src), ActionKind::Push) => {
-                    self.push_to(src, action, &tags, &replication, target).await
+                    match loop_guard::check(&config, action, target, &tags) {
+                        Some(looped) => DestinationOutcome::new(target).looped(looped),
+                        None => self.push_to(src, action, &tags, &replication, target).await,
+                    }
                 }
                 _ => self.delete_in(action, target).await,
             };
@@ -472,8 +479,16 @@ impl DestinationOutcome {
             error: None,
             retryable: false,
             created_repository: false,
+            loop_prevented: false,
             duration_ms: 0,
         }
+    }
+
+    /// Refused before anything was pushed; permanent: only a config change helps.
+    fn looped(self, found: LoopDetected) -> Self {
+        let mut out = self.failed(found.to_string(), false);
+        out.loop_prevented = true;
+        out
     }
 
     fn failed(mut self, error: String, retryable: bool) -> Self {
@@ -502,7 +517,7 @@ fn log_outcome(action: &ImageAction, rule: &str, o: &DestinationOutcome) {
         tracing::error!(
             source_repository = %action.repository, digest = %action.digest, tag = %action.tag_list(),
             rule, target_account = %o.account, target_region = %o.region, target_repository = %o.repository,
-            outcome, retryable = o.retryable, error = o.error.as_deref().unwrap_or(""),
+            outcome, retryable = o.retryable, loop_prevented = o.loop_prevented, error = o.error.as_deref().unwrap_or(""),
             duration_ms = o.duration_ms, "replication failed"
         );
     } else {

@@ -41,6 +41,7 @@ pub struct BackfillArgs {
 struct Outcome {
     images_found: usize,
     filtered: usize,
+    archived: usize,
     already_present: usize,
     copied: usize,
     failed: usize,
@@ -103,6 +104,7 @@ pub async fn run(args: BackfillArgs) -> Result<(), Failure> {
     let outcome = Outcome {
         images_found: last.images_found,
         filtered: last.filtered,
+        archived: last.archived,
         already_present: first.already_present,
         copied: last.already_present.saturating_sub(first.already_present),
         failed: last.missing,
@@ -115,10 +117,11 @@ pub async fn run(args: BackfillArgs) -> Result<(), Failure> {
         );
     } else {
         println!(
-            "done in {:.1} s: {} images found, {} filtered out, {} already present, {} copied, {} failed",
+            "done in {:.1} s: {} images found, {} filtered out, {} archived (not copied), {} already present, {} copied, {} failed",
             outcome.duration_ms as f64 / 1000.0,
             outcome.images_found,
             outcome.filtered,
+            outcome.archived,
             outcome.already_present,
             outcome.copied,
             outcome.failed
@@ -135,8 +138,14 @@ pub async fn run(args: BackfillArgs) -> Result<(), Failure> {
 
 fn describe(s: &BackfillSummary) -> String {
     let head = format!(
-        "{} images in {} repositories ({} unmatched repositories): {} filtered out, {} already present, {} missing",
-        s.images_found, s.repositories_matched, s.repositories_unmatched, s.filtered, s.already_present, s.missing
+        "{} images in {} repositories ({} unmatched repositories): {} filtered out, {}, {} already present, {} missing",
+        s.images_found,
+        s.repositories_matched,
+        s.repositories_unmatched,
+        s.filtered,
+        archived(s.archived),
+        s.already_present,
+        s.missing
     );
     match s.action {
         BackfillAction::Start => format!(
@@ -149,6 +158,17 @@ fn describe(s: &BackfillSummary) -> String {
             }
         ),
         _ => head,
+    }
+}
+
+/// Archived images cannot be pulled until restored: say what to do.
+fn archived(count: usize) -> String {
+    if count == 0 {
+        "0 archived".to_string()
+    } else {
+        format!(
+            "{count} archived (not copied: restore them from ECR's archive and run backfill again)"
+        )
     }
 }
 

@@ -5,6 +5,12 @@ use std::str::FromStr;
 
 use crate::digest::Digest;
 
+/// ECR's tag limit (`ImageIdentifier.imageTag`); the distribution spec's is 128.
+pub const MAX_TAG_LEN: usize = 300;
+/// ECR's repository name limits.
+pub const MIN_REPOSITORY_LEN: usize = 2;
+pub const MAX_REPOSITORY_LEN: usize = 256;
+
 /// What a reference points at inside a repository.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selector {
@@ -39,7 +45,7 @@ pub enum ReferenceError {
     Host(String),
     #[error("invalid repository name {name:?}: {reason}")]
     Repository { name: String, reason: &'static str },
-    #[error("invalid tag {tag:?}: tags are 1-128 characters of [A-Za-z0-9_.-] not starting with '.' or '-'")]
+    #[error("invalid tag {tag:?}: tags are 1-{MAX_TAG_LEN} characters of [A-Za-z0-9_.-] not starting with '.' or '-'")]
     Tag { tag: String },
     #[error(transparent)]
     Digest(#[from] crate::digest::DigestParseError),
@@ -127,7 +133,9 @@ fn validate_host(host: &str) -> Result<(), ReferenceError> {
 }
 
 /// The distribution spec's repository name grammar: path components of
-/// `[a-z0-9]+` joined by `.`, `_`, `__` or runs of `-`, separated by `/`.
+/// `[a-z0-9]+` joined by `.`, `_`, `__` or runs of `-`, separated by `/`;
+/// with ECR's length limits (2-256), since ECR refuses anything else and
+/// every name this tool acts on is an ECR name.
 pub fn validate_repository(name: &str) -> Result<(), ReferenceError> {
     let err = |reason| ReferenceError::Repository {
         name: truncate(name),
@@ -136,8 +144,11 @@ pub fn validate_repository(name: &str) -> Result<(), ReferenceError> {
     if name.is_empty() {
         return Err(err("empty"));
     }
-    if name.len() > 255 {
-        return Err(err("longer than 255 characters"));
+    if name.len() < MIN_REPOSITORY_LEN {
+        return Err(err("shorter than 2 characters (ECR's minimum)"));
+    }
+    if name.len() > MAX_REPOSITORY_LEN {
+        return Err(err("longer than 256 characters (ECR's maximum)"));
     }
     for component in name.split('/') {
         if !valid_component(component) {
@@ -181,7 +192,7 @@ fn is_alnum(b: u8) -> bool {
 /// ECR's stricter rule: 2-256 characters, single separators
 /// (`(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*`).
 pub fn is_valid_ecr_repository_name(name: &str) -> bool {
-    if name.len() < 2 || name.len() > 256 {
+    if name.len() < MIN_REPOSITORY_LEN || name.len() > MAX_REPOSITORY_LEN {
         return false;
     }
     name.split('/').all(|component| {
@@ -195,11 +206,12 @@ pub fn is_valid_ecr_repository_name(name: &str) -> bool {
     })
 }
 
-/// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+/// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,299}`: the distribution grammar with
+/// ECR's length, so a tag ECR accepted is never refused here.
 pub fn validate_tag(tag: &str) -> Result<(), ReferenceError> {
     let b = tag.as_bytes();
     let ok = !b.is_empty()
-        && b.len() <= 128
+        && b.len() <= MAX_TAG_LEN
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
         && b.iter()
             .all(|&x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'));
@@ -238,7 +250,7 @@ mod tests {
 
     #[test]
     fn given_tag_and_digest_when_parsed_then_digest_wins() {
-        let r: ImageReference = format!("localhost:5000/a:latest@{D}").parse().unwrap();
+        let r: ImageReference = format!("localhost:5000/app:latest@{D}").parse().unwrap();
         assert_eq!(r.tag.as_deref(), Some("latest"));
         assert!(matches!(r.selector(), Some(Selector::Digest(_))));
     }
@@ -273,7 +285,7 @@ mod tests {
 
     #[test]
     fn given_separator_variants_when_validated_then_grammar_is_followed() {
-        for ok in ["a", "a.b", "a_b", "a__b", "a---b", "a/b-c/d.e"] {
+        for ok in ["ab", "a.b", "a_b", "a__b", "a---b", "a/b-c/d.e"] {
             assert!(validate_repository(ok).is_ok(), "{ok}");
         }
         for bad in ["a___b", "a._b", "a.", "_a", "a/", "a b"] {
@@ -294,11 +306,38 @@ mod tests {
     }
 
     #[test]
-    fn given_tags_when_validated_then_128_chars_is_the_limit() {
-        assert!(validate_tag(&"a".repeat(128)).is_ok());
-        assert!(validate_tag(&"a".repeat(129)).is_err());
+    fn given_repository_lengths_when_validated_then_ecr_limits_2_to_256_apply() {
+        let e = validate_repository("a").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid repository name \"a\": shorter than 2 characters (ECR's minimum)"
+        );
+        assert!(validate_repository("ab").is_ok());
+        assert!(validate_repository(&"a".repeat(256)).is_ok());
+        let e = validate_repository(&"a".repeat(257)).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("longer than 256 characters (ECR's maximum)"),
+            "{e}"
+        );
+        assert!("host.io/a:v1".parse::<ImageReference>().is_err());
+        assert!(format!("host.io/{}:v1", "a".repeat(256))
+            .parse::<ImageReference>()
+            .is_ok());
+    }
+
+    #[test]
+    fn given_tags_when_validated_then_300_chars_is_the_limit() {
+        assert!(validate_tag(&"a".repeat(129)).is_ok());
+        assert!(validate_tag(&"a".repeat(300)).is_ok());
+        let e = validate_tag(&"a".repeat(301)).unwrap_err();
+        assert!(e.to_string().contains("tags are 1-300 characters"), "{e}");
         assert!(validate_tag("_x").is_ok());
         assert!(validate_tag("-x").is_err());
+        assert!(validate_tag(".x").is_err());
         assert!(validate_tag("a/b").is_err());
+        assert!(validate_tag("").is_err());
+        let r: ImageReference = format!("host.io/ab:{}", "t".repeat(300)).parse().unwrap();
+        assert_eq!(r.tag.map(|t| t.len()), Some(300));
     }
 }

@@ -294,7 +294,7 @@ mod tests {
     #[test]
     fn given_failures_and_other_detail_types_when_parsed_then_ignored_not_errors() {
         let failed = event(
-            json!({"result":"FAILURE","action-type":"PUSH","repository-name":"a","image-digest":DIGEST}),
+            json!({"result":"FAILURE","action-type":"PUSH","repository-name":"app","image-digest":DIGEST}),
         );
         assert!(matches!(parse(&failed).unwrap(), Incoming::Ignored(_)));
         let mut scan = event(json!({"scan-status":"COMPLETE"}));
@@ -318,19 +318,19 @@ mod tests {
             ),
             (
                 event(
-                    json!({"result":"SUCCESS","action-type":"PUSH","repository-name":"a","image-digest":"sha256:xyz"}),
+                    json!({"result":"SUCCESS","action-type":"PUSH","repository-name":"app","image-digest":"sha256:xyz"}),
                 ),
                 "detail.image-digest",
             ),
             (
                 event(
-                    json!({"result":"SUCCESS","action-type":"PUSH","repository-name":"a","image-digest":DIGEST,"image-tag":"-bad"}),
+                    json!({"result":"SUCCESS","action-type":"PUSH","repository-name":"app","image-digest":DIGEST,"image-tag":"-bad"}),
                 ),
                 "detail.image-tag",
             ),
             (
                 event(
-                    json!({"result":"SUCCESS","action-type":"PUSH","repository-name":"a","image-digest":DIGEST,"image-tag":7}),
+                    json!({"result":"SUCCESS","action-type":"PUSH","repository-name":"app","image-digest":DIGEST,"image-tag":7}),
                 ),
                 "malformed event",
             ),
@@ -340,7 +340,7 @@ mod tests {
             assert!(err.contains(expected), "{err} should mention {expected}");
         }
         let mut bad_account = event(
-            json!({"result":"SUCCESS","action-type":"PUSH","repository-name":"a","image-digest":DIGEST}),
+            json!({"result":"SUCCESS","action-type":"PUSH","repository-name":"app","image-digest":DIGEST}),
         );
         bad_account["account"] = json!("12345");
         assert!(parse(&bad_account)
@@ -354,6 +354,37 @@ mod tests {
         assert!(err.len() < 1000, "errors stay short even for huge input");
         huge["region"] = json!(null);
         assert!(parse(&huge).is_err());
+    }
+
+    #[test]
+    fn given_names_and_tags_at_ecr_limits_when_parsed_then_2_to_256_and_300_are_accepted() {
+        let push = |repository: &str, tag: &str| {
+            parse(&event(json!({
+                "result": "SUCCESS", "action-type": "PUSH", "repository-name": repository,
+                "image-digest": DIGEST, "image-tag": tag
+            })))
+        };
+        assert!(matches!(push("ab", "v1"), Ok(Incoming::Action(_))));
+        assert!(matches!(
+            push(&"a".repeat(256), "v1"),
+            Ok(Incoming::Action(_))
+        ));
+        match push("app", &"t".repeat(300)) {
+            Ok(Incoming::Action(a)) => assert_eq!(a.tags[0].len(), 300),
+            other => panic!("{other:?}"),
+        }
+        let err = push("a", "v1").unwrap_err().to_string();
+        assert!(
+            err.contains("detail.repository-name") && err.contains("shorter than 2 characters"),
+            "{err}"
+        );
+        let err = push(&"a".repeat(257), "v1").unwrap_err().to_string();
+        assert!(err.contains("longer than 256 characters"), "{err}");
+        let err = push("app", &"t".repeat(301)).unwrap_err().to_string();
+        assert!(
+            err.contains("detail.image-tag") && err.contains("1-300 characters"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -442,7 +473,7 @@ mod tests {
     #[test]
     fn given_image_tags_on_an_event_from_ecr_when_parsed_then_only_image_tag_counts() {
         let mut e = event(
-            json!({"result":"SUCCESS","action-type":"PUSH","repository-name":"a","image-digest":DIGEST,"image-tag":"v1","image-tags":["v1","extra"]}),
+            json!({"result":"SUCCESS","action-type":"PUSH","repository-name":"app","image-digest":DIGEST,"image-tag":"v1","image-tags":["v1","extra"]}),
         );
         assert!(
             matches!(parse(&e).unwrap(), Incoming::Action(ImageAction { ref tags, .. }) if tags == &["v1".to_string()])

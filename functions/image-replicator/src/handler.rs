@@ -152,6 +152,7 @@ async fn run_one(
                             d.report.as_ref().map_or(0, |r| r.bytes_uploaded),
                             d.duration_ms,
                         );
+                        count_loop(metrics, d.loop_prevented);
                     }
                 }
             }
@@ -166,6 +167,7 @@ async fn run_one(
                         d.report.as_ref().map_or(0, |r| r.bytes_uploaded),
                         d.duration_ms,
                     );
+                    count_loop(metrics, d.loop_prevented);
                 }
             } else {
                 metrics.count("ReplicationsFailed", 1);
@@ -193,6 +195,14 @@ fn record(metrics: &mut MetricSet, outcome: Outcome, bytes: u64, duration_ms: u6
     metrics.add("ReplicationDuration", duration_ms as f64, "Milliseconds");
 }
 
+/// A destination refused by the loop guard: counted on its own, so that a
+/// looping config can be alarmed on apart from other failures.
+fn count_loop(metrics: &mut MetricSet, loop_prevented: bool) {
+    if loop_prevented {
+        metrics.count("LoopsPrevented", 1);
+    }
+}
+
 /// What Lambda records as `errorType`/`errorMessage` (and what the
 /// on-failure destination shows): the kind first, so operators can triage.
 impl From<HandlerError> for lambda_runtime::Diagnostic {
@@ -208,5 +218,19 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
             error_type: error_type.to_string(),
             error_message: e.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_a_destination_refused_as_a_loop_when_counted_then_loops_prevented_is_emitted() {
+        let mut metrics = MetricSet::new("ecr-bridge");
+        count_loop(&mut metrics, false);
+        assert!(metrics.is_empty(), "other failures are not loops");
+        count_loop(&mut metrics, true);
+        assert_eq!(metrics.to_json()["LoopsPrevented"], 1.0);
     }
 }

@@ -121,6 +121,19 @@ pub enum Problem {
     ExternalIdWithoutRole,
     #[error("same account, region and repository as destinations[{other}]")]
     DuplicateDestination { other: usize },
+    #[error(
+        "loop: {rule} copies into the source registry ({account} {region}) names that {routed_by} routes again (e.g. {example_source} to {example_target}); ECR sends an event for that push too, so replication would re-trigger itself: use another account, region or repository name"
+    )]
+    Loop {
+        account: String,
+        region: String,
+        /// Label of the rule the destination belongs to.
+        rule: String,
+        /// Label of the first rule that matches the rendered name.
+        routed_by: String,
+        example_source: String,
+        example_target: String,
+    },
     #[error(transparent)]
     Template(#[from] TemplateError),
     #[error("invalid glob {got}: {reason}")]

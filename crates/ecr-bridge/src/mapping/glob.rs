@@ -6,8 +6,8 @@ use std::fmt;
 
 use serde::Serialize;
 
-/// Longest pattern accepted; twice a tag's 128 so `*` padding still fits.
-pub const MAX_GLOB_LEN: usize = 256;
+/// Longest pattern accepted; twice a tag's 300 so `*` padding still fits.
+pub const MAX_GLOB_LEN: usize = 2 * crate::reference::MAX_TAG_LEN;
 
 /// A validated tag glob.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -146,7 +146,8 @@ mod tests {
         assert_eq!(Glob::new("v/*"), Err(GlobError::Character));
         assert_eq!(Glob::new("v[0-9]"), Err(GlobError::Character));
         assert_eq!(Glob::new("-rc*"), Err(GlobError::NeverMatches));
-        assert_eq!(Glob::new(&"a".repeat(257)), Err(GlobError::TooLong));
+        assert!(Glob::new(&"a".repeat(600)).is_ok());
+        assert_eq!(Glob::new(&"a".repeat(601)), Err(GlobError::TooLong));
         assert!(Glob::new("*-rc?").is_ok());
         assert!(Glob::new("_x").is_ok());
     }

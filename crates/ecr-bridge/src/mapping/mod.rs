@@ -11,6 +11,7 @@
 mod decision;
 mod error;
 mod glob;
+mod loops;
 mod parse;
 mod schema;
 mod template;
@@ -25,8 +26,8 @@ pub use decision::{
 pub use error::{ConfigError, FieldError, Problem};
 pub use glob::{Glob, GlobError};
 pub use schema::{
-    Destination, Encryption, NameRegex, RepositoryMatch, RepositorySettings, Rule, TagFilter,
-    TagMutability,
+    rule_label, Destination, Encryption, NameRegex, RepositoryMatch, RepositorySettings, Rule,
+    SourceRegistry, TagFilter, TagMutability,
 };
 pub use template::{Template, TemplateError};
 
@@ -56,6 +57,7 @@ const QUOTE_CHARS: usize = 100;
 #[derive(Debug, Clone, PartialEq)]
 pub struct MappingConfig {
     rules: Vec<Rule>,
+    source: Option<SourceRegistry>,
 }
 
 impl MappingConfig {
@@ -63,6 +65,7 @@ impl MappingConfig {
     ///
     /// ```json
     /// { "version": 1,
+    ///   "source": { "account": "111111111111", "region": "us-east-1" },
     ///   "rules": [ { "name": "kuali",
     ///                "match": { "prefix": "kuali-" },
     ///                "destinations": [ { "account": "222222222222", "region": "us-east-1",
@@ -79,6 +82,11 @@ impl MappingConfig {
     /// On failure every problem found is reported, each with its field's path.
     pub fn from_json(text: &str) -> Result<MappingConfig, ConfigError> {
         parse::parse(text)
+    }
+
+    /// The registry the document says its events come from, if it says so.
+    pub fn source(&self) -> Option<&SourceRegistry> {
+        self.source.as_ref()
     }
 
     /// The rules, in the order they are tried.

@@ -13,8 +13,8 @@ use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use super::error::{ConfigError, FieldError, Problem};
 use super::glob::Glob;
 use super::schema::{
-    Destination, Encryption, NameRegex, RepositoryMatch, RepositorySettings, Rule, TagFilter,
-    TagMutability,
+    Destination, Encryption, NameRegex, RepositoryMatch, RepositorySettings, Rule, SourceRegistry,
+    TagFilter, TagMutability,
 };
 use super::template::{Scope, Template, SAME_NAME};
 use super::{
@@ -23,7 +23,8 @@ use super::{
 };
 use crate::reference::is_valid_ecr_repository_name;
 
-const TOP_FIELDS: &[&str] = &["version", "rules"];
+const TOP_FIELDS: &[&str] = &["version", "source", "rules"];
+const SOURCE_FIELDS: &[&str] = &["account", "region"];
 const RULE_FIELDS: &[&str] = &[
     "name",
     "match",
@@ -58,9 +59,9 @@ pub(super) fn parse(text: &str) -> Result<MappingConfig, ConfigError> {
         }
     })?;
     let mut errors = Errors::default();
-    let rules = document(&tree, &mut errors);
-    match rules {
-        Some(rules) if errors.0.is_empty() => Ok(MappingConfig { rules }),
+    let parsed = document(&tree, &mut errors);
+    match parsed {
+        Some((rules, source)) if errors.0.is_empty() => Ok(MappingConfig { rules, source }),
         _ => Err(ConfigError::Invalid(errors.0)),
     }
 }
@@ -300,8 +301,12 @@ fn check_length(value: &str, max: usize, path: &str, errors: &mut Errors) -> boo
 
 // ---- the schema ----------------------------------------------------------
 
-fn document(tree: &Json, errors: &mut Errors) -> Option<Vec<Rule>> {
+fn document(tree: &Json, errors: &mut Errors) -> Option<(Vec<Rule>, Option<SourceRegistry>)> {
     let top = Object::new(tree, ROOT, TOP_FIELDS, errors)?;
+    let source = match top.get("source") {
+        None => Some(None),
+        Some(v) => source_registry(v, &top.path("source"), errors).map(Some),
+    };
     match top.get("version") {
         None | Some(Json::Integer(1)) => {}
         Some(Json::Integer(n)) => errors.add(
@@ -332,7 +337,46 @@ fn document(tree: &Json, errors: &mut Errors) -> Option<Vec<Rule>> {
         .collect();
     let rules: Vec<Rule> = parsed.into_iter().collect::<Option<_>>()?;
     check_across_rules(&rules, &rules_path, errors);
-    Some(rules)
+    let source = source?;
+    if let Some(source) = &source {
+        for found in super::loops::find(&rules, source) {
+            let rule_path = item(&rules_path, found.rule_index);
+            let path = item(&child(&rule_path, "destinations"), found.destination_index);
+            errors.add(&path, found.problem);
+        }
+    }
+    Some((rules, source))
+}
+
+/// `{"account": "...", "region": "..."}`: where the events come from.
+fn source_registry(value: &Json, path: &str, errors: &mut Errors) -> Option<SourceRegistry> {
+    let obj = Object::new(value, path, SOURCE_FIELDS, errors)?;
+    let account = account_field(&obj, errors);
+    let region = region_field(&obj, errors);
+    Some(SourceRegistry {
+        account: account?.to_string(),
+        region: region?.to_string(),
+    })
+}
+
+fn account_field<'a>(obj: &Object<'a>, errors: &mut Errors) -> Option<&'a str> {
+    obj.required_string("account", errors).and_then(|a| {
+        let ok = a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit());
+        if !ok {
+            errors.add(&obj.path("account"), Problem::Account { got: shown(a) });
+        }
+        ok.then_some(a)
+    })
+}
+
+fn region_field<'a>(obj: &Object<'a>, errors: &mut Errors) -> Option<&'a str> {
+    obj.required_string("region", errors).and_then(|r| {
+        let ok = is_region(r);
+        if !ok {
+            errors.add(&obj.path("region"), Problem::Region { got: shown(r) });
+        }
+        ok.then_some(r)
+    })
 }
 
 /// Mistakes only visible across rules: a reused name, a rule that can never win.
@@ -536,20 +580,8 @@ fn destination(
     errors: &mut Errors,
 ) -> Option<Destination> {
     let obj = Object::new(value, path, DESTINATION_FIELDS, errors)?;
-    let account = obj.required_string("account", errors).and_then(|a| {
-        let ok = a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit());
-        if !ok {
-            errors.add(&obj.path("account"), Problem::Account { got: shown(a) });
-        }
-        ok.then_some(a)
-    });
-    let region = obj.required_string("region", errors).and_then(|r| {
-        let ok = is_region(r);
-        if !ok {
-            errors.add(&obj.path("region"), Problem::Region { got: shown(r) });
-        }
-        ok.then_some(r)
-    });
+    let account = account_field(&obj, errors);
+    let region = region_field(&obj, errors);
     let role_arn = obj.string("role_arn", errors);
     let role_ok = match role_arn {
         None => true,

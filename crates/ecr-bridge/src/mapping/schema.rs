@@ -57,7 +57,8 @@ impl Rule {
     }
 }
 
-pub(super) fn rule_label(index: usize, name: &str) -> String {
+/// `rules[1]` or `rules[1] (kuali)` for a rule known by index and name.
+pub fn rule_label(index: usize, name: &str) -> String {
     let positional = format!("rules[{index}]");
     if name == positional {
         positional
@@ -167,6 +168,24 @@ impl PartialEq for NameRegex {
 impl Serialize for NameRegex {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.pattern)
+    }
+}
+
+/// The registry whose `ECR Image Action`s the mapping receives (the
+/// document's optional `source`). Only used to refuse, at load time,
+/// destinations in it that would re-trigger replication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceRegistry {
+    pub(super) account: String,
+    pub(super) region: String,
+}
+
+impl SourceRegistry {
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+    pub fn region(&self) -> &str {
+        &self.region
     }
 }
 

@@ -20,7 +20,7 @@ pub const MAX_TEMPLATE_LEN: usize = 512;
 pub const SAME_NAME: &str = "{repository}";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
+pub(super) enum Part {
     Literal(String),
     Repository,
     Suffix,
@@ -179,6 +179,11 @@ impl Template {
 
     pub fn as_str(&self) -> &str {
         &self.source
+    }
+
+    /// The checked pieces, for the load-time loop analysis.
+    pub(super) fn parts(&self) -> &[Part] {
+        &self.parts
     }
 
     /// Fills the holes. The result is not checked here: whether it is a valid

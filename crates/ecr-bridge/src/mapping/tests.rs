@@ -673,7 +673,7 @@ fn given_unknown_fields_when_loaded_then_typos_are_not_ignored() {
     assert_refused(
         json!({ "rules": [], "rule": [] }),
         "rule",
-        "unknown field (expected one of: version, rules)",
+        "unknown field (expected one of: version, source, rules)",
     );
     assert_refused(
         with_destination(json!({ "account": A, "region": "us-east-1", "repo": "x1" })),
@@ -1029,3 +1029,6 @@ fn given_a_rule_that_filters_every_tag_when_routing_a_repository_then_its_destin
     ));
     assert!(config.route("other").is_none());
 }
+
+mod limits;
+mod loops;

@@ -1,0 +1,139 @@
+//! The run-time loop guard. ECR sends an `ECR Image Action` for every push,
+//! ours included: a copy into the source action's own registry under a name
+//! a rule routes would be replicated again, forever (or until names reach
+//! 256 characters). The mapping refuses such destinations at load time only
+//! where it can decide it (and only when it states its source); this catches
+//! the rest, regex rules above all, before anything is pushed.
+
+use ecr_bridge::mapping::{rule_label, Decision, MappingConfig, Target};
+
+use crate::replicator::ImageAction;
+
+/// A destination refused because its copy would re-trigger replication.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "loop: target {account}/{region}/{repository} is itself routed by rule {rule}; replicating would re-trigger replication (ECR sends an event for this push too), so nothing was copied: use another account, region or repository name"
+)]
+pub struct LoopDetected {
+    pub account: String,
+    pub region: String,
+    pub repository: String,
+    /// Label of the rule that would route the copy.
+    pub rule: String,
+}
+
+/// `Some` when `target` is in the action's own account and region and a rule
+/// would replicate what the copy pushes there: the image by digest (every
+/// copy pushes manifests by digest) or any of the `tags` it sets.
+pub fn check(
+    config: &MappingConfig,
+    action: &ImageAction,
+    target: &Target,
+    tags: &[String],
+) -> Option<LoopDetected> {
+    if target.account != action.account || target.region != action.region {
+        return None;
+    }
+    let repository = target.repository.as_ref().ok()?;
+    let pushes = std::iter::once(None).chain(tags.iter().map(|t| Some(t.as_str())));
+    for tag in pushes {
+        if let Decision::Replicate(r) = config.decide(repository, tag) {
+            return Some(LoopDetected {
+                account: target.account.clone(),
+                region: target.region.clone(),
+                repository: repository.clone(),
+                rule: rule_label(r.rule_index, &r.rule),
+            });
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replicator::ActionKind;
+
+    const HOME: &str = "123456789012";
+
+    fn config() -> MappingConfig {
+        MappingConfig::from_json(
+            r#"{ "rules": [
+                { "name": "mirror", "match": { "regex": "app-(.+)" },
+                  "destinations": [ { "account": "123456789012", "region": "us-east-1", "repository": "app-mirror-{1}" },
+                                    { "account": "222222222222", "region": "us-east-1", "repository": "app-{1}" },
+                                    { "account": "123456789012", "region": "eu-west-1", "repository": "app-{1}" } ],
+                  "tags": { "include": ["v*"], "untagged": false } },
+                { "name": "kuali", "match": { "prefix": "kuali-" },
+                  "destinations": [ { "account": "123456789012", "region": "us-east-1", "repository": "coeus/{suffix}" } ] }
+            ] }"#,
+        )
+        .unwrap()
+    }
+
+    fn action(repository: &str) -> ImageAction {
+        ImageAction {
+            account: HOME.into(),
+            region: "us-east-1".into(),
+            repository: repository.into(),
+            digest: format!("sha256:{}", "ab".repeat(32)).parse().unwrap(),
+            tags: vec!["v1".into()],
+            kind: ActionKind::Push,
+        }
+    }
+
+    fn targets(config: &MappingConfig, repository: &str) -> Vec<Target> {
+        match config.decide(repository, Some("v1")) {
+            Decision::Replicate(r) => r.destinations,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn given_a_regex_target_in_the_source_registry_that_the_rule_routes_when_checked_then_a_loop_naming_target_and_rule(
+    ) {
+        let config = config();
+        let targets = targets(&config, "app-web");
+        let found = check(&config, &action("app-web"), &targets[0], &["v1".into()]).unwrap();
+        assert_eq!(found.repository, "app-mirror-web");
+        assert_eq!(
+            found.to_string(),
+            "loop: target 123456789012/us-east-1/app-mirror-web is itself routed by rule rules[0] (mirror); \
+             replicating would re-trigger replication (ECR sends an event for this push too), so nothing \
+             was copied: use another account, region or repository name"
+        );
+    }
+
+    #[test]
+    fn given_targets_in_another_account_or_region_when_checked_then_no_loop() {
+        let config = config();
+        let targets = targets(&config, "app-web");
+        for target in &targets[1..] {
+            assert_eq!(
+                check(&config, &action("app-web"), target, &["v1".into()]),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn given_a_target_whose_pushes_the_tag_filter_refuses_when_checked_then_no_loop() {
+        // rules[0] takes "app-mirror-web" but only for v* tags and never untagged.
+        let config = config();
+        let targets = targets(&config, "app-web");
+        assert_eq!(
+            check(&config, &action("app-web"), &targets[0], &["latest".into()]),
+            None
+        );
+    }
+
+    #[test]
+    fn given_a_target_in_the_source_registry_no_rule_matches_when_checked_then_no_loop() {
+        let config = config();
+        let targets = targets(&config, "kuali-coeus");
+        assert_eq!(
+            check(&config, &action("kuali-coeus"), &targets[0], &["v1".into()]),
+            None
+        );
+    }
+}
