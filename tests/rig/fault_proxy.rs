@@ -10,11 +10,14 @@
 //!   method and path were seen before), not of arrival order, so the same
 //!   seed injects the same faults into the same requests however concurrent
 //!   requests interleave: a failure can be replayed from its seed.
-//! * **ECR behaviours** docker-registry lacks: PATCH answered 201 and never
-//!   forwarded, `NAME_UNKNOWN` for repositories that were not created (ECR
-//!   does not create them on push), immutable tags refused with ECR's 400
-//!   `TAG_INVALID`, and short-lived credentials that rotate and are refused
-//!   with 401 once replaced.
+//! * **ECR behaviours** docker-registry lacks (PATCH answered 201,
+//!   `NAME_UNKNOWN`, immutable tags, rotating and expiring tokens, per-API
+//!   quotas, referrer refusals, create on push, blob-mount answers): see
+//!   `ecr_behaviour.rs`, where they live and are explained.
+//!
+//! A request goes through: down? → credentials (401/403) → ECR quotas (429)
+//! → injected 5xx/429 → ECR's own answers → the registry → injected
+//! after-work faults.
 //!
 //! One request per connection (`Connection: close` both ways), one thread
 //! per connection, bodies buffered whole: built for test-sized images, not
@@ -30,7 +33,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::registry::{Registry, USER};
+use crate::ecr_behaviour::{
+    EcrQuotas, EcrState, MountBehaviour, Repositories, TokenHandle, TokenRotation, TokenState,
+};
+use crate::registry::Registry;
 
 /// Fraction (0.0–1.0) of requests that get each fault. Kinds are exclusive:
 /// a request gets at most one. `truncate` applies only to responses with a
@@ -48,34 +54,6 @@ pub struct FaultRates {
     pub truncate: f64,
     /// Answer delayed by `slow_delay`, body dribbled out in pieces.
     pub slow: f64,
-}
-
-/// Short-lived credentials: the proxy accepts only `AWS:<current token>` and
-/// answers 401 to anything else, as ECR does once a token has expired.
-/// Requests it lets through carry the registry's real credentials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenRotation {
-    /// A new token after every this many accepted requests.
-    EveryRequests(u64),
-    /// The token expires just as the first blob-upload PUT arrives, so that
-    /// PUT (a streamed body the client cannot simply resend) is refused.
-    AtFirstBlobUpload,
-}
-
-/// Which repositories exist, for `NAME_UNKNOWN` and tag immutability.
-#[derive(Debug, Clone)]
-pub enum Repositories {
-    /// All of them, mutable (docker-registry's own behaviour).
-    Any,
-    /// Only those added with [`FaultProxy::create_repository`].
-    Listed,
-    /// Those moto's ECR holds for this account and region, with their
-    /// `imageTagMutability`, asked of moto on every request.
-    Moto {
-        url: String,
-        account: String,
-        region: String,
-    },
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +74,21 @@ pub struct ProxyOptions {
     /// same tag between the client's check and its PUT.
     pub tag_race: bool,
     pub tokens: Option<TokenRotation>,
+    /// ECR's per-API request quotas (429 `TOOMANYREQUESTS`, no `Retry-After`).
+    pub quotas: EcrQuotas,
+    /// Refuse (405 `UNSUPPORTED`) a manifest PUT whose `Content-Type` or any
+    /// media type or `artifactType` in its body has parameters (`;...`).
+    pub refuse_media_type_parameters: bool,
+    /// Refuse (405 `UNSUPPORTED`) a manifest PUT whose body has a `subject`
+    /// (an OCI 1.1 referrer).
+    pub refuse_referrers: bool,
+    /// Repository creation templates with `CREATE_ON_PUSH`: namespace prefixes
+    /// (`""` or `"ROOT"`: every name) under which the first push (upload POST
+    /// or manifest PUT) to a missing repository creates it, mutable.
+    /// Only with [`Repositories::Listed`] or [`Repositories::Moto`].
+    pub create_on_push: Vec<String>,
+    /// What a cross-repository blob mount (`POST ...?mount=&from=`) gets.
+    pub mount: MountBehaviour,
 }
 
 impl Default for ProxyOptions {
@@ -110,6 +103,11 @@ impl Default for ProxyOptions {
             repositories: Repositories::Any,
             tag_race: false,
             tokens: None,
+            quotas: EcrQuotas::default(),
+            refuse_media_type_parameters: false,
+            refuse_referrers: false,
+            create_on_push: Vec::new(),
+            mount: MountBehaviour::Forward,
         }
     }
 }
@@ -151,6 +149,23 @@ pub struct ProxyStats {
     pub rotations: u64,
     /// Blob-upload PUTs the registry received (completed or not).
     pub blob_puts_forwarded: u64,
+    /// Manifest PUTs the registry received (PutImage calls that did work).
+    pub manifest_puts_forwarded: u64,
+    /// Requests refused with 429 by [`ProxyOptions::quotas`], all APIs.
+    pub quota_throttled: u64,
+    /// Of `quota_throttled`: manifest PUTs (PutImage).
+    pub put_image_throttled: u64,
+    /// Requests refused with 403 for an expired token
+    /// ([`TokenRotation::Expiring`]).
+    pub expired_tokens: u64,
+    /// Tokens issued with [`TokenHandle::issue`].
+    pub tokens_issued: u64,
+    /// Manifest PUTs refused with 405 (media type parameters, referrers).
+    pub referrers_refused: u64,
+    /// Repositories created by a push ([`ProxyOptions::create_on_push`]).
+    pub created_on_push: u64,
+    /// Blob mounts not done: turned into plain uploads or refused.
+    pub mounts_refused: u64,
 }
 
 impl ProxyStats {
@@ -180,81 +195,78 @@ impl std::fmt::Display for ProxyStats {
             self.truncated,
             self.slow,
             self.down_resets
-        )
+        )?;
+        let ecr = [
+            ("quota-429", self.quota_throttled),
+            ("expired-403", self.expired_tokens),
+            ("referrer-405", self.referrers_refused),
+            ("created-on-push", self.created_on_push),
+            ("mounts-refused", self.mounts_refused),
+        ];
+        for (name, n) in ecr.iter().filter(|(_, n)| *n > 0) {
+            write!(f, " {name}={n}")?;
+        }
+        Ok(())
     }
 }
 
 #[derive(Default)]
-struct Counters {
-    requests: AtomicU64,
-    forwarded: AtomicU64,
-    server_errors: AtomicU64,
-    server_errors_after_work: AtomicU64,
-    throttled: AtomicU64,
-    resets_mid_body: AtomicU64,
-    resets_without_body: AtomicU64,
-    truncated: AtomicU64,
-    slow: AtomicU64,
-    down_resets: AtomicU64,
-    patches: AtomicU64,
-    name_unknown: AtomicU64,
-    tag_refusals: AtomicU64,
-    unauthorized: AtomicU64,
-    stale_tokens: AtomicU64,
-    rotations: AtomicU64,
-    blob_puts_forwarded: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) requests: AtomicU64,
+    pub(crate) forwarded: AtomicU64,
+    pub(crate) server_errors: AtomicU64,
+    pub(crate) server_errors_after_work: AtomicU64,
+    pub(crate) throttled: AtomicU64,
+    pub(crate) resets_mid_body: AtomicU64,
+    pub(crate) resets_without_body: AtomicU64,
+    pub(crate) truncated: AtomicU64,
+    pub(crate) slow: AtomicU64,
+    pub(crate) down_resets: AtomicU64,
+    pub(crate) patches: AtomicU64,
+    pub(crate) name_unknown: AtomicU64,
+    pub(crate) tag_refusals: AtomicU64,
+    pub(crate) unauthorized: AtomicU64,
+    pub(crate) stale_tokens: AtomicU64,
+    pub(crate) rotations: AtomicU64,
+    pub(crate) blob_puts_forwarded: AtomicU64,
 }
 
-fn bump(c: &AtomicU64) {
+pub(crate) fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-struct Shared {
-    opts: ProxyOptions,
-    upstream: String,
+pub(crate) struct Shared {
+    pub(crate) opts: ProxyOptions,
+    pub(crate) upstream: String,
     /// The registry's real `Authorization` value (None: anonymous).
-    upstream_auth: Option<String>,
-    counters: Counters,
+    pub(crate) upstream_auth: Option<String>,
+    pub(crate) counters: Counters,
     occurrences: Mutex<HashMap<String, u64>>,
     /// (fault, method, path#occurrence) of every fault injected, for failure messages.
     fault_log: Mutex<Vec<String>>,
     down: AtomicBool,
-    listed: Mutex<BTreeMap<String, bool>>,
-    /// Token generation and accepted requests since the last rotation.
-    tokens: Mutex<(u64, u64)>,
-    rotated_at_upload: AtomicBool,
+    pub(crate) listed: Mutex<BTreeMap<String, bool>>,
+    pub(crate) tokens: Mutex<TokenState>,
+    pub(crate) rotated_at_upload: AtomicBool,
+    /// Quota buckets and the ECR behaviours' counters.
+    pub(crate) ecr: EcrState,
     stop: AtomicBool,
 }
 
 /// A running proxy in front of one registry. Stops accepting on drop.
 pub struct FaultProxy {
     port: u16,
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
-/// Hands out the proxy's current token (for a credential source under test).
-#[derive(Clone)]
-pub struct TokenHandle(Arc<Shared>);
+/// What every token the proxy hands out starts with.
+pub(crate) const TOKEN_PREFIX: &str = "rotating-token-";
 
-impl TokenHandle {
-    /// (user, password) valid right now.
-    pub fn current(&self) -> (String, String) {
-        let generation = self.0.tokens.lock().expect("tokens").0;
-        (USER.to_string(), token(generation))
-    }
+pub(crate) fn token(generation: u64) -> String {
+    format!("{TOKEN_PREFIX}{generation}")
 }
 
-impl std::fmt::Debug for TokenHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenHandle(<redacted>)")
-    }
-}
-
-fn token(generation: u64) -> String {
-    format!("rotating-token-{generation}")
-}
-
-fn basic(user: &str, password: &str) -> String {
+pub(crate) fn basic(user: &str, password: &str) -> String {
     format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
@@ -277,7 +289,6 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding fault proxy");
         let port = listener.local_addr().expect("proxy address").port();
         let shared = Arc::new(Shared {
-            opts,
             upstream,
             upstream_auth,
             counters: Counters::default(),
@@ -285,8 +296,10 @@ impl FaultProxy {
             fault_log: Mutex::new(Vec::new()),
             down: AtomicBool::new(false),
             listed: Mutex::new(BTreeMap::new()),
-            tokens: Mutex::new((0, 0)),
+            tokens: Mutex::new(TokenState::new(opts.tokens)),
             rotated_at_upload: AtomicBool::new(false),
+            ecr: EcrState::new(&opts.quotas),
+            opts,
             stop: AtomicBool::new(false),
         });
         let accept = shared.clone();
@@ -323,7 +336,7 @@ impl FaultProxy {
     pub fn stats(&self) -> ProxyStats {
         let c = &self.shared.counters;
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        ProxyStats {
+        let mut stats = ProxyStats {
             requests: g(&c.requests),
             forwarded: g(&c.forwarded),
             server_errors: g(&c.server_errors),
@@ -341,7 +354,10 @@ impl FaultProxy {
             stale_tokens: g(&c.stale_tokens),
             rotations: g(&c.rotations),
             blob_puts_forwarded: g(&c.blob_puts_forwarded),
-        }
+            ..ProxyStats::default()
+        };
+        self.shared.ecr.fill(&mut stats);
+        stats
     }
 
     /// The last `n` faults injected, as "kind METHOD path#occurrence".
@@ -387,36 +403,36 @@ impl Drop for FaultProxy {
 }
 
 /// A request head as received.
-struct Head {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
+pub(crate) struct Head {
+    pub(crate) method: String,
+    pub(crate) target: String,
+    pub(crate) headers: Vec<(String, String)>,
 }
 
 impl Head {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         self.target.split('?').next().unwrap_or("")
     }
 
-    fn chunked(&self) -> bool {
+    pub(crate) fn chunked(&self) -> bool {
         self.header("transfer-encoding")
             .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
     }
 
-    fn content_length(&self) -> usize {
+    pub(crate) fn content_length(&self) -> usize {
         self.header("content-length")
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
     }
 
-    fn is_blob_upload_put(&self) -> bool {
+    pub(crate) fn is_blob_upload_put(&self) -> bool {
         self.method == "PUT" && self.path().contains("/blobs/uploads/")
     }
 }
@@ -444,7 +460,7 @@ impl Shared {
             return reset(stream);
         }
         let mut reader = BufReader::new(stream.try_clone()?);
-        let Some(head) = read_head(&mut reader)? else {
+        let Some(mut head) = read_head(&mut reader)? else {
             return Ok(());
         };
         let fault = self.decide(&head);
@@ -466,18 +482,13 @@ impl Shared {
         let body = read_body(&mut reader, &head)?;
         let mut out = stream;
 
-        let Some(auth) = self.authorize(&head) else {
-            return respond(
-                &mut out,
-                &head,
-                "401 Unauthorized",
-                &[(
-                    "WWW-Authenticate",
-                    "Basic realm=\"rig-fault-proxy\"".to_string(),
-                )],
-                &error_json("UNAUTHORIZED", "authentication required"),
-            );
+        let auth = match self.authorize(&head) {
+            Ok(auth) => auth,
+            Err(refusal) => return refusal.send(&mut out, &head),
         };
+        if let Some(refusal) = self.over_quota(&head) {
+            return refusal.send(&mut out, &head);
+        }
 
         match fault {
             Fault::ServerError {
@@ -500,8 +511,8 @@ impl Shared {
             _ => {}
         }
 
-        if let Some((status, headers, body)) = self.ecr_answer(&head, &body, auth.as_deref())? {
-            return respond(&mut out, &head, status, &headers, &body);
+        if let Some(answer) = self.ecr_answer(&mut head, &body, auth.as_deref())? {
+            return answer.send(&mut out, &head);
         }
 
         let resp = match self.forward(&head, &body, auth.as_deref()) {
@@ -626,216 +637,114 @@ impl Shared {
             .push(format!("{kind} {key}#{occurrence}"));
     }
 
-    /// `Some(auth to send upstream)` when the request may pass; `None`: 401.
-    fn authorize(&self, head: &Head) -> Option<Option<String>> {
-        let Some(rotation) = self.opts.tokens else {
-            // Pass the client's own credentials through.
-            return Some(head.header("authorization").map(str::to_string));
-        };
-        let mut tokens = self.tokens.lock().expect("tokens");
-        if rotation == TokenRotation::AtFirstBlobUpload
-            && head.is_blob_upload_put()
-            && !self.rotated_at_upload.swap(true, Ordering::SeqCst)
-        {
-            *tokens = (tokens.0 + 1, 0);
-            bump(&self.counters.rotations);
-        }
-        let given = head.header("authorization").unwrap_or("");
-        if given != basic(USER, &token(tokens.0)) {
-            bump(&self.counters.unauthorized);
-            if (0..tokens.0).any(|g| given == basic(USER, &token(g))) {
-                bump(&self.counters.stale_tokens);
-            }
-            return None;
-        }
-        tokens.1 += 1;
-        if let TokenRotation::EveryRequests(k) = rotation {
-            if tokens.1 >= k.max(1) {
-                *tokens = (tokens.0 + 1, 0);
-                bump(&self.counters.rotations);
-            }
-        }
-        Some(self.upstream_auth.clone())
-    }
-
-    /// ECR's own answers, where they differ from docker-registry's.
-    #[allow(clippy::type_complexity)]
-    fn ecr_answer(
+    /// Sends the request to the registry and reads its whole answer.
+    pub(crate) fn forward(
         &self,
         head: &Head,
         body: &[u8],
         auth: Option<&str>,
-    ) -> io::Result<Option<(&'static str, Vec<(&'static str, String)>, Vec<u8>)>> {
-        if head.method == "PATCH" {
-            bump(&self.counters.patches);
-            if self.opts.patch_201 {
-                return Ok(Some(("201 Created", Vec::new(), Vec::new())));
-            }
-        }
-        let Some((repo, rest)) = split_repo(head.path()) else {
-            return Ok(None);
-        };
-        let immutable = match self.repository(repo) {
-            Some(immutable) => immutable,
-            None => {
-                bump(&self.counters.name_unknown);
-                let msg = format!(
-                    "The repository with name '{repo}' does not exist in the registry with id '{}'",
-                    self.account()
-                );
-                return Ok(Some((
-                    "404 Not Found",
-                    Vec::new(),
-                    error_json("NAME_UNKNOWN", &msg),
-                )));
-            }
-        };
-        let Some(reference) = rest.strip_prefix("manifests/") else {
-            return Ok(None);
-        };
-        if head.method != "PUT" || !immutable || reference.starts_with("sha256:") {
-            return Ok(None);
-        }
-        // ECR refuses any PUT to an existing tag of an immutable repository,
-        // even one naming the digest the tag already has.
-        let exists = self.upstream_has_manifest(repo, reference, auth)?;
-        if !exists && self.opts.tag_race {
-            // A concurrent writer gets there first.
-            self.forward(head, body, auth)?;
-        } else if !exists {
-            return Ok(None);
-        }
-        bump(&self.counters.tag_refusals);
-        let msg = format!(
-            "The image tag '{reference}' already exists in the '{repo}' repository and cannot be overwritten because the repository is immutable."
-        );
-        Ok(Some((
-            "400 Bad Request",
-            Vec::new(),
-            error_json("TAG_INVALID", &msg),
-        )))
-    }
-
-    fn account(&self) -> String {
-        match &self.opts.repositories {
-            Repositories::Moto { account, .. } => account.clone(),
-            _ => "000000000000".into(),
-        }
-    }
-
-    /// `Some(immutable)` when the repository exists.
-    fn repository(&self, name: &str) -> Option<bool> {
-        match &self.opts.repositories {
-            Repositories::Any => Some(false),
-            Repositories::Listed => self.listed.lock().expect("repositories").get(name).copied(),
-            Repositories::Moto {
-                url,
-                account,
-                region,
-            } => moto_repository(url, account, region, name),
-        }
-    }
-
-    fn upstream_has_manifest(
-        &self,
-        repo: &str,
-        reference: &str,
-        auth: Option<&str>,
-    ) -> io::Result<bool> {
-        let accept = [
-            "application/vnd.oci.image.manifest.v1+json",
-            "application/vnd.oci.image.index.v1+json",
-            "application/vnd.docker.distribution.manifest.v2+json",
-            "application/vnd.docker.distribution.manifest.list.v2+json",
-        ]
-        .join(", ");
-        let mut headers = vec![("Accept", accept.as_str())];
-        if let Some(a) = auth {
-            headers.push(("Authorization", a));
-        }
-        let r = crate::http::request(
-            &self.upstream,
-            "HEAD",
-            &format!("/v2/{repo}/manifests/{reference}"),
-            &headers,
-            b"",
-        )?;
-        Ok(r.status == 200)
-    }
-
-    /// Sends the request to the registry and reads its whole answer.
-    fn forward(&self, head: &Head, body: &[u8], auth: Option<&str>) -> io::Result<Upstream> {
-        let mut up = TcpStream::connect(&self.upstream)?;
-        up.set_read_timeout(Some(Duration::from_secs(60)))?;
-        let mut text = format!("{} {} HTTP/1.1\r\n", head.method, head.target);
-        for (k, v) in &head.headers {
-            let lower = k.to_ascii_lowercase();
-            if matches!(
-                lower.as_str(),
-                "connection"
-                    | "keep-alive"
-                    | "content-length"
-                    | "transfer-encoding"
-                    | "authorization"
-            ) {
-                continue;
-            }
-            // Host stays the proxy's, so the registry's Location URLs point back here.
-            text.push_str(&format!("{k}: {v}\r\n"));
-        }
-        if let Some(a) = auth {
-            text.push_str(&format!("Authorization: {a}\r\n"));
-        }
-        if !body.is_empty() || matches!(head.method.as_str(), "PUT" | "POST" | "PATCH") {
-            text.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        text.push_str("Connection: close\r\n\r\n");
-        up.write_all(text.as_bytes())?;
-        up.write_all(body)?;
-        up.flush()?;
+    ) -> io::Result<Upstream> {
+        let sent = send_request(&self.upstream, head, body, &["authorization"], auth)?;
         bump(&self.counters.forwarded);
         if head.is_blob_upload_put() {
             bump(&self.counters.blob_puts_forwarded);
         }
-
-        let mut reader = BufReader::new(up);
-        let mut status_line = String::new();
-        reader.read_line(&mut status_line)?;
-        if status_line.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "registry closed without answering",
-            ));
+        if head.method == "PUT" && head.path().contains("/manifests/") {
+            bump(&self.ecr.counters.manifest_puts_forwarded);
         }
-        let mut out_head = status_line.trim_end().to_string() + "\r\n";
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line)?;
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
-            if name != "connection" && name != "keep-alive" {
-                out_head.push_str(line);
-                out_head.push_str("\r\n");
-            }
-        }
-        out_head.push_str("Connection: close\r\n\r\n");
-        // The registry closes after its answer (we asked it to), so the rest
-        // of the stream is the body, whatever its framing.
-        let mut body = Vec::new();
-        reader.read_to_end(&mut body)?;
-        Ok(Upstream {
-            head: out_head.into_bytes(),
-            body,
-        })
+        read_answer(sent)
     }
 }
 
-struct Upstream {
-    head: Vec<u8>,
-    body: Vec<u8>,
+/// [`send_request`], then [`read_answer`].
+pub(crate) fn exchange(
+    upstream: &str,
+    head: &Head,
+    body: &[u8],
+    drop: &[&str],
+    auth: Option<&str>,
+) -> io::Result<Upstream> {
+    read_answer(send_request(upstream, head, body, drop, auth)?)
+}
+
+/// Sends a request on to `upstream` ("127.0.0.1:PORT") with its headers as
+/// received, less hop-by-hop ones and those named in `drop` (lower case),
+/// plus `Authorization: auth` if given. The body goes with `Content-Length`
+/// (a chunked request arrives de-chunked). `Host` stays the client's, so
+/// Location URLs upstream builds point back at us.
+pub(crate) fn send_request(
+    upstream: &str,
+    head: &Head,
+    body: &[u8],
+    drop: &[&str],
+    auth: Option<&str>,
+) -> io::Result<TcpStream> {
+    let mut up = TcpStream::connect(upstream)?;
+    up.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut text = format!("{} {} HTTP/1.1\r\n", head.method, head.target);
+    for (k, v) in &head.headers {
+        let lower = k.to_ascii_lowercase();
+        if matches!(
+            lower.as_str(),
+            "connection" | "keep-alive" | "content-length" | "transfer-encoding"
+        ) || drop.contains(&lower.as_str())
+        {
+            continue;
+        }
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(a) = auth {
+        text.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    if !body.is_empty() || matches!(head.method.as_str(), "PUT" | "POST" | "PATCH") {
+        text.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    text.push_str("Connection: close\r\n\r\n");
+    up.write_all(text.as_bytes())?;
+    up.write_all(body)?;
+    up.flush()?;
+    Ok(up)
+}
+
+/// Reads upstream's whole answer to a request sent with `Connection: close`.
+pub(crate) fn read_answer(up: TcpStream) -> io::Result<Upstream> {
+    let mut reader = BufReader::new(up);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line)?;
+    if status_line.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "registry closed without answering",
+        ));
+    }
+    let mut out_head = status_line.trim_end().to_string() + "\r\n";
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
+        if name != "connection" && name != "keep-alive" {
+            out_head.push_str(line);
+            out_head.push_str("\r\n");
+        }
+    }
+    out_head.push_str("Connection: close\r\n\r\n");
+    // Upstream closes after its answer (we asked it to), so the rest of the
+    // stream is the body, whatever its framing.
+    let mut body = Vec::new();
+    reader.read_to_end(&mut body)?;
+    Ok(Upstream {
+        head: out_head.into_bytes(),
+        body,
+    })
+}
+
+pub(crate) struct Upstream {
+    pub(crate) head: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 fn cut_at(len: usize, cut: f64) -> usize {
@@ -850,14 +759,14 @@ fn status_line(status: u16) -> &'static str {
     }
 }
 
-fn error_json(code: &str, message: &str) -> Vec<u8> {
+pub(crate) fn error_json(code: &str, message: &str) -> Vec<u8> {
     serde_json::json!({"errors": [{"code": code, "message": message}]})
         .to_string()
         .into_bytes()
 }
 
 /// Writes a whole answer; a HEAD gets the headers only.
-fn respond(
+pub(crate) fn respond(
     out: &mut TcpStream,
     head: &Head,
     status: &str,
@@ -906,7 +815,7 @@ fn reset(stream: TcpStream) -> io::Result<()> {
     Ok(())
 }
 
-fn read_head(reader: &mut impl BufRead) -> io::Result<Option<Head>> {
+pub(crate) fn read_head(reader: &mut impl BufRead) -> io::Result<Option<Head>> {
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
         return Ok(None);
@@ -937,7 +846,7 @@ fn read_head(reader: &mut impl BufRead) -> io::Result<Option<Head>> {
     }))
 }
 
-fn read_body(reader: &mut impl BufRead, head: &Head) -> io::Result<Vec<u8>> {
+pub(crate) fn read_body(reader: &mut impl BufRead, head: &Head) -> io::Result<Vec<u8>> {
     if !head.chunked() {
         let mut body = vec![0u8; head.content_length()];
         reader.read_exact(&mut body)?;
@@ -967,7 +876,7 @@ fn read_body(reader: &mut impl BufRead, head: &Head) -> io::Result<Vec<u8>> {
 }
 
 /// `/v2/<repo>/<rest>` -> (repo, rest) for repository-scoped routes.
-fn split_repo(path: &str) -> Option<(&str, &str)> {
+pub(crate) fn split_repo(path: &str) -> Option<(&str, &str)> {
     let p = path.strip_prefix("/v2/")?;
     ["/manifests/", "/blobs/", "/tags/", "/referrers/"]
         .iter()
@@ -1016,44 +925,6 @@ fn mix(seed: u64, key: &str, occurrence: u64, salt: u64) -> u64 {
 
 fn unit(x: u64) -> f64 {
     (x >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Asks moto's ECR (`DescribeRepositories`, acting in `account` through
-/// moto's `x-moto-account-id` header) whether a repository exists:
-/// `Some(immutable)` when it does.
-pub fn moto_repository(moto_url: &str, account: &str, region: &str, name: &str) -> Option<bool> {
-    let host = moto_url.trim_start_matches("http://");
-    let credential = format!(
-        "AWS4-HMAC-SHA256 Credential=AKIDTESTONLY/20240101/{region}/ecr/aws4_request, SignedHeaders=host, Signature=0"
-    );
-    let body = serde_json::json!({ "repositoryNames": [name] }).to_string();
-    let r = crate::http::request(
-        host,
-        "POST",
-        "/",
-        &[
-            (
-                "X-Amz-Target",
-                "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories",
-            ),
-            ("Content-Type", "application/x-amz-json-1.1"),
-            ("Authorization", &credential),
-            ("x-moto-account-id", account),
-        ],
-        body.as_bytes(),
-    )
-    .unwrap_or_else(|e| panic!("asking moto at {moto_url}: {e}"));
-    let answer: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-    match r.status {
-        200 => answer["repositories"][0]["imageTagMutability"]
-            .as_str()
-            .map(|m| m.starts_with("IMMUTABLE")),
-        400 if answer["__type"] == "RepositoryNotFoundException" => None,
-        s => panic!(
-            "moto DescribeRepositories answered {s}: {}",
-            String::from_utf8_lossy(&r.body)
-        ),
-    }
 }
 
 #[cfg(test)]

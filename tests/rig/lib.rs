@@ -22,9 +22,13 @@
 //! assert!(puts >= 3); // two layers, a config, a manifest
 //! ```
 
+mod aws_front;
 mod blob_host;
 #[cfg(test)]
 mod e2e;
+mod ecr_behaviour;
+#[cfg(test)]
+mod ecr_e2e;
 mod fault_proxy;
 mod http;
 mod image;
@@ -32,11 +36,13 @@ mod moto;
 mod registry;
 mod skopeo;
 
+pub use aws_front::{AwsFront, AwsFrontOptions};
 pub use blob_host::{BlobHost, BlobHostRequest};
-pub use fault_proxy::{
-    moto_repository, FaultProxy, FaultRates, ProxyOptions, ProxyStats, Repositories, TokenHandle,
-    TokenRotation,
+pub use ecr_behaviour::{
+    moto_create_repository, moto_repository, EcrApi, EcrQuotas, MountBehaviour, Repositories,
+    TokenHandle, TokenRotation,
 };
+pub use fault_proxy::{FaultProxy, FaultRates, ProxyOptions, ProxyStats};
 pub use http::RawResponse;
 pub use image::*;
 pub use moto::{moto_server_path, Moto, DEFAULT_ACCOUNT};
