@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ecr_bridge::copy::{CopyError, CopyOptions, CopyReport, ImageCopier, RepositoryLocation};
 use ecr_bridge::mapping::{Decision, Replication, Target};
@@ -187,6 +187,18 @@ impl Replicator {
     }
 
     pub async fn handle(&self, action: &ImageAction) -> Result<Handled, ReplicationError> {
+        self.handle_until(action, None).await
+    }
+
+    /// Like [`Replicator::handle`], with every registry request of the
+    /// copy over by `deadline` (an invocation's end less the time to
+    /// report): past it the copy stops with a retryable error, so Lambda's
+    /// retry or the next receive of a work item carries on.
+    pub async fn handle_until(
+        &self,
+        action: &ImageAction,
+        deadline: Option<Instant>,
+    ) -> Result<Handled, ReplicationError> {
         let config = self.mapping.get().await?;
         // The rule follows the repository; each tag passes its filter or not.
         let (replication, wanted_tags) = if action.tags.is_empty() {
@@ -229,7 +241,7 @@ impl Replicator {
         }
 
         let source = match action.kind {
-            ActionKind::Push => Some(self.source_location(action).await?),
+            ActionKind::Push => Some(self.source_location(action, deadline).await?),
             ActionKind::Delete => None,
         };
         let mut tags = Vec::new();
@@ -285,6 +297,7 @@ impl Replicator {
     async fn source_location(
         &self,
         action: &ImageAction,
+        deadline: Option<Instant>,
     ) -> Result<RepositoryLocation, ReplicationError> {
         let access = Access {
             account: action.account.clone(),
@@ -300,7 +313,10 @@ impl Replicator {
                     access: access.to_string(),
                     source,
                 })?;
-        Ok(RepositoryLocation::new(client, action.repository.clone()))
+        Ok(RepositoryLocation::new(
+            client.with_deadline(deadline),
+            action.repository.clone(),
+        ))
     }
 
     /// The event's tag, if the source tag still points at the event's digest.
@@ -360,7 +376,11 @@ impl Replicator {
                 return out.failed(format!("target registry {access}: {e}"), e.is_retryable())
             }
         };
-        let destination = RepositoryLocation::new(client, repository.clone());
+        // The source's deadline, on the target's client.
+        let destination = RepositoryLocation::new(
+            client.with_deadline(source.client.deadline()),
+            repository.clone(),
+        );
         let copier = ImageCopier::new(CopyOptions {
             copy_referrers: replication.copy_referrers,
             ..self.copy_options.clone()
@@ -454,6 +474,16 @@ impl Replicator {
         }
         out
     }
+}
+
+/// How long before an invocation's deadline the copy stops, to leave time
+/// for the outcome line, the metrics and the answer: 30 s, or a quarter of
+/// a short invocation.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(30);
+
+/// When the copy must stop for an invocation that ends in `remaining`.
+pub fn copy_deadline(now: Instant, remaining: Duration) -> Instant {
+    now + remaining.saturating_sub(DEADLINE_MARGIN.min(remaining / 4))
 }
 
 fn access_of(target: &Target) -> Access {

@@ -2,9 +2,11 @@
 //! destination, EMF metrics), and fail the invocation when anything failed so
 //! Lambda retries it and, in the end, hands it to the on-failure destination.
 
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
 use ecr_bridge_aws::backfill::BackfillError;
 use ecr_bridge_aws::emf::MetricSet;
-use ecr_bridge_aws::replicator::{Handled, Outcome, ReplicationError, Replicator};
+use ecr_bridge_aws::replicator::{copy_deadline, Handled, Outcome, ReplicationError, Replicator};
 use serde_json::{json, Value};
 
 use crate::config::Config;
@@ -43,16 +45,39 @@ pub async fn handle(
     config: &Config,
     payload: Value,
 ) -> Result<Value, HandlerError> {
+    handle_until(replicator, config, payload, None).await
+}
+
+/// One invocation whose copies stop at `deadline` (see
+/// [`invocation_deadline`]) with a transient failure instead of running
+/// into Lambda's timeout, which would leave no outcome line and no metric.
+pub async fn handle_until(
+    replicator: &Replicator,
+    config: &Config,
+    payload: Value,
+    deadline: Option<Instant>,
+) -> Result<Value, HandlerError> {
     let mut metrics =
         MetricSet::new(&config.metrics_namespace).dimension("Function", "image-replicator");
-    let result = run(replicator, payload, &mut metrics).await;
+    let result = run(replicator, payload, deadline, &mut metrics).await;
     metrics.flush();
     result
+}
+
+/// When the copies of an invocation must stop: its deadline (milliseconds
+/// since the epoch, as the runtime API gives it) less the time to report.
+pub fn invocation_deadline(deadline_ms: u64) -> Instant {
+    let end = UNIX_EPOCH + Duration::from_millis(deadline_ms);
+    let remaining = end
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    copy_deadline(Instant::now(), remaining)
 }
 
 async fn run(
     replicator: &Replicator,
     payload: Value,
+    deadline: Option<Instant>,
     metrics: &mut MetricSet,
 ) -> Result<Value, HandlerError> {
     match event::parse(&payload) {
@@ -63,8 +88,8 @@ async fn run(
             metrics.count("BackfillEnqueued", summary.enqueued as u64);
             Ok(json!({"result": "backfill", "summary": summary}))
         }
-        Ok(Incoming::Queued(items)) => Ok(run_queued(replicator, items, metrics).await),
-        Ok(other) => run_one(replicator, other, metrics).await,
+        Ok(Incoming::Queued(items)) => Ok(run_queued(replicator, items, deadline, metrics).await),
+        Ok(other) => run_one(replicator, other, deadline, metrics).await,
         Err(e) => {
             tracing::error!(error = %e, outcome = "invalid_event", "event rejected");
             metrics.count("EventsInvalid", 1);
@@ -82,14 +107,25 @@ async fn run(
 async fn run_queued(
     replicator: &Replicator,
     items: Vec<QueuedItem>,
+    deadline: Option<Instant>,
     metrics: &mut MetricSet,
 ) -> Value {
     let mut failures = Vec::new();
     let (mut done, mut dropped) = (0u64, 0u64);
     for item in items {
         let message_id = item.message_id;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            // Out of time: back to the queue untouched, for the next receive.
+            tracing::warn!(
+                message_id,
+                outcome = "deferred",
+                "invocation deadline near; work item returned to the queue"
+            );
+            failures.push(json!({ "itemIdentifier": message_id }));
+            continue;
+        }
         let result = match item.body {
-            Ok(body) => run_one(replicator, body, metrics).await,
+            Ok(body) => run_one(replicator, body, deadline, metrics).await,
             Err(e) => {
                 tracing::error!(message_id, error = %e, outcome = "invalid_event", "work item rejected");
                 metrics.count("EventsInvalid", 1);
@@ -115,6 +151,7 @@ async fn run_queued(
 async fn run_one(
     replicator: &Replicator,
     incoming: Incoming,
+    deadline: Option<Instant>,
     metrics: &mut MetricSet,
 ) -> Result<Value, HandlerError> {
     let action = match incoming {
@@ -129,7 +166,7 @@ async fn run_one(
             return Err(EventError::Shape("expected an ECR Image Action".into()).into());
         }
     };
-    match replicator.handle(&action).await {
+    match replicator.handle_until(&action, deadline).await {
         Ok(handled) => {
             match &handled {
                 Handled::NoRule => {
@@ -224,6 +261,27 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn given_invocation_deadlines_when_converted_then_copies_stop_30_s_or_a_quarter_early() {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let left = |ms: u64| {
+            invocation_deadline(now_ms + ms)
+                .saturating_duration_since(Instant::now())
+                .as_secs_f64()
+        };
+        // 15 minutes: stop 30 s before. 8 s: stop 2 s before. Past: now.
+        assert!(
+            (869.0..=870.1).contains(&left(900_000)),
+            "{}",
+            left(900_000)
+        );
+        assert!((5.9..=6.1).contains(&left(8_000)), "{}", left(8_000));
+        assert_eq!(left(0), 0.0);
+    }
 
     #[test]
     fn given_a_destination_refused_as_a_loop_when_counted_then_loops_prevented_is_emitted() {

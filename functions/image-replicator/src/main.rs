@@ -9,7 +9,8 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env(&ecr_bridge_aws::env::ProcessEnv)?;
     let replicator = config.build().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        handler::handle(&replicator, &config, event.payload)
+        let deadline = handler::invocation_deadline(event.context.deadline);
+        handler::handle_until(&replicator, &config, event.payload, Some(deadline))
     }))
     .await
 }
