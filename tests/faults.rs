@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::ecr_stage::{push_event, role, EcrStage, REGION};
 use common::*;
 use ecr_bridge::copy::{CopyError, RepositoryLocation};
 use ecr_bridge::registry::{
@@ -20,7 +21,7 @@ use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use rig::{
     assert_same_image, sha256_digest, skopeo_digest, FaultProxy, FaultRates, ImageSpec, Layout,
-    Platform, ProxyOptions, Registry, Repositories, TokenHandle, TokenRotation,
+    Platform, ProxyOptions, Registry, TokenHandle, TokenRotation,
 };
 use serde_json::Value;
 
@@ -650,103 +651,6 @@ async fn given_an_immutable_tag_set_to_the_same_digest_by_a_concurrent_writer_wh
         skopeo_digest(&dst, "coeus:v1").unwrap(),
         image.layout.digest
     );
-}
-
-/// moto, a source registry, and a target registry behind an ECR-like front
-/// that knows only the repositories moto's ECR holds in the target account.
-struct EcrStage {
-    moto: rig::Moto,
-    source: Registry,
-    target: Registry,
-    front: FaultProxy,
-}
-
-const REGION: &str = "us-east-1";
-
-fn role(account: &str) -> String {
-    format!("arn:aws:iam::{account}:role/ecr-bridge-push")
-}
-
-impl EcrStage {
-    fn new() -> EcrStage {
-        let moto = rig::Moto::start();
-        let target = Registry::start(DST_ACCOUNT);
-        let front = FaultProxy::start(
-            &target,
-            ProxyOptions {
-                repositories: Repositories::Moto {
-                    url: moto.url(),
-                    account: DST_ACCOUNT.into(),
-                    region: REGION.into(),
-                },
-                ..ProxyOptions::ecr()
-            },
-        );
-        EcrStage {
-            moto,
-            source: Registry::start(rig::DEFAULT_ACCOUNT),
-            target,
-            front,
-        }
-    }
-
-    async fn sdk(&self) -> aws_config::SdkConfig {
-        moto_sdk(&self.moto.url(), "test-secret-key").await
-    }
-
-    async fn replicator(
-        &self,
-        mapping: &Value,
-    ) -> (
-        ecr_bridge_aws::replicator::Replicator,
-        image_replicator::config::Config,
-    ) {
-        let endpoints = format!(
-            "{}.dkr.ecr.{REGION}.amazonaws.com={},{DST_ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com={}",
-            self.source.account(),
-            self.source.url(),
-            self.front.url()
-        );
-        let vars: std::collections::HashMap<String, String> = [
-            ("REGISTRY_ENDPOINTS".to_string(), endpoints),
-            ("MAX_ATTEMPTS".into(), "2".into()),
-            ("MAPPING_JSON".into(), mapping.to_string()),
-        ]
-        .into();
-        let config = image_replicator::config::Config::from_env(&vars).expect("config");
-        let replicator = config.build_with(self.sdk().await).expect("replicator");
-        (replicator, config)
-    }
-
-    fn exists_in_target(&self, repository: &str) -> bool {
-        rig::moto_repository(&self.moto.url(), DST_ACCOUNT, REGION, repository).is_some()
-    }
-
-    /// Someone deletes the repository (and its images) behind the replicator's back.
-    async fn delete_target_repository(&self, repository: &str) {
-        common::ecr_as(&self.sdk().await, &role(DST_ACCOUNT))
-            .await
-            .delete_repository()
-            .repository_name(repository)
-            .force(true)
-            .send()
-            .await
-            .unwrap();
-    }
-}
-
-/// `events/image-push-tagged.json`, pointed at a pushed image.
-fn push_event(repository: &str, digest: &str, tag: &str) -> Value {
-    let path = format!(
-        "{}/../events/image-push-tagged.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut e: Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("sample event")).expect("json");
-    e["detail"]["repository-name"] = repository.into();
-    e["detail"]["image-digest"] = digest.into();
-    e["detail"]["image-tag"] = tag.into();
-    e
 }
 
 fn coeus_mapping(create: bool) -> Value {

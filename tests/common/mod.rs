@@ -1,6 +1,8 @@
 //! Glue between the rig (processes, images, skopeo) and the ecr-bridge library.
 #![allow(dead_code)]
 
+pub mod ecr_stage;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

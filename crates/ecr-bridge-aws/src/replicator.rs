@@ -387,6 +387,17 @@ impl Replicator {
         });
         let selector = Selector::Digest(action.digest.clone());
         let mut result = copier.copy(source, &selector, &destination, tags).await;
+        if let (Err(CopyError::TargetRepositoryMissing { .. }), true) =
+            (&result, replication.registry_creates_repository)
+        {
+            return out.failed(
+                format!(
+                    "target repository {repository} does not exist in {}/{} and rule {} leaves creating it to the registry, which did not: ECR creates a repository on push only where a repository creation template applied for CREATE_ON_PUSH covers its name (aws ecr create-repository-creation-template --prefix <prefix> --applied-for CREATE_ON_PUSH ...)",
+                    access.account, access.region, replication.rule
+                ),
+                false,
+            );
+        }
         if let Err(CopyError::TargetRepositoryMissing { .. }) = &result {
             // Deleted since we last looked: forget it, create it if allowed, try once more.
             self.known_repositories
@@ -431,6 +442,10 @@ impl Replicator {
         repository: &str,
         replication: &Replication,
     ) -> Result<bool, AwsError> {
+        if replication.registry_creates_repository {
+            // ECR's creation templates (CREATE_ON_PUSH) make it on the first push.
+            return Ok(false);
+        }
         let key = (access.clone(), repository.to_string());
         if self.known_repositories.lock().await.contains(&key) {
             return Ok(false);

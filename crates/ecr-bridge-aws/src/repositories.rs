@@ -3,7 +3,7 @@
 
 use aws_sdk_ecr::types::{
     EncryptionConfiguration, EncryptionType, ImageIdentifier, ImageScanningConfiguration,
-    ImageTagMutability,
+    ImageTagMutability, ImageTagMutabilityExclusionFilter, ImageTagMutabilityExclusionFilterType,
 };
 use ecr_bridge::mapping::{Encryption, RepositorySettings, TagMutability};
 
@@ -85,7 +85,20 @@ pub async fn create_repository(
     let mutability = match settings.tag_mutability {
         TagMutability::Mutable => ImageTagMutability::Mutable,
         TagMutability::Immutable => ImageTagMutability::Immutable,
+        TagMutability::ImmutableWithExclusion => ImageTagMutability::ImmutableWithExclusion,
+        TagMutability::MutableWithExclusion => ImageTagMutability::MutableWithExclusion,
     };
+    let exclusions = settings
+        .tag_mutability_exclusions
+        .iter()
+        .map(|f| {
+            ImageTagMutabilityExclusionFilter::builder()
+                .filter_type(ImageTagMutabilityExclusionFilterType::Wildcard)
+                .filter(f)
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| AwsError::permanent("ecr:CreateRepository", e.to_string()))?;
     let encryption = match &settings.encryption {
         Encryption::Aes256 => EncryptionConfiguration::builder()
             .encryption_type(EncryptionType::Aes256)
@@ -100,6 +113,7 @@ pub async fn create_repository(
         .create_repository()
         .repository_name(name)
         .image_tag_mutability(mutability)
+        .set_image_tag_mutability_exclusion_filters((!exclusions.is_empty()).then_some(exclusions))
         .image_scanning_configuration(
             ImageScanningConfiguration::builder()
                 .scan_on_push(settings.scan_on_push)

@@ -66,6 +66,9 @@ pub struct Replication {
     pub destinations: Vec<Target>,
     /// `None`: a missing target repository fails the copy.
     pub create_repository: Option<RepositorySettings>,
+    /// The registry creates missing repositories (creation templates).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub registry_creates_repository: bool,
     pub propagate_deletes: bool,
     pub copy_referrers: bool,
 }

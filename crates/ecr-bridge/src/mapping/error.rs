@@ -142,6 +142,14 @@ pub enum Problem {
     Variant { got: String, expected: &'static str },
     #[error("only allowed with \"type\": \"KMS\"")]
     KmsKeyWithoutKms,
+    #[error(
+        "only allowed with \"tag_mutability\" IMMUTABLE_WITH_EXCLUSION or MUTABLE_WITH_EXCLUSION"
+    )]
+    ExclusionsWithoutExclusionMutability,
+    #[error("required with {mutability}: list the wildcard filters of the tags it exempts")]
+    ExclusionsMissing { mutability: &'static str },
+    #[error("must be a wildcard filter of 1-128 characters of [0-9a-zA-Z._*-] (got {got})")]
+    ExclusionFilter { got: String },
     #[error("must be a KMS key id, alias or ARN: 1-2048 characters, no whitespace (got {got})")]
     KmsKey { got: String },
 }

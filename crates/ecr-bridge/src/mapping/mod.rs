@@ -198,6 +198,7 @@ fn replication(rule: &Rule, values: &Captured<'_>) -> Replication {
         rule_index: rule.index,
         destinations,
         create_repository: rule.create_repository.clone(),
+        registry_creates_repository: rule.registry_creates_repository,
         propagate_deletes: rule.propagate_deletes,
         copy_referrers: rule.copy_referrers,
     }

@@ -37,7 +37,14 @@ const RULE_FIELDS: &[&str] = &[
 const MATCH_FIELDS: &[&str] = &["exact", "prefix", "regex"];
 const DESTINATION_FIELDS: &[&str] = &["account", "region", "role_arn", "external_id", "repository"];
 const TAGS_FIELDS: &[&str] = &["include", "exclude", "untagged"];
-const CREATE_FIELDS: &[&str] = &["tag_mutability", "scan_on_push", "encryption"];
+const CREATE_FIELDS: &[&str] = &[
+    "tag_mutability",
+    "tag_mutability_exclusions",
+    "scan_on_push",
+    "encryption",
+];
+/// More filters than this is a mistake, not a repository setting.
+const MAX_EXCLUSIONS: usize = 100;
 const ENCRYPTION_FIELDS: &[&str] = &["type", "kms_key"];
 const ROOT: &str = "(document)";
 
@@ -423,8 +430,11 @@ fn rule(value: &Json, index: usize, path: &str, errors: &mut Errors) -> Option<R
         None => Some(TagFilter::default()),
         Some(v) => tag_filter(v, &obj.path("tags"), errors),
     };
+    let registry_creates_repository =
+        matches!(obj.get("create_repository"), Some(Json::String(s)) if s == "registry");
     let create_repository = match obj.get("create_repository") {
         None => Some(None),
+        Some(_) if registry_creates_repository => Some(None),
         Some(v) => create_repository(v, &obj.path("create_repository"), errors),
     };
     let propagate_deletes = obj.boolean("propagate_deletes", false, errors);
@@ -436,6 +446,7 @@ fn rule(value: &Json, index: usize, path: &str, errors: &mut Errors) -> Option<R
         destinations: destinations?,
         tags: tags?,
         create_repository: create_repository?,
+        registry_creates_repository,
         propagate_deletes,
         copy_referrers,
     })
@@ -770,7 +781,8 @@ fn globs(obj: &Object<'_>, key: &str, errors: &mut Errors) -> Option<Vec<Glob>> 
     complete.then_some(out)
 }
 
-/// `true` = all defaults, `false` = never create, or an object of settings.
+/// `true` = all defaults, `false` = never create, or an object of settings
+/// (`"registry"`, leaving it to ECR's creation templates, is read above).
 fn create_repository(
     value: &Json,
     path: &str,
@@ -780,8 +792,18 @@ fn create_repository(
         Json::Bool(true) => return Some(Some(RepositorySettings::default())),
         Json::Bool(false) => return Some(None),
         Json::Object(_) => {}
+        Json::String(other) => {
+            errors.add(
+                path,
+                Problem::Variant {
+                    got: shown(other),
+                    expected: "true, false, \"registry\" or an object of settings",
+                },
+            );
+            return None;
+        }
         other => {
-            errors.wrong_type(path, other, "a boolean or an object");
+            errors.wrong_type(path, other, "a boolean, \"registry\" or an object");
             return None;
         }
     }
@@ -790,16 +812,38 @@ fn create_repository(
         None => Some(TagMutability::Mutable),
         Some("MUTABLE") => Some(TagMutability::Mutable),
         Some("IMMUTABLE") => Some(TagMutability::Immutable),
+        Some("IMMUTABLE_WITH_EXCLUSION") => Some(TagMutability::ImmutableWithExclusion),
+        Some("MUTABLE_WITH_EXCLUSION") => Some(TagMutability::MutableWithExclusion),
         Some(other) => {
             errors.add(
                 &obj.path("tag_mutability"),
                 Problem::Variant {
                     got: shown(other),
-                    expected: "\"MUTABLE\", \"IMMUTABLE\"",
+                    expected: "\"MUTABLE\", \"IMMUTABLE\", \"IMMUTABLE_WITH_EXCLUSION\", \"MUTABLE_WITH_EXCLUSION\"",
                 },
             );
             None
         }
+    };
+    let exclusions = match (tag_mutability, obj.get("tag_mutability_exclusions")) {
+        (Some(m), None) if m.takes_exclusions() => {
+            errors.add(
+                &obj.path("tag_mutability_exclusions"),
+                Problem::ExclusionsMissing {
+                    mutability: m.as_str(),
+                },
+            );
+            None
+        }
+        (_, None) => Some(Vec::new()),
+        (Some(m), Some(_)) if !m.takes_exclusions() => {
+            errors.add(
+                &obj.path("tag_mutability_exclusions"),
+                Problem::ExclusionsWithoutExclusionMutability,
+            );
+            None
+        }
+        (_, Some(v)) => exclusion_filters(v, &obj.path("tag_mutability_exclusions"), errors),
     };
     let scan_on_push = obj.boolean("scan_on_push", false, errors);
     let encryption = match obj.get("encryption") {
@@ -808,9 +852,50 @@ fn create_repository(
     };
     Some(Some(RepositorySettings {
         tag_mutability: tag_mutability?,
+        tag_mutability_exclusions: exclusions?,
         scan_on_push,
         encryption: encryption?,
     }))
+}
+
+/// ECR's `ImageTagMutabilityExclusionFilter`: `^[0-9a-zA-Z._*-]{1,128}$`, WILDCARD.
+fn exclusion_filters(value: &Json, path: &str, errors: &mut Errors) -> Option<Vec<String>> {
+    let items = as_array(value, path, errors)?;
+    if items.is_empty() {
+        errors.add(path, Problem::Empty);
+        return None;
+    }
+    if items.len() > MAX_EXCLUSIONS {
+        errors.add(
+            path,
+            Problem::TooMany {
+                max: MAX_EXCLUSIONS,
+                found: items.len(),
+            },
+        );
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut complete = true;
+    for (i, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{i}]");
+        match as_string(item, &item_path, errors) {
+            Some(f)
+                if !f.is_empty()
+                    && f.len() <= 128
+                    && f.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._*-".contains(&b)) =>
+            {
+                out.push(f.to_string())
+            }
+            Some(f) => {
+                errors.add(&item_path, Problem::ExclusionFilter { got: shown(f) });
+                complete = false;
+            }
+            None => complete = false,
+        }
+    }
+    complete.then_some(out)
 }
 
 fn encryption(value: &Json, path: &str, errors: &mut Errors) -> Option<Encryption> {

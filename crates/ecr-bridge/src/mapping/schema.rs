@@ -18,6 +18,11 @@ pub struct Rule {
     pub(super) destinations: Vec<Destination>,
     pub(super) tags: TagFilter,
     pub(super) create_repository: Option<RepositorySettings>,
+    /// `"create_repository": "registry"`: never look up or create the
+    /// target repository; ECR creates it on push where a repository
+    /// creation template (`CREATE_ON_PUSH`) covers the name, with the
+    /// organisation's settings (lifecycle, policy, KMS, mutability).
+    pub(super) registry_creates_repository: bool,
     pub(super) propagate_deletes: bool,
     pub(super) copy_referrers: bool,
 }
@@ -43,6 +48,9 @@ impl Rule {
     /// `None`: a missing target repository is an error, never created.
     pub fn create_repository(&self) -> Option<&RepositorySettings> {
         self.create_repository.as_ref()
+    }
+    pub fn registry_creates_repository(&self) -> bool {
+        self.registry_creates_repository
     }
     pub fn propagate_deletes(&self) -> bool {
         self.propagate_deletes
@@ -270,6 +278,10 @@ impl TagFilter {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RepositorySettings {
     pub tag_mutability: TagMutability,
+    /// Wildcard filters (`sha256-*.sig`) of tags exempt from the
+    /// mutability setting: only with the `*_WITH_EXCLUSION` mutabilities.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tag_mutability_exclusions: Vec<String>,
     pub scan_on_push: bool,
     pub encryption: Encryption,
 }
@@ -278,6 +290,7 @@ impl Default for RepositorySettings {
     fn default() -> Self {
         RepositorySettings {
             tag_mutability: TagMutability::Mutable,
+            tag_mutability_exclusions: Vec::new(),
             scan_on_push: false,
             encryption: Encryption::Aes256,
         }
@@ -290,6 +303,12 @@ impl Default for RepositorySettings {
 pub enum TagMutability {
     Mutable,
     Immutable,
+    /// Immutable but for the tags `tag_mutability_exclusions` match.
+    #[serde(rename = "IMMUTABLE_WITH_EXCLUSION")]
+    ImmutableWithExclusion,
+    /// Mutable but for the tags `tag_mutability_exclusions` match.
+    #[serde(rename = "MUTABLE_WITH_EXCLUSION")]
+    MutableWithExclusion,
 }
 
 impl TagMutability {
@@ -298,7 +317,16 @@ impl TagMutability {
         match self {
             TagMutability::Mutable => "MUTABLE",
             TagMutability::Immutable => "IMMUTABLE",
+            TagMutability::ImmutableWithExclusion => "IMMUTABLE_WITH_EXCLUSION",
+            TagMutability::MutableWithExclusion => "MUTABLE_WITH_EXCLUSION",
         }
+    }
+
+    pub fn takes_exclusions(self) -> bool {
+        matches!(
+            self,
+            TagMutability::ImmutableWithExclusion | TagMutability::MutableWithExclusion
+        )
     }
 }
 

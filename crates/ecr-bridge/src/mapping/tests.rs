@@ -143,6 +143,7 @@ fn given_the_documented_example_when_loaded_then_every_field_is_read() {
         kuali.create_repository(),
         Some(&RepositorySettings {
             tag_mutability: TagMutability::Immutable,
+            tag_mutability_exclusions: Vec::new(),
             scan_on_push: true,
             encryption: Encryption::Kms {
                 key: Some("arn:aws:kms:us-east-1:222222222222:key/abc".into())
@@ -370,6 +371,7 @@ fn given_create_repository_shorthands_when_loaded_then_true_is_defaults_and_fals
         RepositorySettings::default(),
         RepositorySettings {
             tag_mutability: TagMutability::Mutable,
+            tag_mutability_exclusions: Vec::new(),
             scan_on_push: false,
             encryption: Encryption::Aes256
         }
@@ -895,7 +897,7 @@ fn given_bad_create_repository_settings_when_loaded_then_each_field_is_named() {
     assert_refused(
         with(json!({ "tag_mutability": "immutable" })),
         "rules[0].create_repository.tag_mutability",
-        "must be one of \"MUTABLE\", \"IMMUTABLE\" (got \"immutable\")",
+        "must be one of \"MUTABLE\", \"IMMUTABLE\", \"IMMUTABLE_WITH_EXCLUSION\", \"MUTABLE_WITH_EXCLUSION\" (got \"immutable\")",
     );
     assert_refused(
         with(json!({ "encryption": { "type": "AES256", "kms_key": "alias/x" } })),
@@ -910,7 +912,7 @@ fn given_bad_create_repository_settings_when_loaded_then_each_field_is_named() {
     assert_refused(
         with(json!("yes")),
         "rules[0].create_repository",
-        "expected a boolean or an object",
+        "must be one of true, false, \"registry\" or an object of settings (got \"yes\")",
     );
     assert_refused(
         with(json!({ "scan_on_push": "true" })),
@@ -1032,3 +1034,4 @@ fn given_a_rule_that_filters_every_tag_when_routing_a_repository_then_its_destin
 
 mod limits;
 mod loops;
+mod creation;
