@@ -543,14 +543,7 @@ impl ImageCopier {
                 tracing::debug!(repository = %target.repository, digest = %m.digest, tag, "manifest pushed by tag");
                 Ok(true)
             }
-            Err(RegistryError::Rejected {
-                status,
-                code,
-                message,
-                ..
-            }) if (status == 400 || status == 409)
-                && looks_like_immutable_refusal(&code, &message) =>
-            {
+            Err(e) if is_immutable_refusal(&e) => {
                 self.push_manifest(target, m, stats).await?;
                 self.settle_refused_tag(target, tag, &m.digest, stats)
                     .await?;
@@ -601,14 +594,7 @@ impl ImageCopier {
                 inc(&stats.tags_set);
                 Ok(())
             }
-            Err(RegistryError::Rejected {
-                status,
-                code,
-                message,
-                ..
-            }) if (status == 400 || status == 409)
-                && looks_like_immutable_refusal(&code, &message) =>
-            {
+            Err(e) if is_immutable_refusal(&e) => {
                 self.settle_refused_tag(target, tag, digest, stats).await
             }
             Err(e) => Err(map_target_missing(e, target)),
@@ -727,6 +713,11 @@ fn count_referrer(
             Ok(())
         }
     }
+}
+
+fn is_immutable_refusal(e: &RegistryError) -> bool {
+    matches!(e, RegistryError::Rejected { status, code, message, .. }
+        if (*status == 400 || *status == 409) && looks_like_immutable_refusal(code, message))
 }
 
 /// ECR answers an immutable-tag overwrite with 400 `TAG_INVALID` ("...
