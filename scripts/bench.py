@@ -9,7 +9,10 @@ this registry can take. skopeo runs `copy --all --preserve-digests` with its
 blob-info cache wiped first (a fresh Lambda has none). Request counts and
 bytes moved are read back from the target registry's own request log.
 
-  1  fresh copy: the 352 MB image (1/50/300 MiB layers) and a 1 GiB single layer
+  1  fresh copy: the 352 MB image (1/50/300 MiB layers) and a 1 GiB single layer;
+     the 352 MB image again over HTTPS (section tls: each registry with a CA
+     of its own, which ours trusts through SSL_CERT_FILE, skopeo through
+     --*-cert-dir, curl through --cacert), with CPU seconds
   2  target already complete: wall time and registry requests per target
   3  one layer changed since the last copy: what moved
   4  same registry, new name (blob mount)
@@ -18,8 +21,11 @@ bytes moved are read back from the target registry's own request log.
   7  the replicator's cold start (runtime-API stand-in) and each function's
      zipped size (cargo lambda build --release --arm64 --output-format zip)
   8  access sync: AWS calls per distinct user (the access_sync test's figures)
+  9  20 concurrent `ecr-bridge copy` processes of a 3-platform image under
+     ECR's PutImage quota of 10/s (section quota: the ecr_quotas test's
+     figures): how many complete, and the wall time against the quota's floor
 
-Usage: scripts/bench.py [--runs 5] [--starts 10] [--quick] [--only copy,cold,zip,access]
+Usage: scripts/bench.py [--runs 5] [--starts 10] [--quick] [--only copy,tls,cold,zip,access,quota]
        (make bench; BENCH_ZIP=0 skips the arm64 cross build of the zips)
 """
 
@@ -39,6 +45,7 @@ from bench_copy import (Registry, after_auth, blob_mounts, blob_puts, build_imag
                         ours, push_layout, skopeo)
 import bench_lambda  # noqa: E402
 import bench_access  # noqa: E402
+import bench_quota  # noqa: E402
 
 MIB = 1024 * 1024
 PLATFORMS = ["linux/amd64", "linux/arm64/v8", "linux/arm/v7", "linux/s390x"]
@@ -220,6 +227,39 @@ def copy_rows(t, args, work):
         b.stop()
 
 
+def tls_rows(t, args, work):
+    """Row 1 over TLS: the 352 MB image between two HTTPS registries."""
+    quick, runs = args.quick, args.runs
+    big = "1M,50M,300M" if not quick else "1M,5M,30M"
+    big_name = "352 MB" if not quick else "37 MB (quick)"
+    a = Registry("111111111111", work, tls=True)
+    b = Registry("222222222222", work, tls=True)
+    try:
+        layout = build_image(os.path.join(work, "img-tls"), "v1", big, 1)
+        push_layout(layout, a, "src-big:v1")
+        log(f"TLS source src-big:v1: {layout['total_blob_bytes'] / 1e6:.1f} MB pushed to {a.url}")
+        o, sk, fl = [], [], []
+        for i in range(runs):
+            o.append(ours(a, "src-big:v1", b, f"ours-tls-{i}:v1"))
+            sk.append(skopeo(a, "src-big:v1", b, f"sk-tls-{i}:v1"))
+            fl.append(floor(layout, b, f"floor-tls-{i}"))
+        ow, sw, fw = median([x[0] for x in o]), median([x[0] for x in sk]), median(fl)
+        oc, sc = median([x[3] for x in o]), median([x[3] for x in sk])
+        ok = ow <= 0.8 * sw and ow <= 1.2 * fw
+        why = "" if ok else ", ".join(
+            w for w, bad in (("vs skopeo", ow > 0.8 * sw), ("vs floor", ow > 1.2 * fw)) if bad)
+        spread = lambda xs: f"{min(xs):.2f}-{max(xs):.2f}"  # noqa: E731
+        t.add(1, f"fresh copy, {big_name}, over TLS (rig CA); wall and CPU (user+sys) ranges over the runs",
+              f"{s(ow)} ({spread([x[0] for x in o])}), {oc:.2f} CPU-s ({spread([x[3] for x in o])})",
+              f"{s(sw)} ({spread([x[0] for x in sk])}), {sc:.2f} CPU-s ({spread([x[3] for x in sk])})",
+              s(fw), f"{ow / sw:.2f}x skopeo, {ow / fw:.2f}x floor; CPU {oc / sc:.2f}x skopeo",
+              f"{median([x[1] for x in o]):.1f} / {median([x[1] for x in sk]):.1f}",
+              "<=0.8x skopeo, <=1.2x floor", ok, why, order=1)
+    finally:
+        a.stop()
+        b.stop()
+
+
 def cold_rows(t, args):
     times, aws_calls = bench_lambda.cold_start(args.starts)
     wall, cpu = [x[0] for x in times], [x[1] for x in times]
@@ -263,13 +303,42 @@ def access_rows(t):
               "-", "-", "-", "-", goal, ok, why)
 
 
+def quota_rows(t):
+    f = bench_quota.concurrent_copies()
+    copies, completed = f["copies"], f["completed"]
+    wall, floor, puts = f["wall_s"], f["floor_s"], f["puts"]
+    ratio = wall / floor if floor else float("inf")
+    # From the first manifest PUT to the last: the part the quota governs.
+    # Before it the blobs move (20 copies on this machine at once).
+    put_phase = f["last_put_s"] - f["first_put_s"]
+    # The issue's floor counted 5 PutImages a copy (the index by digest, then
+    # by tag): 100 PUTs, 10 s. The copies now need 4 (the index by its tag).
+    old_floor = 5 * copies / 10
+    ok = completed == copies and ratio <= 1.5 and f["test_passed"]
+    why = ""
+    if not ok:
+        why = ", ".join(w for w, bad in ((f"{copies - completed} failed", completed < copies),
+                                         (f"wall > 1.5x floor; blobs until the first PUT at {f['first_put_s']:.1f} s",
+                                          ratio > 1.5),
+                                         ("test failed", not f["test_passed"])) if bad)
+    t.add(9, f"{copies} concurrent `ecr-bridge copy` processes (debug build), 3-platform image, target enforcing "
+             f"PutImage 10/s: completed, wall vs the quota's floor",
+          f"{completed}/{copies} in {s(wall)}; {puts} PUTs, {f['throttled']} 429s; PUTs from "
+          f"{f['first_put_s']:.1f} to {f['last_put_s']:.1f} s ({puts / max(put_phase, 1e-3):.1f} per s)",
+          "-", f"{s(floor)} ({puts} PUTs / 10 per s; {old_floor:.0f} s for the issue's 100)",
+          f"{ratio:.2f}x floor ({wall / old_floor:.2f}x the 100-PUT floor); PUT phase {put_phase / floor:.2f}x", "-",
+          f"{copies}/{copies}, <=1.5x floor", ok, why)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5, help="alternating runs per copy row (median)")
     ap.add_argument("--starts", type=int, default=10, help="cold starts (median)")
     ap.add_argument("--quick", action="store_true",
                     help="small images, 3 runs, 5 starts: checks the script, not the numbers")
-    ap.add_argument("--only", default="copy,cold,zip,access", help="sections to run: copy,cold,zip,access")
+    ap.add_argument("--only", default="copy,tls,cold,zip,access,quota",
+                    help="sections to run: copy,tls,cold,zip,access,quota (tls: row 1's 352 MB copy over HTTPS; "
+                         "quota: row 9, 20 copies under a 10/s PutImage quota)")
     args = ap.parse_args()
     if args.quick:
         args.runs = min(args.runs, 3)
@@ -286,7 +355,9 @@ def main():
         # Builds first, so no compiler competes with the timed runs. A section
         # that cannot run (say the tree does not build) is a row, not the end.
         for name, num, run in (("zip", 7, lambda: zip_rows(t, work)), ("access", 8, lambda: access_rows(t)),
-                               ("cold", 7, lambda: cold_rows(t, args)), ("copy", 1, lambda: copy_rows(t, args, work))):
+                               ("quota", 9, lambda: quota_rows(t)),
+                               ("cold", 7, lambda: cold_rows(t, args)), ("copy", 1, lambda: copy_rows(t, args, work)),
+                               ("tls", 1, lambda: tls_rows(t, args, work))):
             if name not in sections:
                 continue
             try:

@@ -1,13 +1,19 @@
 """Copy benchmark pieces for scripts/bench.py: loopback registries started by
-the `rig` binary, the three contenders (ecr-bridge copy, skopeo copy, the
-curl-PUT floor) timed with /usr/bin/time, and the registry's own request log
-read back so request counts and bytes moved are the server's facts.
+the `rig` binary (plain HTTP, or HTTPS with a CA of its own), the three
+contenders (ecr-bridge copy, skopeo copy, the curl-PUT floor) timed with
+/usr/bin/time, and the registry's own request log read back so request
+counts and bytes moved are the server's facts.
+
+Over TLS everyone verifies: ours trusts the registries' CAs through
+SSL_CERT_FILE (its normal root store), skopeo through --src-cert-dir and
+--dest-cert-dir, curl through --cacert.
 """
 
 import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -67,15 +73,16 @@ def parse_log(text):
 
 
 class Registry:
-    """A docker-registry on 127.0.0.1 run by `rig registry` (killed on stop)."""
+    """A docker-registry on 127.0.0.1 run by `rig registry` (killed on stop);
+    with tls, over HTTPS with a certificate from that rig process's own CA."""
 
-    def __init__(self, account, workdir):
-        self.out = os.path.join(workdir, f"reg-{account}.json")
-        self.proc = subprocess.Popen(
-            [RIG, "registry", "--account", account, "--dir", os.path.join(workdir, f"reg-{account}")],
-            stdout=open(self.out, "w"),
-            stderr=subprocess.DEVNULL,
-        )
+    def __init__(self, account, workdir, tls=False):
+        name = f"{'tls-' if tls else ''}{account}"
+        self.out = os.path.join(workdir, f"reg-{name}.json")
+        cmd = [RIG, "registry", "--account", account, "--dir", os.path.join(workdir, f"reg-{name}")]
+        if tls:
+            cmd.append("--tls")
+        self.proc = subprocess.Popen(cmd, stdout=open(self.out, "w"), stderr=subprocess.DEVNULL)
         deadline = time.time() + 15
         while time.time() < deadline:
             try:
@@ -86,8 +93,12 @@ class Registry:
         else:
             raise SystemExit(f"registry {account} did not start")
         self.host = info["host"]
+        self.url = info["url"]
         self.creds = info["creds"]
         self.log_path = info["log"]
+        self.tls = tls
+        self.ca = info.get("ca")  # PEM of the CA (TLS only)
+        self.cert_dir = info.get("cert_dir")  # holds ca.crt, for skopeo
         self.syncs = 0
 
     def requests(self):
@@ -96,8 +107,9 @@ class Registry:
         unauthenticated barrier request and wait for its (401) line."""
         self.syncs += 1
         marker = f"{BARRIER}{self.syncs}"
+        ctx = ssl.create_default_context(cafile=self.ca) if self.tls else None
         try:
-            urllib.request.urlopen(f"http://{self.host}{marker}", timeout=5)
+            urllib.request.urlopen(f"{self.url}{marker}", timeout=5, context=ctx)
         except urllib.error.HTTPError:
             pass
         deadline = time.time() + 5
@@ -143,44 +155,73 @@ def blob_mounts(requests):
 
 
 def timed(cmd, env=None):
-    """(wall seconds, peak RSS MiB, stdout) of one command, which must succeed."""
-    full = ["/usr/bin/time", "-f", "%e %M"] + cmd
+    """(wall seconds, peak RSS MiB, stdout, CPU seconds user+system) of one
+    command, which must succeed."""
+    full = ["/usr/bin/time", "-f", "%e %M %U %S"] + cmd
     t0 = time.monotonic()
     p = subprocess.run(full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     wall = time.monotonic() - t0
     if p.returncode != 0:
         raise SystemExit(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}")
     last = p.stderr.strip().splitlines()[-1].split()
-    return wall, int(last[1]) / 1024.0, p.stdout
+    return wall, int(last[1]) / 1024.0, p.stdout, float(last[2]) + float(last[3])
+
+
+def trust_file(*regs):
+    """A PEM file with the CAs of the TLS registries among `regs` and the
+    system's bundle, for SSL_CERT_FILE (which replaces the system's roots)."""
+    cas = [r.ca for r in regs if r.tls]
+    path = os.path.join(os.path.dirname(regs[0].out), "trust-" + "-".join(
+        os.path.basename(os.path.dirname(c)) for c in cas) + ".pem")
+    if not os.path.exists(path):
+        parts = [open(c).read() for c in cas]
+        if os.path.exists("/etc/ssl/certs/ca-certificates.crt"):
+            parts.append(open("/etc/ssl/certs/ca-certificates.crt").read())
+        with open(path, "w") as f:
+            f.write("".join(parts))
+    return path
 
 
 def ours(src_reg, src, dst_reg, dst):
-    """`ecr-bridge copy`; returns (wall, rss, report dict)."""
+    """`ecr-bridge copy`; returns (wall, rss, report dict, cpu). Plain HTTP
+    needs --plain-http-loopback; over TLS (both registries) the registries'
+    CAs come through SSL_CERT_FILE, as a private CA would in production."""
     env = dict(os.environ, SRC_CREDS=src_reg.creds, DST_CREDS=dst_reg.creds)
-    wall, rss, out = timed(
-        [OURS, "copy", f"{src_reg.host}/{src}", f"{dst_reg.host}/{dst}", "--src-creds-env", "SRC_CREDS",
-         "--dest-creds-env", "DST_CREDS", "--plain-http-loopback"],
-        env,
-    )
-    return wall, rss, json.loads(out.strip().splitlines()[-1])
+    cmd = [OURS, "copy", f"{src_reg.host}/{src}", f"{dst_reg.host}/{dst}", "--src-creds-env", "SRC_CREDS",
+           "--dest-creds-env", "DST_CREDS"]
+    if src_reg.tls or dst_reg.tls:
+        if not (src_reg.tls and dst_reg.tls):
+            raise SystemExit("ours: both registries TLS or neither")
+        env["SSL_CERT_FILE"] = trust_file(src_reg, dst_reg)
+    else:
+        cmd.append("--plain-http-loopback")
+    wall, rss, out, cpu = timed(cmd, env)
+    return wall, rss, json.loads(out.strip().splitlines()[-1]), cpu
+
+
+def skopeo_tls(reg, side):
+    """skopeo's TLS flags for one side ("src", "dest"): verify against the
+    registry's CA, or (plain HTTP) no TLS verification, so it falls back to HTTP."""
+    return [f"--{side}-cert-dir", reg.cert_dir] if reg.tls else [f"--{side}-tls-verify=false"]
 
 
 def skopeo(src_reg, src, dst_reg, dst):
     """`skopeo copy --all` with its blob-info cache wiped first (a fresh
-    Lambda has none; a warm one lets skopeo mount blobs seen in earlier runs)."""
+    Lambda has none; a warm one lets skopeo mount blobs seen in earlier runs).
+    Returns (wall, rss, None, cpu)."""
     for c in SKOPEO_CACHES:
         shutil.rmtree(c, ignore_errors=True)
-    wall, rss, _ = timed(
-        ["skopeo", "copy", "--all", "--preserve-digests", "--quiet", "--src-tls-verify=false",
-         "--dest-tls-verify=false", "--src-creds", src_reg.creds, "--dest-creds", dst_reg.creds,
+    wall, rss, _, cpu = timed(
+        ["skopeo", "copy", "--all", "--preserve-digests", "--quiet", *skopeo_tls(src_reg, "src"),
+         *skopeo_tls(dst_reg, "dest"), "--src-creds", src_reg.creds, "--dest-creds", dst_reg.creds,
          f"docker://{src_reg.host}/{src}", f"docker://{dst_reg.host}/{dst}"]
     )
-    return wall, rss, None
+    return wall, rss, None, cpu
 
 
 def push_layout(layout, reg, ref):
     subprocess.run(
-        ["skopeo", "copy", "--all", "--preserve-digests", "--quiet", "--dest-tls-verify=false",
+        ["skopeo", "copy", "--all", "--preserve-digests", "--quiet", *skopeo_tls(reg, "dest"),
          "--dest-creds", reg.creds, f"oci:{layout['dir']}:{layout['tag']}", f"docker://{reg.host}/{ref}"],
         check=True,
     )
@@ -197,20 +238,21 @@ def build_image(out, tag, layers, seed, platforms=None, shared=0):
 def floor(layout, dst_reg, repo):
     """Every distinct blob of the layout pushed to a fresh repository by
     parallel monolithic curl PUTs (POST for a session, then one PUT ?digest=):
-    the most this registry can take. Returns wall seconds."""
-    auth = ["-u", dst_reg.creds]
+    the most this registry can take (over TLS when it serves TLS, verified
+    against its CA). Returns wall seconds."""
+    auth = ["-u", dst_reg.creds] + (["--cacert", dst_reg.ca] if dst_reg.tls else [])
 
     def put(blob):
         digest, _size = blob
         path = os.path.join(layout["dir"], "blobs", "sha256", digest.split(":")[1])
         hdrs = subprocess.run(
             ["curl", "-sS", "-D", "-", "-o", "/dev/null", "-X", "POST", *auth,
-             f"http://{dst_reg.host}/v2/{repo}/blobs/uploads/"],
+             f"{dst_reg.url}/v2/{repo}/blobs/uploads/"],
             capture_output=True, text=True, check=True,
         ).stdout
         loc = next(l.split(":", 1)[1].strip() for l in hdrs.splitlines() if l.lower().startswith("location:"))
         if loc.startswith("/"):
-            loc = f"http://{dst_reg.host}{loc}"
+            loc = f"{dst_reg.url}{loc}"
         sep = "&" if "?" in loc else "?"
         subprocess.run(
             ["curl", "-sS", "-f", "-o", "/dev/null", "-X", "PUT", *auth, "-H", "Content-Type: application/octet-stream",

@@ -4,12 +4,15 @@
 //! can redirect too (its `redirect` storage middleware); this host serves the
 //! redirected paths from the registry's storage and refuses, as S3 does, any
 //! request with `Authorization`, so a client that leaks credentials across
-//! hosts fails here as it would against ECR.
+//! hosts fails here as it would against ECR. Plain HTTP, or HTTPS (as S3
+//! is) with a certificate the rig made.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+use crate::tls::{rig_tls, Conn, ServerCert};
 
 /// One request the blob host answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,12 +25,19 @@ pub struct BlobHostRequest {
 
 pub struct BlobHost {
     port: u16,
+    tls: bool,
     requests: Arc<Mutex<Vec<BlobHostRequest>>>,
 }
 
 impl BlobHost {
     /// Serves files below `root` on a free loopback port until the process ends.
     pub fn start(root: PathBuf) -> BlobHost {
+        Self::start_with(root, None)
+    }
+
+    /// [`BlobHost::start`], over HTTPS with `tls` if given.
+    pub fn start_with(root: PathBuf, tls: Option<ServerCert>) -> BlobHost {
+        let config = tls.map(|which| rig_tls().server_config(which));
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding blob host");
         let port = listener.local_addr().expect("blob host address").port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -36,18 +46,35 @@ impl BlobHost {
             .name("rig-blob-host".into())
             .spawn(move || {
                 for stream in listener.incoming().flatten() {
-                    let (root, log) = (root.clone(), log.clone());
+                    let (root, log, config) = (root.clone(), log.clone(), config.clone());
                     std::thread::spawn(move || {
-                        let _ = serve(stream, &root, &log);
+                        if let Ok(conn) = Conn::accept(stream, config.as_ref()) {
+                            let _ = serve(conn, &root, &log);
+                        }
                     });
                 }
             })
             .expect("starting blob host");
-        BlobHost { port, requests }
+        BlobHost {
+            port,
+            tls: tls.is_some(),
+            requests,
+        }
     }
 
+    /// `http://127.0.0.1:PORT`, or `https://...` when TLS.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// What [`crate::http_request`] takes: the host when plain, the URL when TLS.
+    pub fn target(&self) -> String {
+        if self.tls {
+            self.url()
+        } else {
+            self.host()
+        }
     }
 
     pub fn host(&self) -> String {
@@ -60,14 +87,13 @@ impl BlobHost {
 }
 
 fn serve(
-    stream: TcpStream,
+    stream: Conn,
     root: &std::path::Path,
     log: &Mutex<Vec<BlobHostRequest>>,
 ) -> std::io::Result<()> {
     // One request per connection, announced with `Connection: close`, so
     // neither side has to track keep-alive state.
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut out = stream;
+    let mut reader = BufReader::new(stream);
     {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {
@@ -95,6 +121,7 @@ fn serve(
         }
         let mut discard = vec![0u8; content_length];
         reader.read_exact(&mut discard)?;
+        let mut out = reader.into_inner();
         let path = target.split('?').next().unwrap_or("").to_string();
         let file = root.join(path.trim_start_matches('/'));
         let safe = !path.contains("..");

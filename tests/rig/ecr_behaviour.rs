@@ -35,15 +35,18 @@
 //!   (aws/containers-roadmap#2306, sigstore/sigstore-js#1058), and some OCI 1.1
 //!   referrer manifests (with `subject`) get 405 (aws/containers-roadmap#2783);
 //!   ECR's validation failures come back as 405 `UNSUPPORTED` (openai/tart#890).
+//! * **Tags of 129–300 characters** aliased to short ones upstream, and
+//!   over 300 refused with `TAG_INVALID`
+//!   ([`ProxyOptions::long_tags`](crate::ProxyOptions::long_tags), on in
+//!   `ecr()`): see `long_tags.rs`.
 //! * **Blob mounts** ([`MountBehaviour`]): off until the account setting
 //!   `BLOB_MOUNTING` is enabled, and while off the client gets a plain upload
 //!   session (202) instead of a mount; a caller without
 //!   `ecr:GetDownloadUrlForLayer` on the source may get 403 (inferred;
 //!   aws/containers-roadmap#2860).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -275,13 +278,20 @@ pub(crate) struct EcrCounters {
     pub(crate) referrers_refused: AtomicU64,
     pub(crate) created_on_push: AtomicU64,
     pub(crate) mounts_refused: AtomicU64,
+    pub(crate) long_tags_aliased: AtomicU64,
+    pub(crate) long_tags_refused: AtomicU64,
 }
 
 /// Quota buckets and counters, one per proxy.
 pub(crate) struct EcrState {
     buckets: Mutex<BTreeMap<EcrApi, TokenBucket>>,
     throttled: [AtomicU64; 7],
+    /// Quota refusals per (API, request path): a request and its retries
+    /// share a path.
+    throttled_paths: Mutex<HashMap<(EcrApi, String), u64>>,
     pub(crate) counters: EcrCounters,
+    /// Alias -> long tag, for every long tag this front aliased.
+    pub(crate) long_tags: Mutex<HashMap<String, String>>,
 }
 
 impl EcrState {
@@ -294,7 +304,9 @@ impl EcrState {
         EcrState {
             buckets: Mutex::new(buckets),
             throttled: Default::default(),
+            throttled_paths: Mutex::new(HashMap::new()),
             counters: EcrCounters::default(),
+            long_tags: Mutex::new(HashMap::new()),
         }
     }
 
@@ -309,6 +321,8 @@ impl EcrState {
         stats.referrers_refused = g(&c.referrers_refused);
         stats.created_on_push = g(&c.created_on_push);
         stats.mounts_refused = g(&c.mounts_refused);
+        stats.long_tags_aliased = g(&c.long_tags_aliased);
+        stats.long_tags_refused = g(&c.long_tags_refused);
     }
 }
 
@@ -405,6 +419,24 @@ impl FaultProxy {
     pub fn quota_throttled(&self, api: EcrApi) -> u64 {
         self.shared.ecr.throttled[api.index()].load(Ordering::Relaxed)
     }
+
+    /// The most quota refusals of `api` that one request path met so far
+    /// (a manifest PUT and its retries share a path): how many times one
+    /// request was throttled before it got through, or gave up.
+    pub fn quota_throttled_most(&self, api: EcrApi) -> u64 {
+        let paths = self
+            .shared
+            .ecr
+            .throttled_paths
+            .lock()
+            .expect("throttled paths");
+        paths
+            .iter()
+            .filter(|((a, _), _)| *a == api)
+            .map(|(_, &n)| n)
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// An answer the proxy gives itself.
@@ -415,7 +447,7 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
-    fn error(status: &'static str, code: &str, message: &str) -> Answer {
+    pub(crate) fn error(status: &'static str, code: &str, message: &str) -> Answer {
         Answer {
             status,
             headers: Vec::new(),
@@ -423,7 +455,7 @@ impl Answer {
         }
     }
 
-    pub(crate) fn send(&self, out: &mut TcpStream, head: &Head) -> io::Result<()> {
+    pub(crate) fn send(&self, out: &mut impl std::io::Write, head: &Head) -> io::Result<()> {
         respond(out, head, self.status, &self.headers, &self.body)
     }
 }
@@ -540,6 +572,13 @@ impl Shared {
             return None;
         }
         bump(&self.ecr.throttled[api.index()]);
+        *self
+            .ecr
+            .throttled_paths
+            .lock()
+            .expect("throttled paths")
+            .entry((api, head.path().to_string()))
+            .or_insert(0) += 1;
         Some(Answer::error(
             "429 Too Many Requests",
             "TOOMANYREQUESTS",
@@ -564,6 +603,9 @@ impl Shared {
                     body: Vec::new(),
                 }));
             }
+        }
+        if let Some(refusal) = self.alias_long_tag(head) {
+            return Ok(Some(refusal));
         }
         let Some((repo, rest)) = split_repo(head.path()) else {
             return Ok(None);

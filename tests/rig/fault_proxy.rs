@@ -21,12 +21,14 @@
 //!
 //! One request per connection (`Connection: close` both ways), one thread
 //! per connection, bodies buffered whole: built for test-sized images, not
-//! for speed.
+//! for speed. Plain HTTP, or HTTPS with [`ProxyOptions::tls`]; it talks TLS
+//! to a registry that serves TLS, and tells the registry its own scheme
+//! (`X-Forwarded-Proto`) when the two differ, so upload Locations point back
+//! at it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,6 +39,7 @@ use crate::ecr_behaviour::{
     EcrQuotas, EcrState, MountBehaviour, Repositories, TokenHandle, TokenRotation, TokenState,
 };
 use crate::registry::Registry;
+use crate::tls::{rig_tls, split_target, Conn, ServerCert};
 
 /// Fraction (0.0–1.0) of requests that get each fault. Kinds are exclusive:
 /// a request gets at most one. `truncate` applies only to responses with a
@@ -89,6 +92,13 @@ pub struct ProxyOptions {
     pub create_on_push: Vec<String>,
     /// What a cross-repository blob mount (`POST ...?mount=&from=`) gets.
     pub mount: MountBehaviour,
+    /// ECR's tags of up to 300 characters: a longer-than-128 tag (which
+    /// docker-registry refuses) is aliased upstream, tag lists map it back,
+    /// over 300 gets 400 `TAG_INVALID` (see `long_tags.rs`).
+    pub long_tags: bool,
+    /// Serve HTTPS with this certificate ([`ServerCert::Rig`]: the one the
+    /// rig CA made for loopback) instead of plain HTTP.
+    pub tls: Option<ServerCert>,
 }
 
 impl Default for ProxyOptions {
@@ -108,17 +118,20 @@ impl Default for ProxyOptions {
             refuse_referrers: false,
             create_on_push: Vec::new(),
             mount: MountBehaviour::Forward,
+            long_tags: false,
+            tls: None,
         }
     }
 }
 
 impl ProxyOptions {
     /// A front with ECR's behaviours and no faults: PATCH answered 201,
-    /// only listed repositories exist.
+    /// only listed repositories exist, tags up to 300 characters.
     pub fn ecr() -> Self {
         ProxyOptions {
             patch_201: true,
             repositories: Repositories::Listed,
+            long_tags: true,
             ..Self::default()
         }
     }
@@ -166,6 +179,10 @@ pub struct ProxyStats {
     pub created_on_push: u64,
     /// Blob mounts not done: turned into plain uploads or refused.
     pub mounts_refused: u64,
+    /// Manifest requests whose 129–300 character tag went upstream as an alias.
+    pub long_tags_aliased: u64,
+    /// Manifest requests refused for a tag over 300 characters.
+    pub long_tags_refused: u64,
 }
 
 impl ProxyStats {
@@ -202,6 +219,8 @@ impl std::fmt::Display for ProxyStats {
             ("referrer-405", self.referrers_refused),
             ("created-on-push", self.created_on_push),
             ("mounts-refused", self.mounts_refused),
+            ("long-tags-aliased", self.long_tags_aliased),
+            ("long-tags-refused", self.long_tags_refused),
         ];
         for (name, n) in ecr.iter().filter(|(_, n)| *n > 0) {
             write!(f, " {name}={n}")?;
@@ -237,6 +256,7 @@ pub(crate) fn bump(c: &AtomicU64) {
 
 pub(crate) struct Shared {
     pub(crate) opts: ProxyOptions,
+    /// "127.0.0.1:PORT" (plain) or "https://127.0.0.1:PORT".
     pub(crate) upstream: String,
     /// The registry's real `Authorization` value (None: anonymous).
     pub(crate) upstream_auth: Option<String>,
@@ -274,13 +294,16 @@ pub(crate) fn basic(user: &str, password: &str) -> String {
 }
 
 impl FaultProxy {
-    /// Starts a proxy for `registry` on a free loopback port.
+    /// Starts a proxy for `registry` on a free loopback port (talking TLS
+    /// to it if it serves TLS).
     pub fn start(registry: &Registry, opts: ProxyOptions) -> FaultProxy {
         let upstream_auth = (!registry.is_anonymous()).then(|| registry.auth_header());
-        Self::start_for(registry.host(), upstream_auth, opts)
+        Self::start_for(registry.target(), upstream_auth, opts)
     }
 
-    /// Starts a proxy for any HTTP/1.1 server at `upstream` ("127.0.0.1:PORT").
+    /// Starts a proxy for any HTTP/1.1 server at `upstream`:
+    /// "127.0.0.1:PORT" (plain) or "https://127.0.0.1:PORT" (a certificate
+    /// the rig made).
     pub fn start_for(
         upstream: String,
         upstream_auth: Option<String>,
@@ -288,6 +311,7 @@ impl FaultProxy {
     ) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding fault proxy");
         let port = listener.local_addr().expect("proxy address").port();
+        let tls = opts.tls.map(|which| rig_tls().server_config(which));
         let shared = Arc::new(Shared {
             upstream,
             upstream_auth,
@@ -312,8 +336,12 @@ impl FaultProxy {
                     }
                     let Ok(stream) = stream else { continue };
                     let shared = accept.clone();
+                    let tls = tls.clone();
                     std::thread::spawn(move || {
-                        let _ = shared.serve(stream);
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+                        if let Ok(conn) = Conn::accept(stream, tls.as_ref()) {
+                            let _ = shared.serve(conn);
+                        }
                     });
                 }
             })
@@ -325,8 +353,24 @@ impl FaultProxy {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// `http://127.0.0.1:PORT`, or `https://...` with [`ProxyOptions::tls`].
     pub fn url(&self) -> String {
-        format!("http://{}", self.host())
+        let scheme = if self.shared.opts.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.host())
+    }
+
+    /// What [`crate::http_request`] takes to reach this proxy: its host
+    /// when plain, its URL when TLS.
+    pub fn target(&self) -> String {
+        if self.shared.opts.tls.is_some() {
+            self.url()
+        } else {
+            self.host()
+        }
     }
 
     pub fn seed(&self) -> u64 {
@@ -449,17 +493,16 @@ enum Fault {
 }
 
 impl Shared {
-    fn serve(&self, stream: TcpStream) -> io::Result<()> {
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    fn serve(&self, stream: Conn) -> io::Result<()> {
         let n = self.counters.requests.fetch_add(1, Ordering::SeqCst);
         if self.opts.down_after == Some(n) {
             self.down.store(true, Ordering::SeqCst);
         }
         if self.down.load(Ordering::SeqCst) {
             bump(&self.counters.down_resets);
-            return reset(stream);
+            return stream.reset();
         }
-        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut reader = BufReader::new(stream);
         let Some(mut head) = read_head(&mut reader)? else {
             return Ok(());
         };
@@ -476,11 +519,12 @@ impl Shared {
                     &head,
                     &self.counters.resets_mid_body,
                 );
-                return reset(stream);
+                return reader.into_inner().reset();
             }
         }
         let body = read_body(&mut reader, &head)?;
-        let mut out = stream;
+        // One request per connection: nothing after the body is wanted.
+        let mut out = reader.into_inner();
 
         let auth = match self.authorize(&head) {
             Ok(auth) => auth,
@@ -522,6 +566,7 @@ impl Shared {
                 return respond(&mut out, &head, "502 Bad Gateway", &[], msg.as_bytes());
             }
         };
+        let resp = self.unalias_tag_list(&head, resp);
 
         match fault {
             Fault::ServerError {
@@ -535,7 +580,7 @@ impl Shared {
             Fault::Reset { cut } => {
                 if resp.body.is_empty() {
                     self.note("reset", &head, &self.counters.resets_without_body);
-                    return reset(out);
+                    return out.reset();
                 }
                 self.note(
                     "reset-mid-response-body",
@@ -547,14 +592,14 @@ impl Shared {
                 out.flush()?;
                 // Let the client read what was sent, so the reset lands mid-body.
                 std::thread::sleep(Duration::from_millis(10));
-                reset(out)
+                out.reset()
             }
             Fault::Truncate { cut } if !resp.body.is_empty() => {
                 self.note("truncated", &head, &self.counters.truncated);
                 out.write_all(&resp.head)?;
                 out.write_all(&resp.body[..cut_at(resp.body.len(), cut)])?;
                 out.flush()?;
-                out.shutdown(Shutdown::Write)
+                out.shutdown_write()
             }
             Fault::Slow => {
                 self.note("slow", &head, &self.counters.slow);
@@ -644,7 +689,22 @@ impl Shared {
         body: &[u8],
         auth: Option<&str>,
     ) -> io::Result<Upstream> {
-        let sent = send_request(&self.upstream, head, body, &["authorization"], auth)?;
+        // Location URLs the registry builds must carry our scheme, not its own.
+        let ours = if self.opts.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let forwarded_proto = (split_target(&self.upstream).0 != self.opts.tls.is_some())
+            .then_some(("X-Forwarded-Proto", ours));
+        let sent = send_request(
+            &self.upstream,
+            head,
+            body,
+            &["authorization"],
+            auth,
+            forwarded_proto.as_slice(),
+        )?;
         bump(&self.counters.forwarded);
         if head.is_blob_upload_put() {
             bump(&self.counters.blob_puts_forwarded);
@@ -664,23 +724,25 @@ pub(crate) fn exchange(
     drop: &[&str],
     auth: Option<&str>,
 ) -> io::Result<Upstream> {
-    read_answer(send_request(upstream, head, body, drop, auth)?)
+    read_answer(send_request(upstream, head, body, drop, auth, &[])?)
 }
 
-/// Sends a request on to `upstream` ("127.0.0.1:PORT") with its headers as
-/// received, less hop-by-hop ones and those named in `drop` (lower case),
-/// plus `Authorization: auth` if given. The body goes with `Content-Length`
-/// (a chunked request arrives de-chunked). `Host` stays the client's, so
-/// Location URLs upstream builds point back at us.
+/// Sends a request on to `upstream` ("127.0.0.1:PORT", or
+/// "https://127.0.0.1:PORT" for TLS) with its headers as received, less
+/// hop-by-hop ones and those named in `drop` (lower case), plus
+/// `Authorization: auth` if given and `extra`. The body goes with
+/// `Content-Length` (a chunked request arrives de-chunked). `Host` stays the
+/// client's, so Location URLs upstream builds point back at us.
 pub(crate) fn send_request(
     upstream: &str,
     head: &Head,
     body: &[u8],
     drop: &[&str],
     auth: Option<&str>,
-) -> io::Result<TcpStream> {
-    let mut up = TcpStream::connect(upstream)?;
-    up.set_read_timeout(Some(Duration::from_secs(60)))?;
+    extra: &[(&str, &str)],
+) -> io::Result<Conn> {
+    let mut up = Conn::connect(upstream)?;
+    up.tcp().set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut text = format!("{} {} HTTP/1.1\r\n", head.method, head.target);
     for (k, v) in &head.headers {
         let lower = k.to_ascii_lowercase();
@@ -696,6 +758,9 @@ pub(crate) fn send_request(
     if let Some(a) = auth {
         text.push_str(&format!("Authorization: {a}\r\n"));
     }
+    for (k, v) in extra {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
     if !body.is_empty() || matches!(head.method.as_str(), "PUT" | "POST" | "PATCH") {
         text.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
@@ -707,7 +772,7 @@ pub(crate) fn send_request(
 }
 
 /// Reads upstream's whole answer to a request sent with `Connection: close`.
-pub(crate) fn read_answer(up: TcpStream) -> io::Result<Upstream> {
+pub(crate) fn read_answer(up: Conn) -> io::Result<Upstream> {
     let mut reader = BufReader::new(up);
     let mut status_line = String::new();
     reader.read_line(&mut status_line)?;
@@ -767,7 +832,7 @@ pub(crate) fn error_json(code: &str, message: &str) -> Vec<u8> {
 
 /// Writes a whole answer; a HEAD gets the headers only.
 pub(crate) fn respond(
-    out: &mut TcpStream,
+    out: &mut impl Write,
     head: &Head,
     status: &str,
     headers: &[(&str, String)],
@@ -789,30 +854,6 @@ pub(crate) fn respond(
         out.write_all(body)?;
     }
     out.flush()
-}
-
-/// Closes with RST instead of FIN (SO_LINGER 0), as a crashed peer or a
-/// middlebox dropping the connection would.
-fn reset(stream: TcpStream) -> io::Result<()> {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket fd and a correctly sized option value.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    drop(stream);
-    Ok(())
 }
 
 pub(crate) fn read_head(reader: &mut impl BufRead) -> io::Result<Option<Head>> {

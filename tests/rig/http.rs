@@ -1,9 +1,11 @@
 //! Just enough HTTP/1.1 to poke a loopback registry: one request per
 //! connection (`Connection: close`), so no pooling or keep-alive parsing.
+//! Plain, or TLS to a server presenting a certificate the rig made.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
+
+use crate::tls::{split_target, Conn};
 
 /// A parsed response. Header names are kept as received; use [`RawResponse::header`]
 /// for case-insensitive lookup.
@@ -23,18 +25,22 @@ impl RawResponse {
     }
 }
 
-/// Sends one request to `host` ("127.0.0.1:PORT") and reads the whole response.
+/// Sends one request to `target` ("127.0.0.1:PORT" or "http://...": plain;
+/// "https://127.0.0.1:PORT": TLS) and reads the whole response.
 pub fn request(
-    host: &str,
+    target: &str,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<RawResponse> {
-    let mut stream = TcpStream::connect(host)?;
+    let host = split_target(target).1;
+    let mut stream = Conn::connect(target)?;
     // Generous: a blob GET of a big layer on a busy 2-core box can be slow,
     // but a hung registry must not hang the test forever.
-    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    stream
+        .tcp()
+        .set_read_timeout(Some(Duration::from_secs(120)))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -88,7 +94,7 @@ fn parse(raw: &[u8], head_only: bool) -> std::io::Result<RawResponse> {
     Ok(resp)
 }
 
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let line_end = data.windows(2).position(|w| w == b"\r\n")?;

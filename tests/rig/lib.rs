@@ -6,6 +6,11 @@
 //! PATH. It does not depend on the `ecr-bridge` crate, so the `rig` binary
 //! builds on its own for shell scripts.
 //!
+//! Everything is plain HTTP unless asked for TLS ([`RegistryOptions::tls`],
+//! [`ProxyOptions::tls`], and a TLS registry's blob host): then the rig's own
+//! CA ([`rig_tls`]) signs the certificates, and [`trust_rig_ca`] makes the
+//! code under test trust it through `SSL_CERT_FILE`.
+//!
 //! ```no_run
 //! use rig::{assert_same_image, build_layout, skopeo_copy, skopeo_push, ImageSpec, Registry};
 //!
@@ -32,9 +37,13 @@ mod ecr_e2e;
 mod fault_proxy;
 mod http;
 mod image;
+mod long_tags;
 mod moto;
 mod registry;
 mod skopeo;
+mod tls;
+#[cfg(test)]
+mod tls_e2e;
 
 pub use aws_front::{AwsFront, AwsFrontOptions};
 pub use blob_host::{BlobHost, BlobHostRequest};
@@ -45,12 +54,14 @@ pub use ecr_behaviour::{
 pub use fault_proxy::{FaultProxy, FaultRates, ProxyOptions, ProxyStats};
 pub use http::RawResponse;
 pub use image::*;
+pub use long_tags::long_tag_alias;
 pub use moto::{moto_server_path, Moto, DEFAULT_ACCOUNT};
 pub use registry::{Registry, RegistryOptions, RequestRecord, USER};
 pub use skopeo::{
     assert_same_image, dir_view, repo_of, skopeo, skopeo_copy, skopeo_digest, skopeo_inspect_raw,
-    skopeo_push,
+    skopeo_push, tls_args as skopeo_tls_args,
 };
+pub use tls::{rig_tls, trust_rig_ca, Leaf, RigTls, ServerCert};
 
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -62,8 +73,10 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", sha256_hex(bytes))
 }
 
-/// One raw HTTP/1.1 request to `host` ("127.0.0.1:PORT"), for talking to a
-/// registry without credentials or with hand-made headers.
+/// One raw HTTP/1.1 request to `host`: "127.0.0.1:PORT" (plain HTTP) or
+/// "https://127.0.0.1:PORT" (TLS, accepting any certificate the rig made),
+/// for talking to a registry without credentials or with hand-made headers.
+/// [`Registry::target`] and [`FaultProxy::target`] give the right one.
 pub fn http_request(
     host: &str,
     method: &str,

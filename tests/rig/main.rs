@@ -54,7 +54,10 @@ enum Cmd {
     ///
     /// Once the registry answers, prints one JSON line: host, url, account,
     /// user, password, creds, auth_header, pid (of rig: kill this one),
-    /// registry_pid, dir, log. Use from a script:
+    /// registry_pid, dir, log; with --tls also ca (the rig CA's PEM, for
+    /// SSL_CERT_FILE or curl --cacert), ca_bundle (that CA and the system's
+    /// roots) and cert_dir (for skopeo --src-cert-dir/--dest-cert-dir). The CA
+    /// is this rig process's own, removed when it exits. Use from a script:
     ///
     ///   rig registry --account 111111111111 > reg.json &
     ///   RIG_PID=$!
@@ -79,6 +82,10 @@ enum Cmd {
         /// No authentication at all.
         #[arg(long)]
         anonymous: bool,
+        /// Serve HTTPS with a certificate for 127.0.0.1/localhost from a CA
+        /// made for this run (url is then https://...).
+        #[arg(long)]
+        tls: bool,
     },
 }
 
@@ -125,11 +132,12 @@ fn main() {
             port,
             dir,
             anonymous,
-        } => serve(account, port, dir, anonymous),
+            tls,
+        } => serve(account, port, dir, anonymous, tls),
     }
 }
 
-fn serve(account: String, port: Option<u16>, dir: Option<PathBuf>, anonymous: bool) {
+fn serve(account: String, port: Option<u16>, dir: Option<PathBuf>, anonymous: bool, tls: bool) {
     use tokio::signal::unix::{signal, SignalKind};
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -148,9 +156,10 @@ fn serve(account: String, port: Option<u16>, dir: Option<PathBuf>, anonymous: bo
         anonymous,
         port,
         dir,
+        tls: tls.then_some(rig::ServerCert::Rig),
         ..RegistryOptions::new(&account)
     });
-    let info = serde_json::json!({
+    let mut info = serde_json::json!({
         "host": reg.host(),
         "url": reg.url(),
         "account": reg.account(),
@@ -163,6 +172,12 @@ fn serve(account: String, port: Option<u16>, dir: Option<PathBuf>, anonymous: bo
         "dir": reg.dir(),
         "log": reg.log_path(),
     });
+    if tls {
+        let ca = rig::rig_tls();
+        info["ca"] = serde_json::json!(ca.ca_path());
+        info["ca_bundle"] = serde_json::json!(ca.bundle_path());
+        info["cert_dir"] = serde_json::json!(ca.cert_dir());
+    }
     println!("{info}");
     let died = rt.block_on(async {
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));

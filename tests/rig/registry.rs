@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::blob_host::BlobHost;
 use crate::http::{self, RawResponse};
+use crate::tls::{rig_tls, ServerCert};
 
 /// User name ECR hands out with its authorization tokens.
 pub const USER: &str = "AWS";
@@ -47,8 +48,12 @@ pub struct RegistryOptions {
     /// is deleted on drop.
     pub dir: Option<PathBuf>,
     /// Answer blob GETs and HEADs with a 307 to an S3-like [`BlobHost`]
-    /// that refuses requests carrying `Authorization`, as ECR does.
+    /// that refuses requests carrying `Authorization`, as ECR does. With
+    /// `tls`, that host serves HTTPS too (with [`ServerCert::Rig`]).
     pub redirect_blobs: bool,
+    /// Serve HTTPS (distribution's `http.tls`) with this certificate of the
+    /// rig's ([`ServerCert::Rig`]: the rig CA's for loopback).
+    pub tls: Option<ServerCert>,
 }
 
 impl RegistryOptions {
@@ -59,6 +64,15 @@ impl RegistryOptions {
             port: None,
             dir: None,
             redirect_blobs: false,
+            tls: None,
+        }
+    }
+
+    /// Served over HTTPS with the rig CA's certificate for loopback.
+    pub fn with_tls(self) -> Self {
+        RegistryOptions {
+            tls: Some(ServerCert::Rig),
+            ..self
         }
     }
 }
@@ -105,6 +119,7 @@ pub struct Registry {
     anonymous: bool,
     syncs: AtomicU64,
     blob_host: Option<BlobHost>,
+    tls: Option<ServerCert>,
 }
 
 impl Registry {
@@ -117,6 +132,11 @@ impl Registry {
     /// The S3-like host blob downloads are redirected to, if any.
     pub fn blob_host(&self) -> Option<&BlobHost> {
         self.blob_host.as_ref()
+    }
+
+    /// [`Registry::start`] over HTTPS, with the rig CA's certificate.
+    pub fn start_tls(account_id: &str) -> Registry {
+        Self::start_with(RegistryOptions::new(account_id).with_tls())
     }
 
     /// Starts a registry that needs no credentials (account `000000000000`).
@@ -148,7 +168,7 @@ impl Registry {
         let log_path = dir.join("registry.log");
         let blob_host = opts
             .redirect_blobs
-            .then(|| BlobHost::start(dir.join("data")));
+            .then(|| BlobHost::start_with(dir.join("data"), opts.tls.map(|_| ServerCert::Rig)));
         let mut last_failure = String::new();
         for _ in 0..START_ATTEMPTS {
             let port = opts.port.unwrap_or_else(free_port);
@@ -160,11 +180,12 @@ impl Registry {
                     port,
                     (!opts.anonymous).then_some(&*htpasswd),
                     blob_host.as_ref().map(BlobHost::url).as_deref(),
+                    opts.tls,
                 ),
             )
             .expect("writing registry config");
             let mut child = spawn(&config, &log_path);
-            match wait_ready(&mut child, port, &log_path, opts.anonymous) {
+            match wait_ready(&mut child, port, &log_path, opts.anonymous, opts.tls) {
                 Ok(()) => {
                     return Registry {
                         child,
@@ -174,6 +195,7 @@ impl Registry {
                         anonymous: opts.anonymous,
                         syncs: AtomicU64::new(0),
                         blob_host,
+                        tls: opts.tls,
                     }
                 }
                 Err(failure) => {
@@ -203,8 +225,25 @@ impl Registry {
         self.port
     }
 
+    /// `http://127.0.0.1:PORT`, or `https://127.0.0.1:PORT` with TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.host())
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.host())
+    }
+
+    /// What [`crate::http_request`] takes to reach this registry: its host
+    /// when plain, its URL when TLS.
+    pub fn target(&self) -> String {
+        if self.tls.is_some() {
+            self.url()
+        } else {
+            self.host()
+        }
+    }
+
+    /// The certificate it serves, if TLS.
+    pub fn tls(&self) -> Option<ServerCert> {
+        self.tls
     }
 
     pub fn account(&self) -> &str {
@@ -277,8 +316,8 @@ impl Registry {
         let auth = self.auth_header();
         let mut all = vec![("Authorization", auth.as_str())];
         all.extend_from_slice(headers);
-        http::request(&self.host(), method, path, &all, body)
-            .unwrap_or_else(|e| panic!("{method} {} {path}: {e}", self.host()))
+        http::request(&self.target(), method, path, &all, body)
+            .unwrap_or_else(|e| panic!("{method} {} {path}: {e}", self.target()))
     }
 
     /// Every request answered so far, oldest first. See the type's docs for
@@ -292,7 +331,7 @@ impl Registry {
         // of requests answered before it are in by then, their handlers having
         // had a full round trip's head start. Unauthenticated on purpose: a
         // 401 is logged before it is sent (anonymous registries: we poll).
-        http::request(&self.host(), "GET", &marker, &[], b"")
+        http::request(&self.target(), "GET", &marker, &[], b"")
             .unwrap_or_else(|e| panic!("registry {} not answering: {e}", self.host()));
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -363,6 +402,7 @@ pub(crate) fn config_yaml(
     port: u16,
     htpasswd: Option<&Path>,
     redirect_to: Option<&str>,
+    tls: Option<ServerCert>,
 ) -> String {
     let q = |p: &Path| serde_json::to_string(&p.to_string_lossy()).expect("string to JSON");
     let mut y = format!(
@@ -372,6 +412,14 @@ pub(crate) fn config_yaml(
          http:\n  addr: 127.0.0.1:{port}\n",
         q(&dir.join("data"))
     );
+    if let Some(which) = tls {
+        let leaf = rig_tls().leaf(which);
+        y.push_str(&format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            q(&leaf.cert_path),
+            q(&leaf.key_path)
+        ));
+    }
     if let Some(h) = htpasswd {
         y.push_str(&format!(
             "auth:\n  htpasswd:\n    realm: ecr-bridge-test\n    path: {}\n",
@@ -395,9 +443,14 @@ fn wait_ready(
     port: u16,
     log_path: &Path,
     anonymous: bool,
+    tls: Option<ServerCert>,
 ) -> Result<(), String> {
     let want = if anonymous { 200 } else { 401 };
     let host = format!("127.0.0.1:{port}");
+    let target = match tls {
+        Some(_) => format!("https://{host}"),
+        None => host.clone(),
+    };
     // Logged once net.Listen succeeded. Probing before that could get an
     // answer from whichever other server holds the port.
     let bound = format!("listening on {host}");
@@ -408,7 +461,7 @@ fn wait_ready(
             return Err(format!("exited with {status}; log:\n{}", log()));
         }
         if log().contains(&bound) {
-            match http::request(&host, "GET", &format!("{OWN}ready"), &[], b"") {
+            match http::request(&target, "GET", &format!("{OWN}ready"), &[], b"") {
                 Ok(r) if r.status == want => return Ok(()),
                 Ok(r) => {
                     return Err(format!(

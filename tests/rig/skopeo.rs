@@ -9,6 +9,27 @@ use serde_json::Value;
 use crate::image::{Layout, OCI_INDEX, OCI_MANIFEST};
 use crate::registry::Registry;
 use crate::sha256_digest;
+use crate::tls::{rig_tls, ServerCert};
+
+/// skopeo's TLS flags for `reg` (`side`: "src", "dest" or "" for inspect):
+/// a plain registry gets `--tls-verify=false` (skopeo then falls back to
+/// HTTP); one with the rig CA's certificate is verified against it
+/// (`--cert-dir`); any other certificate (set up to be refused) is not
+/// verified.
+pub fn tls_args(reg: &Registry, side: &str) -> Vec<String> {
+    let flag = |name: &str| match side {
+        "" => format!("--{name}"),
+        s => format!("--{s}-{name}"),
+    };
+    match reg.tls() {
+        Some(ServerCert::Rig) => vec![flag("cert-dir"), rig_tls().cert_dir().display().to_string()],
+        _ => vec![format!("{}=false", flag("tls-verify"))],
+    }
+}
+
+fn args_of(owned: &[String]) -> impl Iterator<Item = &str> {
+    owned.iter().map(String::as_str)
+}
 
 /// Runs skopeo; Ok(stdout) or Err(command line and stderr).
 pub fn skopeo(args: &[&str]) -> Result<Vec<u8>, String> {
@@ -47,18 +68,13 @@ pub fn skopeo_push(layout: &Layout, registry: &Registry, repo_and_tag: &str) {
         view = dir_view(layout);
         format!("dir:{}", view.path().display())
     };
-    skopeo(&[
-        "copy",
-        "--all",
-        "--preserve-digests",
-        "--quiet",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds,
-        &src,
-        &dest,
-    ])
-    .unwrap_or_else(|e| panic!("{e}"));
+    let tls = tls_args(registry, "dest");
+    let args: Vec<&str> = ["copy", "--all", "--preserve-digests", "--quiet"]
+        .into_iter()
+        .chain(args_of(&tls))
+        .chain(["--dest-creds", &creds, &src, &dest])
+        .collect();
+    skopeo(&args).unwrap_or_else(|e| panic!("{e}"));
     let pushed = skopeo_inspect_raw(registry, repo_and_tag).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         pushed == layout.manifest_bytes(),
@@ -110,35 +126,28 @@ pub fn skopeo_copy(
     let (sc, dc) = (src.creds(), dst.creds());
     let from = format!("docker://{}/{src_ref}", src.host());
     let to = format!("docker://{}/{dst_ref}", dst.host());
-    skopeo(&[
-        "copy",
-        "--all",
-        "--preserve-digests",
-        "--quiet",
-        "--src-tls-verify=false",
-        "--src-creds",
-        &sc,
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &dc,
-        &from,
-        &to,
-    ])
-    .map(drop)
+    let (st, dt) = (tls_args(src, "src"), tls_args(dst, "dest"));
+    let args: Vec<&str> = ["copy", "--all", "--preserve-digests", "--quiet"]
+        .into_iter()
+        .chain(args_of(&st))
+        .chain(["--src-creds", &sc])
+        .chain(args_of(&dt))
+        .chain(["--dest-creds", &dc, &from, &to])
+        .collect();
+    skopeo(&args).map(drop)
 }
 
 /// The manifest bytes exactly as the registry serves them.
 pub fn skopeo_inspect_raw(registry: &Registry, reference: &str) -> Result<Vec<u8>, String> {
     let creds = registry.creds();
     let r = format!("docker://{}/{reference}", registry.host());
-    skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        "--creds",
-        &creds,
-        &r,
-    ])
+    let tls = tls_args(registry, "");
+    let args: Vec<&str> = ["inspect", "--raw"]
+        .into_iter()
+        .chain(args_of(&tls))
+        .chain(["--creds", &creds, &r])
+        .collect();
+    skopeo(&args)
 }
 
 /// "sha256:<hex>" of the raw manifest of `reference`.

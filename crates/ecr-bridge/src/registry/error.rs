@@ -110,6 +110,22 @@ pub enum RegistryError {
         source: reqwest::Error,
     },
 
+    /// The server's TLS certificate was refused (an authority not in the
+    /// root store, another name, expired): no retry changes that.
+    #[error("{request}: TLS certificate of {host} {problem}: {reason}")]
+    Certificate {
+        request: String,
+        /// `host[:port]` that presented it (the redirect target for a blob
+        /// sent to another host).
+        host: String,
+        /// "not trusted", "not valid for this name", "expired", "not valid yet".
+        problem: &'static str,
+        /// rustls's words, with a hint for an unknown authority.
+        reason: String,
+        #[source]
+        source: reqwest::Error,
+    },
+
     #[error("{request}: timed out after {waited:?} {phase}")]
     Timeout {
         request: String,
@@ -164,6 +180,7 @@ impl RegistryError {
             | RegistryError::RepositoryNotFound { .. }
             | RegistryError::ManifestNotFound { .. }
             | RegistryError::BlobNotFound { .. }
+            | RegistryError::Certificate { .. }
             | RegistryError::Protocol { .. } => false,
         }
     }
@@ -182,7 +199,33 @@ impl RegistryError {
         }
     }
 
-    pub(crate) fn transport(request: String, source: reqwest::Error) -> RegistryError {
+    /// A request that got no HTTP answer. A refused certificate becomes
+    /// [`RegistryError::Certificate`]. The URL reqwest keeps in its error
+    /// loses its query: a presigned URL carries its signature there.
+    pub(crate) fn transport(request: String, mut source: reqwest::Error) -> RegistryError {
+        if let Some(url) = source.url_mut() {
+            url.set_query(None);
+            url.set_fragment(None);
+        }
+        if let Some((problem, reason)) = certificate_problem(&source) {
+            let host = match source.url() {
+                Some(url) => super::host_port(url),
+                // "METHOD host[:port]/path"
+                None => request
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|t| t.split('/').next())
+                    .unwrap_or_default()
+                    .to_string(),
+            };
+            return RegistryError::Certificate {
+                request,
+                host,
+                problem,
+                reason,
+                source,
+            };
+        }
         let kind = if source.is_timeout() {
             "timed out"
         } else if source.is_connect() {
@@ -200,6 +243,36 @@ impl RegistryError {
     }
 }
 
+/// rustls's "invalid peer certificate: ..." anywhere in the error's chain
+/// (tokio-rustls hands it up inside an `io::Error`): (problem, reason).
+fn certificate_problem(error: &reqwest::Error) -> Option<(&'static str, String)> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if let Some(at) = text.find("invalid peer certificate") {
+            let reason = text[at..].to_string();
+            let problem =
+                if reason.contains("not valid for name") || reason.contains("NotValidForName") {
+                    "not valid for this name"
+                } else if reason.contains("expired") || reason.contains("Expired") {
+                    "expired"
+                } else if reason.contains("not valid yet") || reason.contains("NotValidYet") {
+                    "not valid yet"
+                } else {
+                    "not trusted"
+                };
+            let hint = if reason.contains("UnknownIssuer") {
+                " (signed by an authority not in this system's root store; a private CA can be added with SSL_CERT_FILE)"
+            } else {
+                ""
+            };
+            return Some((problem, format!("{reason}{hint}")));
+        }
+        cause = e.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +286,31 @@ mod tests {
             "NAME_UNKNOWN: repository name not known to registry"
         );
         assert!(ErrorBody::parse(b"<html>").errors.is_empty());
+    }
+
+    #[tokio::test]
+    async fn given_a_transport_failure_on_a_presigned_url_when_classified_then_no_message_shows_its_query(
+    ) {
+        // Nothing listens on a port just freed: the request fails to connect.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let url =
+            format!("http://127.0.0.1:{port}/blob?X-Amz-Signature=s3cr3t&X-Amz-Credential=AKID");
+        let e = reqwest::Client::new().get(&url).send().await.unwrap_err();
+
+        let err = RegistryError::transport(format!("GET 127.0.0.1:{port}/blob"), e);
+
+        assert!(err.is_retryable(), "{err}");
+        let mut all = format!("{err} {err:?}");
+        let mut cause = std::error::Error::source(&err);
+        while let Some(c) = cause {
+            all.push_str(&format!(" {c} {c:?}"));
+            cause = c.source();
+        }
+        assert!(!all.contains("s3cr3t") && !all.contains("AKID"), "{all}");
+        assert!(all.contains("/blob"), "{all}");
     }
 
     #[test]

@@ -50,15 +50,19 @@ fn given_exclusion_mutabilities_with_filters_when_loaded_then_kept_for_create_re
         panic!("expected a replication");
     };
     let settings = r.create_repository.expect("settings");
-    assert_eq!(settings.tag_mutability, TagMutability::ImmutableWithExclusion);
-    assert_eq!(settings.tag_mutability_exclusions, ["sha256-*.sig", "latest"]);
+    assert_eq!(
+        settings.tag_mutability,
+        TagMutability::ImmutableWithExclusion
+    );
+    assert_eq!(
+        settings.tag_mutability_exclusions,
+        ["sha256-*.sig", "latest"]
+    );
 }
 
 #[test]
 fn given_exclusion_filters_that_do_not_fit_the_mutability_when_loaded_then_each_is_named() {
-    let with = |create: serde_json::Value| {
-        json!({ "rules": [ { "match": { "exact": "app1" }, "destinations": [dest("x1")], "create_repository": create } ] })
-    };
+    let with = |create: serde_json::Value| json!({ "rules": [ { "match": { "exact": "app1" }, "destinations": [dest("x1")], "create_repository": create } ] });
     assert_refused(
         with(json!({ "tag_mutability": "MUTABLE_WITH_EXCLUSION" })),
         "rules[0].create_repository.tag_mutability_exclusions",
@@ -70,12 +74,16 @@ fn given_exclusion_filters_that_do_not_fit_the_mutability_when_loaded_then_each_
         "only allowed with",
     );
     assert_refused(
-        with(json!({ "tag_mutability": "IMMUTABLE_WITH_EXCLUSION", "tag_mutability_exclusions": ["ok-*", "no spaces"] })),
+        with(
+            json!({ "tag_mutability": "IMMUTABLE_WITH_EXCLUSION", "tag_mutability_exclusions": ["ok-*", "no spaces"] }),
+        ),
         "rules[0].create_repository.tag_mutability_exclusions[1]",
         "wildcard filter",
     );
     assert_refused(
-        with(json!({ "tag_mutability": "IMMUTABLE_WITH_EXCLUSION", "tag_mutability_exclusions": [] })),
+        with(
+            json!({ "tag_mutability": "IMMUTABLE_WITH_EXCLUSION", "tag_mutability_exclusions": [] }),
+        ),
         "rules[0].create_repository.tag_mutability_exclusions",
         "must not be empty",
     );
