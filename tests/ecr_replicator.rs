@@ -179,3 +179,128 @@ async fn given_a_target_that_stops_answering_when_the_invocation_deadline_nears_
         "the outcome line: {logs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_twenty_replicator_processes_and_a_put_image_quota_of_10_per_second_when_each_gets_a_push_then_all_replicate_digest_identical(
+) {
+    // Separate processes of the real binary, each with its own runtime API,
+    // as Lambda runs concurrent invocations in separate containers: nothing
+    // (no rate limiter) is shared but the target's quota.
+    const N: usize = 20;
+    let stage = EcrStage::with(
+        |o| rig::ProxyOptions {
+            quotas: rig::EcrQuotas {
+                put_image: Some(10.0),
+                ..rig::EcrQuotas::default()
+            },
+            ..o
+        },
+        false,
+    );
+    let spec = ImageSpec::multi_arch(
+        &[
+            rig::Platform::new("linux", "amd64"),
+            rig::Platform::new("linux", "arm64"),
+            rig::Platform::new("linux", "s390x"),
+        ],
+        &[96 << 10, 48 << 10],
+        1,
+    );
+    let image = push_image(&stage.source, &spec, "app-00", "v1");
+    for i in 1..N {
+        rig::skopeo_copy(
+            &stage.source,
+            "app-00:v1",
+            &stage.source,
+            &format!("app-{i:02}:v1"),
+        )
+        .expect("source copy");
+    }
+    let mapping = json!({"version": 1, "rules": [{
+        "name": "apps", "match": {"prefix": "app-"},
+        "destinations": [{"account": TARGET_ACCOUNT, "region": REGION, "role_arn": role(TARGET_ACCOUNT),
+                          "external_id": "kuali-sync", "repository": "mirror/{suffix}"}],
+        "create_repository": true
+    }]});
+    let mut env = stage.replicator_env(&mapping);
+    env.extend([
+        ("AWS_ENDPOINT_URL".to_string(), stage.aws_url()),
+        ("AWS_ACCESS_KEY_ID".into(), "AKIDTESTONLY".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "test-secret-key".into()),
+        ("AWS_REGION".into(), REGION.into()),
+        ("AWS_LAMBDA_FUNCTION_NAME".into(), "image-replicator".into()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), "1024".into()),
+        ("AWS_LAMBDA_FUNCTION_VERSION".into(), "$LATEST".into()),
+        ("RUST_LOG".into(), "warn".into()),
+    ]);
+    let binary = common::workspace_binary("image-replicator");
+
+    let started = Instant::now();
+    let containers: Vec<(rig::RuntimeApi, std::process::Child)> = (0..N)
+        .map(|i| {
+            let api = rig::RuntimeApi::start();
+            let event = push_event(&format!("app-{i:02}"), &image.layout.digest, "v1");
+            api.invoke(event.to_string().as_bytes(), Duration::from_secs(300));
+            let child = std::process::Command::new(&binary)
+                .envs(&env)
+                .env("AWS_LAMBDA_RUNTIME_API", api.host())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("starting the replicator");
+            (api, child)
+        })
+        .collect();
+    let results: Vec<Vec<rig::InvocationResult>> = containers
+        .iter()
+        .map(|(api, _)| api.wait_for(1, Duration::from_secs(240)))
+        .collect();
+    let wall = started.elapsed();
+    let mut stderr = Vec::new();
+    for (api, mut child) in containers {
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("replicator output");
+        stderr.push((
+            api.init_errors(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
+    }
+
+    let stats = stage.front.stats();
+    eprintln!(
+        "replicator-quota: processes={N} wall_s={:.2} puts={} throttled={} floor_s={:.1}",
+        wall.as_secs_f64(),
+        stats.manifest_puts_forwarded,
+        stats.put_image_throttled,
+        stats.manifest_puts_forwarded as f64 / 10.0
+    );
+    for (i, r) in results.iter().enumerate() {
+        let answer = r
+            .first()
+            .unwrap_or_else(|| panic!("app-{i:02}: no answer; {:?}", stderr[i]));
+        assert!(
+            answer.ok,
+            "app-{i:02} failed: {}; {:?}",
+            answer.body, stderr[i]
+        );
+        let body: Value = serde_json::from_str(&answer.body).expect("json answer");
+        assert_eq!(
+            body["destinations"][0]["outcome"], "replicated",
+            "app-{i:02}: {body}"
+        );
+    }
+    for i in 0..N {
+        assert_eq!(
+            rig::skopeo_digest(&stage.target, &format!("mirror/{i:02}:v1")).unwrap(),
+            image.layout.digest,
+            "mirror/{i:02}"
+        );
+    }
+    assert_same_image(&stage.source, "app-00:v1", &stage.target, "mirror/19:v1");
+    assert!(
+        stats.put_image_throttled > 0,
+        "the quota was reached: {stats}"
+    );
+    // 3 children by digest and the index by its tag, once each.
+    assert_eq!(stats.manifest_puts_forwarded, 4 * N as u64, "{stats}");
+}

@@ -91,9 +91,15 @@ pub fn push_image(reg: &Registry, spec: &ImageSpec, repo: &str, tag: &str) -> Pu
 
 /// The `ecr-bridge` binary built next to the test executable.
 pub fn cli_binary() -> PathBuf {
+    workspace_binary("ecr-bridge")
+}
+
+/// A binary of the workspace built next to the test executable: a
+/// function's `bootstrap` as Lambda runs it (`image-replicator`).
+pub fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("ecr-bridge");
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
         "{} is missing: run `cargo build --workspace` first (make test does)",

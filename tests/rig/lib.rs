@@ -40,6 +40,7 @@ mod image;
 mod long_tags;
 mod moto;
 mod registry;
+mod runtime_api;
 mod skopeo;
 mod tls;
 #[cfg(test)]
@@ -57,6 +58,7 @@ pub use image::*;
 pub use long_tags::long_tag_alias;
 pub use moto::{moto_server_path, Moto, DEFAULT_ACCOUNT};
 pub use registry::{Registry, RegistryOptions, RequestRecord, USER};
+pub use runtime_api::{InvocationResult, RuntimeApi};
 pub use skopeo::{
     assert_same_image, dir_view, repo_of, skopeo, skopeo_copy, skopeo_digest, skopeo_inspect_raw,
     skopeo_push, tls_args as skopeo_tls_args,
