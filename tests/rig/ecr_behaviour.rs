@@ -699,7 +699,14 @@ impl Shared {
                 url,
                 account,
                 region,
-            } => moto_create_repository(url, account, region, repo),
+            } => {
+                // One creation at a time: concurrent blob POSTs all meet the
+                // missing repository, and moto's CreateRepository is
+                // check-then-insert, so two racing calls can both "create".
+                let _one_at_a_time = self.listed.lock().expect("repositories");
+                moto_repository(url, account, region, repo).is_none()
+                    && moto_create_repository(url, account, region, repo)
+            }
         };
         if created {
             bump(&self.ecr.counters.created_on_push);

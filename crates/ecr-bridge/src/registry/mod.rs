@@ -670,20 +670,21 @@ impl RegistryClient {
 
     /// Waits for the rate limiter's slot, unless that would pass the deadline.
     async fn wait_for_turn(&self, limiter: &Limiter, request: &str) -> Result<(), RegistryError> {
-        self.check_deadline(request)?;
-        let wait = limiter.reserve();
-        if wait.is_zero() {
-            return Ok(());
+        loop {
+            self.check_deadline(request)?;
+            let wait = limiter.reserve();
+            if wait.is_zero() {
+                return Ok(());
+            }
+            if self.time_left().is_some_and(|left| left <= wait) {
+                return Err(RegistryError::DeadlineReached {
+                    request: request.to_string(),
+                    left: self.time_left().unwrap_or_default(),
+                });
+            }
+            tracing::trace!(request, wait_ms = wait.as_millis() as u64, "rate limited");
+            tokio::time::sleep(wait).await;
         }
-        if self.time_left().is_some_and(|left| left <= wait) {
-            return Err(RegistryError::DeadlineReached {
-                request: request.to_string(),
-                left: self.time_left().unwrap_or_default(),
-            });
-        }
-        tracing::trace!(request, wait_ms = wait.as_millis() as u64, "rate limited");
-        tokio::time::sleep(wait).await;
-        Ok(())
     }
 
     /// Sends with retries on transient failures, throttling waited out, and

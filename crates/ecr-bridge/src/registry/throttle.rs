@@ -64,6 +64,8 @@ const MAX_RATE: f64 = 10_000.0;
 const BETA: f64 = 0.7;
 /// CUBIC's scaling constant (requests/s per s³), as in the SDKs.
 const CUBIC_C: f64 = 0.4;
+/// The longest a caller waits before asking for a token again.
+const MAX_POLL: Duration = Duration::from_millis(250);
 /// Sending rate is measured over windows of this length.
 const WINDOW: Duration = Duration::from_millis(500);
 /// Throttling counts as lasting when more than this share of recent
@@ -122,20 +124,24 @@ impl AdaptiveRate {
         self.enabled.then_some(self.fill_rate)
     }
 
-    /// Reserves a slot for a request about to be sent: how long to wait first.
+    /// Takes a token for a request about to be sent: zero when it may go
+    /// now, else how long to wait before asking again. Nothing is reserved
+    /// ahead: the rate grows while callers wait, so a wait decided at a low
+    /// rate must not outlive it (a process's last PUTs would trickle out
+    /// after the quota freed up).
     pub fn reserve(&mut self, now: Instant) -> Duration {
-        self.count_sent(now);
         if !self.enabled {
+            self.count_sent(now);
             return Duration::ZERO;
         }
         self.refill(now);
-        self.tokens -= 1.0;
-        if self.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            // Bounded: at most a burst's worth of callers queue ahead at MIN_RATE.
-            Duration::from_secs_f64((-self.tokens / self.fill_rate).min(3600.0))
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.count_sent(now);
+            return Duration::ZERO;
         }
+        let wait = (1.0 - self.tokens) / self.fill_rate;
+        Duration::from_secs_f64(wait.min(MAX_POLL.as_secs_f64()))
     }
 
     /// The registry answered 429.
@@ -163,8 +169,8 @@ impl AdaptiveRate {
         self.last_throttle = now;
         self.fill_rate = (base * BETA).clamp(MIN_RATE, MAX_RATE);
         self.enabled = true;
-        // At most one second's burst in hand, and no debt beyond a second's worth.
-        self.tokens = self.tokens.clamp(-self.fill_rate, 1.0);
+        // No burst in hand: the next request waits for its token.
+        self.tokens = self.tokens.clamp(0.0, 1.0);
     }
 
     /// The registry accepted a request (any answer but throttling or a 5xx).
@@ -175,12 +181,19 @@ impl AdaptiveRate {
             return;
         }
         self.refill(now);
-        let t = now.duration_since(self.last_throttle).as_secs_f64();
+    }
+
+    /// The rate along the cubic curve since the last cut: back to the
+    /// refused rate after k seconds, then faster and faster (a throttle was
+    /// a passing burst more often than a lasting limit, and a lasting one
+    /// cuts the rate again at once). It grows with time, not with answers,
+    /// so a waiting caller profits too. Half a minute without a 429 and the
+    /// curve is past any quota (no limiting).
+    fn grow(&mut self, now: Instant) {
+        let t = now
+            .saturating_duration_since(self.last_throttle)
+            .as_secs_f64();
         let k = (self.last_max_rate * (1.0 - BETA) / CUBIC_C).cbrt();
-        // Back to the refused rate after k seconds, then faster and faster:
-        // a throttle was a passing burst more often than a lasting limit,
-        // and a lasting one cuts the rate again at once. After half a
-        // minute without a 429 the curve is past any quota (no limiting).
         let cubic = CUBIC_C * (t - k).powi(3) + self.last_max_rate;
         self.fill_rate = cubic.clamp(MIN_RATE, MAX_RATE);
     }
@@ -194,6 +207,9 @@ impl AdaptiveRate {
     }
 
     fn refill(&mut self, now: Instant) {
+        if self.enabled {
+            self.grow(now);
+        }
         let dt = now
             .saturating_duration_since(self.last_refill)
             .as_secs_f64();
@@ -344,10 +360,23 @@ mod tests {
         refused(&mut r, t0 + ms(100));
         let rate = r.rate().expect("limiting");
         assert!((MIN_RATE..200.0).contains(&rate), "{rate}");
-        // 50 requests at once now wait in line, about 1/rate apart.
-        let waits: Vec<Duration> = (0..50).map(|_| r.reserve(t0 + ms(100))).collect();
-        assert!(waits.windows(2).all(|w| w[0] <= w[1]), "{waits:?}");
-        assert!(waits[49] > ms(100), "{waits:?}");
+        // A caller that asks again as soon as it is told gets far fewer
+        // than 200 a second through in the next second.
+        let (mut t, end, mut sent) = (t0 + ms(100), t0 + ms(1100), 0);
+        while t < end {
+            match r.reserve(t) {
+                w if w.is_zero() => {
+                    sent += 1;
+                    t += ms(1);
+                }
+                w => t += w,
+            }
+        }
+        assert!(
+            sent < 100,
+            "{sent} sent in a second after the cut to {rate}/s"
+        );
+        assert!(sent >= 1, "not stopped altogether");
     }
 
     #[test]
@@ -396,8 +425,10 @@ mod tests {
         let end = t + Duration::from_secs(10);
         while t < end {
             let wait = r.reserve(t);
+            if wait.is_zero() {
+                r.on_success(t);
+            }
             t += wait.max(ms(1));
-            r.on_success(t);
         }
         let rate = r.rate().expect("limiting");
         assert!(rate > 5.0, "{rate}");
