@@ -69,22 +69,28 @@ fn via(proxy: &FaultProxy, reg: &Registry, repo: &str, retry: RetryPolicy) -> Re
     RepositoryLocation::new(client_via(&proxy.url(), creds, retry), repo)
 }
 
-/// Hands out whatever token the proxy accepts right now, like ECR's
-/// GetAuthorizationToken would, and counts how often it was asked.
+/// Hands out the token the proxy accepts, fetched like ECR's
+/// GetAuthorizationToken: once, then again only when the registry refused it
+/// (the client asks for every request; a real source caches). Counts fetches.
 #[derive(Debug)]
 struct ProxyTokens {
     handle: TokenHandle,
+    cached: std::sync::Mutex<Option<(String, String)>>,
     fetches: AtomicU32,
 }
 
 impl CredentialSource for ProxyTokens {
     fn credentials(
         &self,
-        _refresh: bool,
+        refresh: bool,
     ) -> BoxFuture<'_, Result<Option<BasicCredentials>, RegistryError>> {
         Box::pin(async move {
-            self.fetches.fetch_add(1, Ordering::Relaxed);
-            let (user, password) = self.handle.current();
+            let mut cached = self.cached.lock().unwrap();
+            if refresh || cached.is_none() {
+                self.fetches.fetch_add(1, Ordering::Relaxed);
+                *cached = Some(self.handle.current());
+            }
+            let (user, password) = cached.clone().unwrap();
             Ok(Some(BasicCredentials::new(user, password)))
         })
     }
@@ -93,6 +99,7 @@ impl CredentialSource for ProxyTokens {
 fn with_tokens(proxy: &FaultProxy, repo: &str) -> (RepositoryLocation, Arc<ProxyTokens>) {
     let tokens = Arc::new(ProxyTokens {
         handle: proxy.tokens(),
+        cached: std::sync::Mutex::new(None),
         fetches: AtomicU32::new(0),
     });
     let client = client_via(&proxy.url(), tokens.clone(), fault_retry());

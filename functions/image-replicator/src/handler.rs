@@ -6,7 +6,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ecr_bridge_aws::backfill::BackfillError;
 use ecr_bridge_aws::emf::MetricSet;
-use ecr_bridge_aws::replicator::{copy_deadline, Handled, Outcome, ReplicationError, Replicator};
+use ecr_bridge_aws::replicator::{
+    copy_deadline, DestinationOutcome, Handled, Outcome, ReplicationError, Replicator,
+};
 use serde_json::{json, Value};
 
 use crate::config::Config;
@@ -183,13 +185,7 @@ async fn run_one(
                 }
                 Handled::Done { destinations, .. } => {
                     for d in destinations {
-                        record(
-                            metrics,
-                            d.outcome,
-                            d.report.as_ref().map_or(0, |r| r.bytes_uploaded),
-                            d.duration_ms,
-                        );
-                        count_loop(metrics, d.loop_prevented);
+                        record(metrics, d);
                     }
                 }
             }
@@ -198,13 +194,7 @@ async fn run_one(
         Err(e) => {
             if let ReplicationError::Destinations { outcomes, .. } = &e {
                 for d in outcomes {
-                    record(
-                        metrics,
-                        d.outcome,
-                        d.report.as_ref().map_or(0, |r| r.bytes_uploaded),
-                        d.duration_ms,
-                    );
-                    count_loop(metrics, d.loop_prevented);
+                    record(metrics, d);
                 }
             } else {
                 metrics.count("ReplicationsFailed", 1);
@@ -220,7 +210,24 @@ async fn run_one(
     }
 }
 
-fn record(metrics: &mut MetricSet, outcome: Outcome, bytes: u64, duration_ms: u64) {
+/// A destination's metrics: its outcome, bytes, duration, refused
+/// referrers and a loop refusal.
+fn record(metrics: &mut MetricSet, d: &DestinationOutcome) {
+    let report = d.report.as_ref();
+    record_outcome(
+        metrics,
+        d.outcome,
+        report.map_or(0, |r| r.bytes_uploaded),
+        d.duration_ms,
+    );
+    let refused = report.map_or(0, |r| r.referrers_failed);
+    if refused > 0 {
+        metrics.count("ReferrersFailed", u64::from(refused));
+    }
+    count_loop(metrics, d.loop_prevented);
+}
+
+fn record_outcome(metrics: &mut MetricSet, outcome: Outcome, bytes: u64, duration_ms: u64) {
     let name = match outcome {
         Outcome::Replicated => "Replicated",
         Outcome::UpToDate => "UpToDate",
