@@ -68,12 +68,22 @@ pub async fn handle_until(
 
 /// When the copies of an invocation must stop: its deadline (milliseconds
 /// since the epoch, as the runtime API gives it) less the time to report.
-pub fn invocation_deadline(deadline_ms: u64) -> Instant {
+/// `None` for a deadline already past when the invocation starts: Lambda
+/// never hands out such an event, but an emulator does (`cargo lambda
+/// watch` dates the first event before compiling the function), and
+/// stopping at once would make every such run fail.
+pub fn invocation_deadline(deadline_ms: u64) -> Option<Instant> {
     let end = UNIX_EPOCH + Duration::from_millis(deadline_ms);
-    let remaining = end
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO);
-    copy_deadline(Instant::now(), remaining)
+    match end.duration_since(SystemTime::now()) {
+        Ok(remaining) if !remaining.is_zero() => Some(copy_deadline(Instant::now(), remaining)),
+        _ => {
+            tracing::warn!(
+                deadline_ms,
+                "the invocation's deadline had passed when it started (an emulator's clock?); copying without one"
+            );
+            None
+        }
+    }
 }
 
 async fn run(
@@ -277,17 +287,19 @@ mod tests {
             .as_millis() as u64;
         let left = |ms: u64| {
             invocation_deadline(now_ms + ms)
+                .expect("a deadline ahead")
                 .saturating_duration_since(Instant::now())
                 .as_secs_f64()
         };
-        // 15 minutes: stop 30 s before. 8 s: stop 2 s before. Past: now.
+        // 15 minutes: stop 30 s before. 8 s: stop 2 s before.
         assert!(
             (869.0..=870.1).contains(&left(900_000)),
             "{}",
             left(900_000)
         );
         assert!((5.9..=6.1).contains(&left(8_000)), "{}", left(8_000));
-        assert_eq!(left(0), 0.0);
+        // Already past at the start (an emulator): no deadline rather than none left.
+        assert_eq!(invocation_deadline(now_ms.saturating_sub(60_000)), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ async fn main() -> Result<(), Error> {
     let replicator = config.build().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let deadline = handler::invocation_deadline(event.context.deadline);
-        handler::handle_until(&replicator, &config, event.payload, Some(deadline))
+        handler::handle_until(&replicator, &config, event.payload, deadline)
     }))
     .await
 }
