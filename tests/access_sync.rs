@@ -296,8 +296,7 @@ async fn given_a_foreign_statement_when_access_is_granted_widened_changed_and_re
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn given_changes_that_do_not_touch_access_when_handled_then_zero_writes_and_two_calls_per_user(
-) {
+async fn given_changes_that_do_not_touch_access_when_handled_then_zero_writes_and_only_reads() {
     let mut stage = Stage::new().await;
     stage.create_repository(&repo(U1)).await;
     let (sync, config) = stage.sync(&[]).await;
@@ -324,9 +323,17 @@ async fn given_changes_that_do_not_touch_access_when_handled_then_zero_writes_an
         let ops: Vec<&str> = calls.iter().map(|c| c.operation.as_str()).collect();
         assert_eq!(
             ops,
-            ["Query", "GetRepositoryPolicy"],
-            "one Query and one read for the one user, nothing else"
+            ["Query", "Query", "GetRepositoryPolicy"],
+            "a Query per user id the name stands for, one policy read, nothing else"
         );
+        // `user1-40username-2ecom` is also the escape of `user1@username\u{2EC}om`:
+        // its rows are read too, to rule out a collision.
+        for user in [U1, "user1@username\u{2EC}om"] {
+            assert!(
+                calls.iter().any(|c| c.body.contains(user)),
+                "a Query for {user:?}"
+            );
+        }
         assert_eq!(
             report.calls.total() as usize,
             calls.len(),
@@ -1027,13 +1034,15 @@ async fn given_batches_of_1000_records_over_100_users_when_handled_then_calls_pe
             m.per_user, m.by_operation, m.writes, m.assume_role
         );
     }
-    // Nothing to do: a Query and a GetRepositoryPolicy per user, no write.
+    // Nothing to do: a Query per user id the name stands for (the user and
+    // `user000\u{40E}xample.org`: `-40e` also reads as U+040E) and a
+    // GetRepositoryPolicy per user, no write.
     assert_eq!(noop.writes, 0);
     assert!(noop.per_user <= 3.0, "{}", noop.per_user);
-    assert!(some.per_user <= 3.0, "{}", some.per_user);
-    // A user whose access changes costs Query + Get + Set + the Query that
-    // re-checks the table after the write (what makes racing writers converge).
-    assert!(fresh.per_user <= 4.0, "{}", fresh.per_user);
+    assert!(some.per_user <= 3.5, "{}", some.per_user);
+    // A user whose access changes costs those, a Set, and the Queries that
+    // re-check the table after the write (what makes racing writers converge).
+    assert!(fresh.per_user <= 6.0, "{}", fresh.per_user);
     assert_eq!(fresh.writes, 100);
     assert!(
         fresh.assume_role <= 1,
@@ -1223,4 +1232,329 @@ async fn given_trace_logging_when_reconciling_and_handling_a_batch_through_an_as
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Issue 13: refused principals, impossible account ids, escape collisions.
+
+/// A capture of this test's JSON logs (the handler runs on the test's task,
+/// so a thread-local subscriber sees it).
+fn capture_logs() -> (common::CapturedLogs, tracing::subscriber::DefaultGuard) {
+    let captured = common::CapturedLogs::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(ecr_bridge_aws::logging::filter("info"))
+        .with_writer(move || writer.clone())
+        .finish();
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+/// Hands `payload` to the handler and returns its report and the EMF
+/// document it would print.
+async fn measured(sync: &AccessSync, config: &Config, payload: Value) -> (Handled, Value) {
+    let (handled, metrics) = handler::handle_measured(sync, config, payload).await;
+    (handled.expect("handled"), metrics.to_json())
+}
+
+async fn measured_batch(
+    stage: &mut Stage,
+    sync: &AccessSync,
+    config: &Config,
+) -> (BatchReport, Value) {
+    let batch = stage.next_batch().await;
+    match measured(sync, config, batch).await {
+        (
+            Handled::Stream {
+                response, report, ..
+            },
+            metrics,
+        ) => {
+            assert!(response.batch_item_failures.is_empty(), "nothing to retry");
+            (report, metrics)
+        }
+        (other, _) => panic!("expected a stream batch, got {other:?}"),
+    }
+}
+
+async fn measured_reconcile(sync: &AccessSync, config: &Config) -> (ReconcileReport, Value) {
+    match measured(sync, config, sample("scheduled-reconcile.json")).await {
+        (Handled::FullReconcile(r), metrics) => (r, metrics),
+        (other, _) => panic!("expected a full reconcile, got {other:?}"),
+    }
+}
+
+const REFUSED: &str = "999999999999";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_a_policy_with_one_principal_ecr_refuses_when_rows_change_then_the_removed_account_is_revoked_the_refused_one_left_out_and_the_rest_granted(
+) {
+    let (logs, _guard) = capture_logs();
+    // moto takes any policy; the rig's front refuses one naming 999999999999
+    // as ECR refuses a closed or unknown account.
+    let mut stage = Stage::checking_policies(&[REFUSED]).await;
+    stage.create_repository(&repo(U1)).await;
+    let (sync, config) = stage.sync(&[]).await;
+    stage.put(row(U1, "ws-1", "111111111111")).await;
+    stage.put(row(U1, "ws-2", "222222222222")).await;
+    measured_batch(&mut stage, &sync, &config).await;
+    assert_eq!(
+        stage.granted(&repo(U1)).await,
+        ["111111111111", "222222222222"]
+    );
+
+    // 222222222222 leaves Direct Pay; the refused account and 333333333333 arrive.
+    stage.delete(U1, "ws-2").await;
+    stage.put(row(U1, "ws-3", REFUSED)).await;
+    stage.put(row(U1, "ws-4", "333333333333")).await;
+    let mark = stage.proxy.mark();
+    let (report, metrics) = measured_batch(&mut stage, &sync, &config).await;
+
+    assert_eq!(
+        stage.granted(&repo(U1)).await,
+        ["111111111111", "333333333333"],
+        "222222222222 is revoked although ECR refuses the full policy"
+    );
+    let r = report_for(&report, U1);
+    assert_eq!(r.outcome, Outcome::Changed);
+    assert_eq!(r.accounts_removed, ["222222222222"]);
+    assert_eq!(r.accounts_added, ["333333333333"]);
+    let left_out: Vec<(String, &str)> = r
+        .left_out
+        .iter()
+        .map(|(a, why)| (a.to_string(), why.as_str()))
+        .collect();
+    assert_eq!(left_out, [(REFUSED.to_string(), "refused_by_ecr")]);
+    assert!(r.error.is_none(), "not a failure: {:?}", r.error);
+    assert_eq!(report.tally.principals_refused, 1);
+    assert_eq!(metrics["PrincipalsRefused"], 1.0, "{metrics}");
+    // The full policy (refused), the kept account alone (removal lands),
+    // then the new one: the refused account is found without a write of its own.
+    let writes = stage.proxy.count_since(mark, "SetRepositoryPolicy");
+    let front = stage.front.as_ref().unwrap();
+    println!(
+        "one refused account among three: {writes} SetRepositoryPolicy calls, {} refused",
+        front.policies_refused()
+    );
+    assert_eq!(writes, 3);
+    assert_eq!(front.policies_refused(), 1);
+    let warning = logs
+        .text()
+        .lines()
+        .find(|l| l.contains("\"WARN\"") && l.contains("left out of the repository policy"))
+        .map(str::to_string)
+        .expect("a warning per refused account");
+    for field in [REFUSED, &repo(U1), "refused_by_ecr", U1] {
+        assert!(warning.contains(field), "{field} in {warning}");
+    }
+
+    // The full reconcile gets the same answer and changes nothing: the full
+    // policy is refused again, and the policy as it is is confirmed before
+    // the account is blamed.
+    let mark = stage.proxy.mark();
+    let (reconciled, metrics) = measured_reconcile(&sync, &config).await;
+    let writes = stage.proxy.count_since(mark, "SetRepositoryPolicy");
+    println!("the same refused account on the next reconcile: {writes} SetRepositoryPolicy calls");
+    assert_eq!(writes, 2);
+    assert_eq!(
+        stage.granted(&repo(U1)).await,
+        ["111111111111", "333333333333"]
+    );
+    assert_eq!(
+        (reconciled.tally.unchanged, reconciled.tally.failed),
+        (1, 0)
+    );
+    assert_eq!(metrics["PrincipalsRefused"], 1.0);
+
+    // moto alone would have granted it: the refusal is the front's, as ECR's.
+    stage.set_policy(&repo(U1), &gen3_policy(REFUSED)).await;
+    assert_eq!(stage.granted(&repo(U1)).await, [REFUSED]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_accounts_that_would_take_the_policy_over_10240_characters_when_handled_then_what_fits_is_written_and_the_rest_left_out(
+) {
+    let mut stage = Stage::checking_policies(&[]).await;
+    stage.create_repository(&repo(U1)).await;
+    // A foreign statement that leaves room for about three of our principals.
+    let mut foreign = foreign_statement();
+    foreign["Condition"] = json!({"StringEquals": {"aws:PrincipalTag/team": ["t".repeat(9_700)]}});
+    let start = json!({"Version": "2012-10-17", "Statement": [foreign.clone()]}).to_string();
+    stage.set_policy(&repo(U1), &start).await;
+    let (sync, config) = stage.sync(&[]).await;
+    for i in 1..=6 {
+        stage
+            .put(row(
+                U1,
+                &format!("ws-{i}"),
+                &format!("{i}{i}{i}{i}{i}{i}{i}{i}{i}{i}{i}{i}"),
+            ))
+            .await;
+    }
+    let (report, metrics) = measured_batch(&mut stage, &sync, &config).await;
+
+    let policy = stage.policy(&repo(U1)).await.expect("a policy");
+    assert!(policy.to_string().len() <= 10_240);
+    assert_eq!(
+        foreign_of(&policy),
+        [foreign],
+        "the foreign statement is kept"
+    );
+    let granted = granted_by(&policy);
+    let r = report_for(&report, U1);
+    assert!(!granted.is_empty() && granted.len() < 6, "{granted:?}");
+    assert_eq!(granted.len() + r.left_out.len(), 6);
+    assert!(r
+        .left_out
+        .iter()
+        .all(|(_, why)| why.as_str() == "policy_too_large"));
+    // New accounts are taken in id order while they fit.
+    assert_eq!(granted[0], "111111111111");
+    assert_eq!(metrics["PrincipalsRefused"], r.left_out.len() as f64);
+    assert_eq!(
+        stage.front.as_ref().unwrap().policies_too_long(),
+        0,
+        "a policy over the limit is never sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_an_all_zero_account_and_other_impossible_numbers_when_handled_then_refused_at_parse_time_and_never_granted(
+) {
+    let mut stage = Stage::new().await;
+    stage.create_repository(&repo(U1)).await;
+    let (sync, config) = stage.sync(&[]).await;
+    let n = |v: &str| Some(AttributeValue::N(v.into()));
+    stage.put(row(U1, "ws-good", "111111111111")).await;
+    stage
+        .put(row_with(U1, "ws-zero", n("0"), "Direct Pay"))
+        .await;
+    stage.put(row(U1, "ws-zeros", "000000000000")).await;
+    stage
+        .put(row_with(
+            U1,
+            "ws-negative",
+            n("-123456789012"),
+            "Direct Pay",
+        ))
+        .await;
+    stage
+        .put(row_with(U1, "ws-fraction", n("123456789.5"), "Direct Pay"))
+        .await;
+    stage
+        .put(row_with(U1, "ws-long", n("1234567890123"), "Direct Pay"))
+        .await;
+    let mark = stage.proxy.mark();
+
+    let (report, metrics) = measured_batch(&mut stage, &sync, &config).await;
+
+    assert_eq!(stage.granted(&repo(U1)).await, ["111111111111"]);
+    let r = report_for(&report, U1);
+    assert_eq!(r.skipped_rows.len(), 5, "{:?}", r.skipped_rows);
+    for (row_id, reason) in [
+        ("ws-zero", "all zeros"),
+        ("ws-zeros", "all zeros"),
+        ("ws-negative", "negative"),
+        ("ws-fraction", "not a whole number"),
+        ("ws-long", "more than 12 digits"),
+    ] {
+        assert!(
+            r.skipped_rows
+                .iter()
+                .any(|s| s.contains(row_id) && s.contains(reason)),
+            "{row_id}: {reason} in {:?}",
+            r.skipped_rows
+        );
+    }
+    assert_eq!(metrics["RowsSkipped"], 5.0);
+    assert!(
+        stage
+            .proxy
+            .calls_since(mark)
+            .iter()
+            .all(|c| !c.body.contains("000000000000")),
+        "no policy ever names 000000000000"
+    );
+
+    let (reconciled, _) = measured_reconcile(&sync, &config).await;
+    assert_eq!(reconciled.tally.rows_skipped, 5);
+    assert_eq!(stage.granted(&repo(U1)).await, ["111111111111"]);
+}
+
+const JANE: &str = "jane.doe@x.io";
+/// Escapes exactly as [`JANE`] does: `jane-2edoe-40x-2eio`.
+const JANE_TWIN: &str = "jane\u{2ED}oe@x.io";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_two_user_ids_that_escape_alike_when_both_have_granting_rows_then_neither_is_granted_on_the_shared_repository_on_the_stream_path_and_in_the_full_reconcile(
+) {
+    let (logs, _guard) = capture_logs();
+    let mut stage = Stage::new().await;
+    let shared = repo(JANE);
+    assert_eq!(shared, repo(JANE_TWIN));
+    stage.create_repository(&shared).await;
+    stage.create_repository(&repo(U1)).await;
+    let (sync, config) = stage.sync(&[]).await;
+    stage.put(row(JANE, "ws-1", "111111111111")).await;
+    stage.put(row(U1, "ws-1", "333333333333")).await;
+    let (report, metrics) = measured_batch(&mut stage, &sync, &config).await;
+    assert_eq!(
+        stage.granted(&shared).await,
+        ["111111111111"],
+        "no collision yet"
+    );
+    assert_eq!(
+        (
+            report.tally.escape_collisions,
+            metrics["EscapeCollisions"].as_f64()
+        ),
+        (0, Some(0.0))
+    );
+
+    // The twin's row arrives: its stream record is for the twin only, and
+    // the lookup of the other ids that escape alike finds Jane.
+    stage.put(row(JANE_TWIN, "ws-1", "222222222222")).await;
+    let (report, metrics) = measured_batch(&mut stage, &sync, &config).await;
+    assert_eq!(
+        stage.granted(&shared).await,
+        Vec::<String>::new(),
+        "fail closed"
+    );
+    let r = report_for(&report, JANE_TWIN);
+    assert_eq!(r.outcome, Outcome::Revoked);
+    let contest = r.contest.as_ref().expect("the collision is reported");
+    assert_eq!(contest.user_ids, [JANE, JANE_TWIN]);
+    assert_eq!(metrics["EscapeCollisions"], 1.0);
+    let error = logs
+        .text()
+        .lines()
+        .find(|l| l.contains("\"ERROR\"") && l.contains("escape_collision"))
+        .map(str::to_string)
+        .expect("an error line");
+    assert!(error.contains(JANE) && error.contains(JANE_TWIN), "{error}");
+    assert!(error.contains(&shared), "{error}");
+
+    // Jane's own record: still nothing, the stream path sees the twin too.
+    let mut touched = row(JANE, "ws-1", "111111111111");
+    touched.insert("last_login".into(), s("2026-11-23T10:00:00Z"));
+    stage.put(touched).await;
+    let (report, metrics) = measured_batch(&mut stage, &sync, &config).await;
+    assert_eq!(stage.granted(&shared).await, Vec::<String>::new());
+    assert_eq!(report_for(&report, JANE).outcome, Outcome::Unchanged);
+    assert_eq!(metrics["EscapeCollisions"], 1.0);
+
+    // The full reconcile agrees (it used to grant the union), and the
+    // user whose name collides with nobody is unaffected throughout.
+    let (reconciled, metrics) = measured_reconcile(&sync, &config).await;
+    assert_eq!(stage.granted(&shared).await, Vec::<String>::new());
+    assert_eq!(reconciled.tally.escape_collisions, 1);
+    assert_eq!(metrics["EscapeCollisions"], 1.0);
+    assert_eq!(stage.granted(&repo(U1)).await, ["333333333333"]);
+    assert_eq!(reconciled.tally.failed, 0);
+
+    // The twin's row goes: Jane's access comes back.
+    stage.delete(JANE_TWIN, "ws-1").await;
+    let (report, _) = measured_batch(&mut stage, &sync, &config).await;
+    assert_eq!(stage.granted(&shared).await, ["111111111111"]);
+    assert!(report_for(&report, JANE_TWIN).contest.is_none());
 }

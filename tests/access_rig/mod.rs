@@ -18,7 +18,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, StreamSpecification, StreamViewType,
 };
 use ecr_bridge_aws::access_sync::AccessSync;
-use rig::Moto;
+use rig::{AwsFront, AwsFrontOptions, Moto};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -346,6 +346,9 @@ impl StreamTap {
 pub struct Stage {
     pub proxy: AwsProxy,
     pub stream: StreamTap,
+    /// Between the proxy and moto when the stage checks policies as ECR
+    /// does ([`Stage::checking_policies`]); moto itself takes any policy.
+    pub front: Option<AwsFront>,
     pub moto: Moto,
 }
 
@@ -364,8 +367,28 @@ pub async fn sdk_at(url: &str) -> SdkConfig {
 
 impl Stage {
     pub async fn new() -> Stage {
+        Self::start(false).await
+    }
+
+    /// The function's calls reach moto through the rig's AWS front, which
+    /// refuses `SetRepositoryPolicy` as ECR does
+    /// ([`AwsFront::check_policies_as_ecr`]).
+    pub async fn checking_policies(refused_accounts: &[&str]) -> Stage {
+        let stage = Self::start(true).await;
+        stage
+            .front
+            .as_ref()
+            .expect("front")
+            .check_policies_as_ecr(refused_accounts);
+        stage
+    }
+
+    async fn start(with_front: bool) -> Stage {
         let moto = Moto::start();
-        let proxy = AwsProxy::start(moto.url()).await;
+        let front =
+            with_front.then(|| AwsFront::start_with(&moto.url(), AwsFrontOptions::default()));
+        let upstream = front.as_ref().map_or_else(|| moto.url(), AwsFront::url);
+        let proxy = AwsProxy::start(upstream).await;
         let ddb = aws_sdk_dynamodb::Client::new(&sdk_at(&moto.url()).await);
         let key = |name: &str, kind| {
             KeySchemaElement::builder()
@@ -414,6 +437,7 @@ impl Stage {
         Stage {
             proxy,
             stream,
+            front,
             moto,
         }
     }

@@ -16,10 +16,18 @@
 //! STS `GetCallerIdentity`, which knows assumed-role keys), else the
 //! configured default; the region is the SigV4 credential scope's.
 //!
+//! It can also check `ecr:SetRepositoryPolicy` as ECR does and moto does
+//! not ([`AwsFront::check_policies_as_ecr`]): moto stores any policy text, while
+//! ECR refuses a policy naming a principal it does not accept (a closed or
+//! never-existing account) with `InvalidParameterException` "Invalid
+//! parameter at 'PolicyText' failed to satisfy constraint: 'Invalid
+//! repository policy provided'" (not saying which principal), and a
+//! `policyText` over its documented 10,240-character length constraint.
+//!
 //! One request per connection (`Connection: close`), bodies buffered whole
 //! (a chunked request body is de-chunked and sent on with `Content-Length`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{self, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,6 +42,86 @@ use crate::fault_proxy::{exchange, read_body, read_head, Head};
 use crate::moto::DEFAULT_ACCOUNT;
 
 const GET_AUTHORIZATION_TOKEN: &str = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
+const SET_REPOSITORY_POLICY: &str = "AmazonEC2ContainerRegistry_V20150921.SetRepositoryPolicy";
+
+/// ECR's answer to a policy naming a principal it does not accept.
+pub(crate) const INVALID_POLICY_MESSAGE: &str =
+    "Invalid parameter at 'PolicyText' failed to satisfy constraint: 'Invalid repository policy provided'";
+
+/// What ECR checks in `SetRepositoryPolicy` and moto does not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PolicyRules {
+    /// Accounts whose principals ECR refuses: a policy naming any of them
+    /// (as `arn:…:iam::<account>:…` or a bare id) is refused whole.
+    pub refused_accounts: BTreeSet<String>,
+    /// The longest `policyText` accepted (ECR: 10,240 characters).
+    pub max_policy_chars: Option<usize>,
+}
+
+impl PolicyRules {
+    /// ECR's length limit and these refused accounts.
+    pub(crate) fn ecr(refused_accounts: &[&str]) -> Self {
+        PolicyRules {
+            refused_accounts: refused_accounts.iter().map(|a| a.to_string()).collect(),
+            max_policy_chars: Some(10_240),
+        }
+    }
+
+    /// The error ECR would answer for this `SetRepositoryPolicy` body.
+    fn refusal(&self, body: &[u8]) -> Option<(Refusal, String)> {
+        let request: Value = serde_json::from_slice(body).ok()?;
+        let text = request["policyText"].as_str()?;
+        if let Some(max) = self.max_policy_chars {
+            let length = text.chars().count();
+            if length > max {
+                // AWS's answer to a request member over its length constraint.
+                return Some((
+                    Refusal::TooLong,
+                    format!("1 validation error detected: Value at 'policyText' failed to satisfy constraint: Member must have length less than or equal to {max}"),
+                ));
+            }
+        }
+        let policy: Value = serde_json::from_str(text).ok()?;
+        let statements = match &policy["Statement"] {
+            Value::Array(items) => items.clone(),
+            one @ Value::Object(_) => vec![one.clone()],
+            _ => Vec::new(),
+        };
+        let refused = statements
+            .iter()
+            .flat_map(|s| principal_accounts(&s["Principal"]))
+            .any(|a| self.refused_accounts.contains(&a));
+        refused.then(|| (Refusal::Principal, INVALID_POLICY_MESSAGE.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Principal,
+    TooLong,
+}
+
+/// The account ids an IAM `Principal` names.
+fn principal_accounts(principal: &Value) -> Vec<String> {
+    let aws = match principal {
+        Value::Object(p) => p.get("AWS").cloned().unwrap_or(Value::Null),
+        other => other.clone(),
+    };
+    let list = match aws {
+        Value::String(s) => vec![s],
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    };
+    list.into_iter()
+        .filter_map(|p| match p.split_once(":iam::") {
+            Some((_, rest)) => rest.split(':').next().map(str::to_string),
+            None => (p.len() == 12 && p.bytes().all(|b| b.is_ascii_digit())).then_some(p),
+        })
+        .collect()
+}
 
 #[derive(Debug, Clone)]
 pub struct AwsFrontOptions {
@@ -66,6 +154,9 @@ struct FrontShared {
     moto: String,
     opts: AwsFrontOptions,
     per_account: Mutex<HashMap<String, TokenHandle>>,
+    policy_rules: Mutex<PolicyRules>,
+    policies_refused: AtomicU64,
+    policies_too_long: AtomicU64,
     answered: AtomicU64,
     forwarded: AtomicU64,
     stop: AtomicBool,
@@ -91,6 +182,9 @@ impl AwsFront {
             moto: moto_url.trim_start_matches("http://").to_string(),
             opts,
             per_account: Mutex::new(HashMap::new()),
+            policy_rules: Mutex::new(PolicyRules::default()),
+            policies_refused: AtomicU64::new(0),
+            policies_too_long: AtomicU64::new(0),
             answered: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -121,6 +215,25 @@ impl AwsFront {
             .lock()
             .expect("per-account tokens")
             .insert(account.to_string(), tokens);
+    }
+
+    /// From now on `SetRepositoryPolicy` is checked as ECR checks it: a
+    /// policy naming any of `refused_accounts` is refused with
+    /// `InvalidParameterException`, and one over ECR's 10,240 characters
+    /// with `ValidationException` (moto takes both).
+    pub fn check_policies_as_ecr(&self, refused_accounts: &[&str]) {
+        *self.shared.policy_rules.lock().expect("policy rules") =
+            PolicyRules::ecr(refused_accounts);
+    }
+
+    /// `SetRepositoryPolicy` calls refused for a principal.
+    pub fn policies_refused(&self) -> u64 {
+        self.shared.policies_refused.load(Ordering::Relaxed)
+    }
+
+    /// `SetRepositoryPolicy` calls refused for their length.
+    pub fn policies_too_long(&self) -> u64 {
+        self.shared.policies_too_long.load(Ordering::Relaxed)
     }
 
     pub fn host(&self) -> String {
@@ -180,6 +293,36 @@ impl FrontShared {
                 out.write_all(&answer)?;
                 return out.flush();
             }
+        }
+        let is_policy_write = head
+            .header("x-amz-target")
+            .is_some_and(|t| t.trim() == SET_REPOSITORY_POLICY);
+        let refusal = is_policy_write
+            .then(|| {
+                self.policy_rules
+                    .lock()
+                    .expect("policy rules")
+                    .refusal(&body)
+            })
+            .flatten();
+        if let Some((kind, message)) = refusal {
+            let code = match kind {
+                Refusal::Principal => {
+                    self.policies_refused.fetch_add(1, Ordering::Relaxed);
+                    "InvalidParameterException"
+                }
+                Refusal::TooLong => {
+                    self.policies_too_long.fetch_add(1, Ordering::Relaxed);
+                    "ValidationException"
+                }
+            };
+            let answer = serde_json::json!({"__type": code, "message": message}).to_string();
+            let text = format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\nx-amzn-RequestId: rig-aws-front-refused\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            out.write_all(text.as_bytes())?;
+            return out.flush();
         }
         match exchange(&self.moto, &head, &body, &["expect"], None) {
             Ok(resp) => {
@@ -298,6 +441,51 @@ fn moto_account_of(moto_host: &str, access_key: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn set_policy(policy: Value) -> Vec<u8> {
+        serde_json::json!({"repositoryName": "r", "policyText": policy.to_string()})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn given_a_refused_account_when_a_policy_names_it_then_refused_as_ecr_does_and_others_pass() {
+        let rules = PolicyRules::ecr(&["999999999999"]);
+        let naming = |principal: Value| {
+            set_policy(serde_json::json!({"Version": "2012-10-17", "Statement": [
+                {"Sid": "S", "Effect": "Allow", "Principal": principal, "Action": "ecr:BatchGetImage"}]}))
+        };
+        for refused in [
+            serde_json::json!({"AWS": ["arn:aws:iam::111111111111:root", "arn:aws:iam::999999999999:root"]}),
+            serde_json::json!({"AWS": "999999999999"}),
+            serde_json::json!({"AWS": "arn:aws:iam::999999999999:role/ci"}),
+        ] {
+            let (kind, message) = rules.refusal(&naming(refused.clone())).expect("refused");
+            assert_eq!(kind, Refusal::Principal, "{refused}");
+            assert_eq!(message, INVALID_POLICY_MESSAGE);
+        }
+        assert_eq!(
+            rules.refusal(&naming(
+                serde_json::json!({"AWS": "arn:aws:iam::111111111111:root"})
+            )),
+            None
+        );
+        assert_eq!(rules.refusal(&naming(serde_json::json!("*"))), None);
+    }
+
+    #[test]
+    fn given_a_policy_over_the_limit_when_checked_then_refused_for_its_length() {
+        let rules = PolicyRules::ecr(&[]);
+        let long = serde_json::json!({"Statement": [], "Id": "x".repeat(10_240)});
+        let (kind, message) = rules.refusal(&set_policy(long)).expect("refused");
+        assert_eq!(kind, Refusal::TooLong);
+        assert!(message.contains("10240"), "{message}");
+        assert_eq!(
+            PolicyRules::default()
+                .refusal(&set_policy(serde_json::json!({"Id": "x".repeat(20_000)}))),
+            None
+        );
+    }
 
     #[test]
     fn given_a_sigv4_authorization_when_parsed_then_key_and_region_come_from_the_scope() {

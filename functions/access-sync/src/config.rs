@@ -165,6 +165,13 @@ impl Config {
                     1,
                     10,
                 )?,
+                collision_candidates: env::number(
+                    vars,
+                    "COLLISION_CANDIDATES",
+                    access_sync::DEFAULT_COLLISION_CANDIDATES,
+                    1,
+                    1024,
+                )?,
             },
             ecr_region,
             ecr_role_arn,
@@ -261,6 +268,7 @@ mod tests {
         assert_eq!(s.concurrency, 4);
         assert_eq!(s.scan_page_size, None);
         assert_eq!(s.converge_rounds, 3);
+        assert_eq!(s.collision_candidates, 64);
         assert_eq!(
             c.ecr_region, "us-east-1",
             "ECR_REGION falls back to AWS_REGION"
@@ -296,6 +304,7 @@ mod tests {
             ("RECONCILE_CONCURRENCY", "16"),
             ("SCAN_PAGE_SIZE", "500"),
             ("CONVERGE_ROUNDS", "5"),
+            ("COLLISION_CANDIDATES", "256"),
             ("METRICS_NAMESPACE", "gen3"),
         ]))
         .unwrap();
@@ -323,6 +332,7 @@ mod tests {
             (s.concurrency, s.scan_page_size, s.converge_rounds),
             (16, Some(500), 5)
         );
+        assert_eq!(s.collision_candidates, 256);
         assert_eq!(c.ecr_external_id.as_deref(), Some("gen3-access"));
         assert_eq!(c.metrics_namespace, "gen3");
     }
@@ -345,6 +355,8 @@ mod tests {
             ("RECONCILE_CONCURRENCY", "0"),
             ("SCAN_PAGE_SIZE", "-5"),
             ("CONVERGE_ROUNDS", "100"),
+            ("COLLISION_CANDIDATES", "0"),
+            ("COLLISION_CANDIDATES", "5000"),
             ("ROLE_SESSION_NAME", "has spaces"),
             ("USER_ID_ATTRIBUTE", &"a".repeat(300)),
         ] {

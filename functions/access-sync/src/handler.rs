@@ -69,11 +69,22 @@ pub async fn handle_detailed(
     config: &Config,
     payload: Value,
 ) -> Result<Handled, HandlerError> {
+    let (result, metrics) = handle_measured(sync, config, payload).await;
+    metrics.flush();
+    result
+}
+
+/// The invocation and the EMF metrics it would emit, not yet flushed (so
+/// tests can read them).
+pub async fn handle_measured(
+    sync: &AccessSync,
+    config: &Config,
+    payload: Value,
+) -> (Result<Handled, HandlerError>, MetricSet) {
     let mut metrics =
         MetricSet::new(&config.metrics_namespace).dimension("Function", "access-sync");
     let result = run(sync, config, payload, &mut metrics).await;
-    metrics.flush();
-    result
+    (result, metrics)
 }
 
 async fn run(
@@ -206,6 +217,8 @@ fn record(metrics: &mut MetricSet, t: &Tally, calls: u32, writes: u32) {
     metrics.count("FailuresTransient", t.failed_transient as u64);
     metrics.count("FailuresPermanent", (t.failed - t.failed_transient) as u64);
     metrics.count("RowsSkipped", t.rows_skipped as u64);
+    metrics.count("PrincipalsRefused", t.principals_refused as u64);
+    metrics.count("EscapeCollisions", t.escape_collisions as u64);
     metrics.count("AwsCalls", calls as u64);
     metrics.count("PolicyWrites", writes as u64);
 }

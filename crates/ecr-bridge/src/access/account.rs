@@ -1,5 +1,7 @@
 //! AWS account ids as the users table holds them: a 12-digit string, or a
-//! number that lost its leading zeros.
+//! number that lost its leading zeros. Ids no account can have are refused
+//! here, before they reach a policy: a DynamoDB number 0 would otherwise
+//! become `000000000000` and be granted.
 
 use std::fmt;
 use std::str::FromStr;
@@ -23,8 +25,10 @@ pub enum AccountValue {
 pub enum AccountError {
     #[error("account id {0:?} is not a 12-digit string")]
     NotTwelveDigits(String),
-    #[error("account id number {0} is not a whole number of at most 12 digits")]
-    BadNumber(String),
+    #[error("account id number {value} is {reason}; expected a whole number of at most 12 digits")]
+    BadNumber { value: String, reason: &'static str },
+    #[error("account id {0:?} is all zeros; no AWS account has it")]
+    AllZeros(String),
     #[error("account id is a DynamoDB {0} value; expected a string (S) or a number (N)")]
     WrongType(String),
 }
@@ -38,11 +42,25 @@ impl AccountId {
         match value {
             AccountValue::Text(s) => s.parse(),
             AccountValue::Number(n) => {
-                // A number cannot keep leading zeros, so pad it back.
-                if (1..=Self::LEN).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()) {
-                    Ok(AccountId(format!("{n:0>12}")))
+                let bad = |reason| {
+                    Err(AccountError::BadNumber {
+                        value: clip(n),
+                        reason,
+                    })
+                };
+                if n.starts_with('-') {
+                    bad("negative")
+                } else if n.contains(['.', 'e', 'E']) {
+                    // Refused rather than normalised: no account id is written so.
+                    bad("not a whole number in plain digits")
+                } else if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                    bad("not a decimal number")
+                } else if n.trim_start_matches('0').len() > Self::LEN {
+                    bad("more than 12 digits long")
                 } else {
-                    Err(AccountError::BadNumber(clip(n)))
+                    // A number cannot keep leading zeros, so pad it back.
+                    let digits = n.trim_start_matches('0');
+                    checked(format!("{digits:0>12}"))
                 }
             }
             AccountValue::Other(kind) => Err(AccountError::WrongType(clip(kind))),
@@ -59,10 +77,19 @@ impl FromStr for AccountId {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.len() == Self::LEN && s.bytes().all(|b| b.is_ascii_digit()) {
-            Ok(AccountId(s.to_string()))
+            checked(s.to_string())
         } else {
             Err(AccountError::NotTwelveDigits(clip(s)))
         }
+    }
+}
+
+/// Twelve digits, but not an id AWS gives out.
+fn checked(digits: String) -> Result<AccountId, AccountError> {
+    if digits.bytes().all(|b| b == b'0') {
+        Err(AccountError::AllZeros(digits))
+    } else {
+        Ok(AccountId(digits))
     }
 }
 
@@ -100,9 +127,37 @@ mod tests {
         assert_eq!(n("12345678901").unwrap().as_str(), "012345678901");
         assert_eq!(n("123").unwrap().as_str(), "000000000123");
         assert_eq!(n("222222222222").unwrap().as_str(), "222222222222");
+        // Leading zeros DynamoDB may keep do not count as digits.
+        assert_eq!(n("000222222222222").unwrap().as_str(), "222222222222");
         for bad in ["1234567890123", "-1", "1.5", "1e3", ""] {
-            assert!(matches!(n(bad), Err(AccountError::BadNumber(_))), "{bad:?}");
+            assert!(
+                matches!(n(bad), Err(AccountError::BadNumber { .. })),
+                "{bad:?}"
+            );
         }
+    }
+
+    #[test]
+    fn given_numbers_no_account_can_have_when_normalised_then_each_refused_saying_why() {
+        let n = |s: &str| {
+            AccountId::from_value(&AccountValue::Number(s.into()))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(n("-123456789012").contains("negative"), "{}", n("-1"));
+        assert!(n("123.5").contains("not a whole number"));
+        assert!(n("1.0").contains("not a whole number"));
+        assert!(n("1234567890123").contains("more than 12 digits"));
+        assert!(n("0").contains("all zeros"), "{}", n("0"));
+        assert!(n("-0").contains("negative"));
+    }
+
+    #[test]
+    fn given_an_all_zero_string_when_normalised_then_refused_as_no_account() {
+        let e = AccountId::from_value(&text("000000000000")).unwrap_err();
+        assert_eq!(e, AccountError::AllZeros("000000000000".into()));
+        assert!("000000000000".parse::<AccountId>().is_err());
+        assert!("000000000001".parse::<AccountId>().is_ok());
     }
 
     #[test]

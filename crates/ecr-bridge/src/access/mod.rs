@@ -4,11 +4,15 @@
 //! anyone else's. Pure functions: the AWS calls live in `ecr-bridge-aws`.
 
 pub mod account;
+pub mod admission;
+pub mod collision;
 pub mod desired;
 pub mod naming;
 pub mod policy;
 
 pub use account::{AccountError, AccountId, AccountValue};
+pub use admission::{Admission, AdmissionError, LeftOut, Step, Verdict};
+pub use collision::{colliding_ids, resolve, Contest, ContestKind, Resolved};
 pub use desired::{desired_accounts, Desired, Row, Selection, SkippedRow};
 pub use naming::{escape, repository_name, NamingError};
 pub use policy::{plan, PolicyChange, PolicyError, PolicyPlan, PolicySpec};

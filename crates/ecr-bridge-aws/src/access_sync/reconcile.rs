@@ -1,0 +1,166 @@
+//! The full reconcile: every user in the table, then every repository under
+//! the prefix that no user maps to (orphans).
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
+
+use ecr_bridge::access::naming::{escaped_part, repository_name, unescape_candidates};
+use ecr_bridge::access::{colliding_ids, desired_accounts, resolve, Resolved, Row};
+use futures_util::StreamExt;
+
+use super::converge::Target;
+use super::report::{log_findings, log_report};
+use super::{AccessSync, CallStats, Outcome, ReconcileReport, RepositoryReport, SyncError};
+
+impl AccessSync {
+    /// Every user in the table, then every repository under the prefix that
+    /// no user maps to. Fails as a whole only when the table or the
+    /// repository list cannot be read.
+    pub async fn full_reconcile(&self) -> Result<ReconcileReport, SyncError> {
+        let started = Instant::now();
+        let mut report = ReconcileReport::default();
+        let mut calls = CallStats::default();
+
+        let mut rows_by_user: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .table
+                .scan_page(start.take(), self.settings.scan_page_size, &mut calls)
+                .await?;
+            report.scan_pages += 1;
+            report.rows += page.rows.len() + page.malformed;
+            report.malformed_rows += page.malformed;
+            for (user, row) in page.rows {
+                rows_by_user.entry(user).or_default().push(row);
+            }
+            match page.next {
+                Some(next) => start = Some(next),
+                None => break,
+            }
+        }
+        if report.malformed_rows > 0 {
+            tracing::warn!(
+                table = %self.table.name(),
+                rows = report.malformed_rows,
+                "rows without a string user id skipped"
+            );
+        }
+        report.users = rows_by_user.len();
+
+        // Listing first spares a GetRepositoryPolicy for every user who has
+        // neither access nor a repository.
+        let existing: HashSet<String> = self
+            .policies
+            .list_under(&self.settings.prefix, &mut calls)
+            .await?
+            .into_iter()
+            .collect();
+        report.repositories = existing.len();
+
+        let mut by_repository: BTreeMap<String, Vec<(String, Vec<Row>)>> = BTreeMap::new();
+        let mut reports = Vec::new();
+        for (user, rows) in rows_by_user {
+            match repository_name(&self.settings.prefix, &user) {
+                Ok(repo) => by_repository.entry(repo).or_default().push((user, rows)),
+                Err(e) => {
+                    let mut r = RepositoryReport::new(vec![user], None);
+                    r.outcome = Outcome::Failed;
+                    r.error = Some(e.into());
+                    log_report(&r, true);
+                    reports.push(r);
+                }
+            }
+        }
+
+        let limit = self.settings.collision_candidates;
+        let mut targets = Vec::new();
+        for (repository, claims) in by_repository {
+            let users: Vec<String> = claims.iter().map(|(u, _)| u.clone()).collect();
+            // The stream path looks up at most `limit` ids per name, so
+            // past it a grant is withheld here too: both paths must agree,
+            // or access would flip between them.
+            let too_many = colliding_ids(&users[0], limit).is_none().then_some(limit);
+            let resolved: Resolved = resolve(
+                claims
+                    .iter()
+                    .map(|(u, rows)| (u.clone(), desired_accounts(rows, &self.settings.selection))),
+                too_many,
+            );
+            if resolved.desired.accounts.is_empty() && !existing.contains(&repository) {
+                // Nothing to grant and nowhere to grant it.
+                let mut r = RepositoryReport::new(users, Some(repository));
+                r.skipped_rows = resolved
+                    .desired
+                    .skipped
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                r.contest = resolved.contest;
+                log_findings(&r);
+                reports.push(r);
+                continue;
+            }
+            targets.push(Target {
+                repository,
+                users: users.clone(),
+                lookups: users,
+                too_many,
+                initial: Some(resolved),
+                quiet: true,
+            });
+        }
+        let mapped: HashSet<&str> = targets
+            .iter()
+            .map(|t| t.repository.as_str())
+            .chain(reports.iter().filter_map(|r| r.repository.as_deref()))
+            .collect();
+        let mut orphans: Vec<&String> = existing
+            .iter()
+            .filter(|r| !mapped.contains(r.as_str()))
+            .collect();
+        orphans.sort();
+        report.orphans = orphans.len();
+        let orphan_targets: Vec<Target> = orphans
+            .into_iter()
+            .map(|repository| {
+                let escaped = escaped_part(&self.settings.prefix, repository).unwrap_or_default();
+                // A user added since the scan may own it: the re-check after
+                // revoking reads every user id the name could stand for.
+                let (users, too_many) = match unescape_candidates(escaped, limit) {
+                    Some(users) => (users, None),
+                    None => {
+                        tracing::warn!(repository = %repository, "name stands for too many user ids to re-check; revoking without the re-check");
+                        (Vec::new(), Some(limit))
+                    }
+                };
+                Target {
+                    repository: repository.clone(),
+                    users: users.clone(),
+                    lookups: users,
+                    too_many,
+                    initial: Some(Resolved::default()),
+                    quiet: true,
+                }
+            })
+            .collect();
+        drop(mapped);
+        targets.extend(orphan_targets);
+
+        let done: Vec<RepositoryReport> = futures_util::stream::iter(targets)
+            .map(|t| self.converge(t))
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .collect()
+            .await;
+        reports.extend(done);
+
+        for r in &reports {
+            report.tally.add(r);
+            calls += r.calls;
+        }
+        report.calls = calls;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        report.reports = reports;
+        Ok(report)
+    }
+}
