@@ -6,6 +6,10 @@
 #   - scripts/check-iam.py, both templates (no "*" but ecr:GetAuthorizationToken,
 #     scoped sts:AssumeRole, ExternalId on cross-account trust, no managed policies,
 #     and an *_EXTERNAL_ID variable on every function whose role may assume a role)
+#   - scripts/check-target-account.py: the target template's required
+#     PushRepositoryPrefix and the push role's Deny on the user repositories,
+#     as a deploy would see them; and cfn-lint with deploy parameters (a deploy
+#     without PushRepositoryPrefix is refused, one with it is clean)
 # Ends with "check-templates: N passed, M failed"; exits 1 if any failed.
 # Installs nothing: it needs the SAM venv that scripts/setup.sh creates.
 set -uo pipefail
@@ -61,6 +65,19 @@ check "check-iam --self-test" "$PYTHON" scripts/check-iam.py --self-test
 for t in "${TEMPLATES[@]}"; do
     check "check-iam $t" "$PYTHON" scripts/check-iam.py "$t"
 done
+
+check "check-target-account" "$PYTHON" scripts/check-target-account.py
+target_params=(
+    ReplicatorRoleArn=arn:aws:iam::111111111111:role/ecr-bridge-replicator PushExternalId=kuali-sync
+    AccessSyncRoleArn=arn:aws:iam::111111111111:role/ecr-bridge-access-sync PolicyExternalId=gen3-access
+)
+check "cfn-lint deploy/target-account.yaml, deployed with PushRepositoryPrefix" \
+    "$CFN_LINT" deploy/target-account.yaml --parameters "${target_params[@]}" PushRepositoryPrefix=coeus
+# Must fail, and for that reason: PushRepositoryPrefix has no default.
+check "cfn-lint refuses deploy/target-account.yaml deployed without PushRepositoryPrefix" \
+    bash -c 'out=$("$0" "$@" 2>&1); rc=$?; printf "%s\n" "$out"
+             [ "$rc" -ne 0 ] && grep -q "E2900 .PushRepositoryPrefix. is a required property" <<<"$out"' \
+    "$CFN_LINT" deploy/target-account.yaml --parameters "${target_params[@]}"
 
 echo "check-templates: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

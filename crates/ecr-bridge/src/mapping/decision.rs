@@ -7,7 +7,7 @@ use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
 use super::schema::{rule_label, RepositorySettings};
-use super::shown;
+use super::{confine, shown};
 
 /// What to do with one push.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -90,8 +90,9 @@ pub struct Target {
     pub role_arn: Option<String>,
     pub external_id: Option<String>,
     /// The rendered repository name; an error when the template, filled with
-    /// this source name's values, is not a valid ECR name. Other
-    /// destinations of the same rule are unaffected.
+    /// this source name's values, is not a valid ECR name or falls outside
+    /// the destination's `confine_to`. Other destinations of the same rule
+    /// are unaffected.
     pub repository: Result<String, InvalidTargetName>,
 }
 
@@ -126,11 +127,12 @@ impl fmt::Display for Target {
     }
 }
 
-/// A destination template rendered to something ECR would refuse. It
-/// depends on the source name, so it is a per-event error, not a config one.
+/// A destination template rendered to a name this destination cannot take.
+/// It depends on the source name, so it is a per-event error, not a config
+/// one; other destinations of the rule are unaffected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "rule {} destinations[{destination_index}]: repository template {} gave {rendered:?}, not a valid ECR repository name",
+    "rule {} destinations[{destination_index}]: repository template {} gave {rendered:?}, {problem}",
     shown(.rule),
     shown(.template)
 )]
@@ -140,6 +142,22 @@ pub struct InvalidTargetName {
     pub template: String,
     /// Cut to about 100 characters.
     pub rendered: String,
+    pub problem: TargetNameProblem,
+}
+
+/// What is wrong with a rendered target name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetNameProblem {
+    #[error("not a valid ECR repository name")]
+    NotAnEcrName,
+    /// A valid name, but outside the destination's `confine_to`: a template
+    /// value (a `/` in `{suffix}`, say) carried it out of its prefix.
+    #[error(
+        "outside the destination's confine_to {} ({}), so nothing is pushed there",
+        shown(.confine_to),
+        confine::explained(.confine_to)
+    )]
+    OutsideConfinement { confine_to: String },
 }
 
 /// Why a matching rule's tag filter refused a push.

@@ -134,6 +134,20 @@ pub enum Problem {
         example_source: String,
         example_target: String,
     },
+    #[error(
+        "must be the start of a valid ECR repository name, e.g. \"team/\" or \"coeus\" (got {got})"
+    )]
+    ConfinePrefix { got: String },
+    #[error(
+        "{} {start}, outside confine_to {prefix}: this destination could never receive an image",
+        if *.whole { "always renders" } else { "every name it renders starts with" }
+    )]
+    NeverConfined {
+        prefix: String,
+        /// The whole rendered name, or the start all of them share.
+        start: String,
+        whole: bool,
+    },
     #[error(transparent)]
     Template(#[from] TemplateError),
     #[error("invalid glob {got}: {reason}")]

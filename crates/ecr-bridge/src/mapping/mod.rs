@@ -5,23 +5,28 @@
 //! variable) checked completely at load time — types, unknown fields,
 //! account and region shapes, role ARNs, globs, regexes and every template
 //! against its rule's match kind — so that at event time the only thing left
-//! that can go wrong is a rendered name that ECR would refuse, which depends
-//! on the source name. See [`MappingConfig::from_json`] for the schema.
+//! that can go wrong is a rendered name that ECR would refuse or that leaves
+//! its destination's `confine_to`, which depends on the source name. See
+//! [`MappingConfig::from_json`] for the schema.
 
+mod confine;
 mod decision;
 mod error;
 mod glob;
+mod identifiers;
 mod loops;
 mod parse;
 mod schema;
+mod settings;
 mod template;
+mod tree;
 
 #[cfg(test)]
 mod tests;
 
 pub use decision::{
     Decision, InvalidTargetName, Mismatch, Replication, RuleVerdict, TagFilterReason, Target,
-    Verdict,
+    TargetNameProblem, Verdict,
 };
 pub use error::{ConfigError, FieldError, Problem};
 pub use glob::{Glob, GlobError};
@@ -71,7 +76,8 @@ impl MappingConfig {
     ///                "destinations": [ { "account": "222222222222", "region": "us-east-1",
     ///                                    "role_arn": "arn:aws:iam::222222222222:role/push",
     ///                                    "external_id": "kuali-sync",
-    ///                                    "repository": "{suffix}" } ],
+    ///                                    "repository": "{suffix}",
+    ///                                    "confine_to": "coeus" } ],
     ///                "tags": { "include": ["v*"], "exclude": ["*-dirty"], "untagged": true },
     ///                "create_repository": { "tag_mutability": "IMMUTABLE", "scan_on_push": true,
     ///                                       "encryption": { "type": "KMS", "kms_key": "alias/x" } },
@@ -174,15 +180,25 @@ fn replication(rule: &Rule, values: &Captured<'_>) -> Replication {
         .enumerate()
         .map(|(i, d)| {
             let rendered = d.repository.render(values);
-            let repository = if is_valid_ecr_repository_name(&rendered) {
-                Ok(rendered)
+            let problem = if !is_valid_ecr_repository_name(&rendered) {
+                Some(TargetNameProblem::NotAnEcrName)
             } else {
-                Err(InvalidTargetName {
+                d.confine_to
+                    .as_ref()
+                    .filter(|prefix| !confine::admits(prefix, &rendered))
+                    .map(|prefix| TargetNameProblem::OutsideConfinement {
+                        confine_to: prefix.clone(),
+                    })
+            };
+            let repository = match problem {
+                None => Ok(rendered),
+                Some(problem) => Err(InvalidTargetName {
                     rule: rule.name.clone(),
                     destination_index: i,
                     template: d.repository.to_string(),
                     rendered: truncated(&rendered),
-                })
+                    problem,
+                }),
             };
             Target {
                 account: d.account.clone(),

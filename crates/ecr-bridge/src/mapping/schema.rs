@@ -207,6 +207,9 @@ pub struct Destination {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) external_id: Option<String>,
     pub(super) repository: Template,
+    /// The prefix every rendered name must stay inside (see `confine`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) confine_to: Option<String>,
 }
 
 impl Destination {
@@ -225,6 +228,10 @@ impl Destination {
     }
     pub fn repository(&self) -> &Template {
         &self.repository
+    }
+    /// `None`: any name the template renders is taken.
+    pub fn confine_to(&self) -> Option<&str> {
+        self.confine_to.as_deref()
     }
 }
 

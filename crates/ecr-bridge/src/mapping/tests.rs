@@ -1032,6 +1032,7 @@ fn given_a_rule_that_filters_every_tag_when_routing_a_repository_then_its_destin
     assert!(config.route("other").is_none());
 }
 
+mod confine;
 mod creation;
 mod limits;
 mod loops;
