@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 
 SECONDS_PER_TARGET="${FUZZ_SECONDS:-600}"
 CMIN="${FUZZ_CMIN:-1}"
-ALL_TARGETS=(replicator_event access_sync_event mapping_config repository_policy user_id_escape function_config)
+ALL_TARGETS=(replicator_event access_sync_event mapping_config repository_policy user_id_escape function_config retry_policy)
 if [ "$#" -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -6,6 +6,10 @@
 //! request with `Authorization`, so a client that leaks credentials across
 //! hosts fails here as it would against ECR. Plain HTTP, or HTTPS (as S3
 //! is) with a certificate the rig made.
+//!
+//! [`BlobHost::scripted`] is the same host answering as a script says: an
+//! S3 that hangs up before answering a presigned URL, or a registry that
+//! sends its client somewhere it must not go, which no real one does on cue.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -19,9 +23,15 @@ use crate::tls::{rig_tls, Conn, ServerCert};
 pub struct BlobHostRequest {
     pub method: String,
     pub path: String,
+    /// The query string as received (a presigned URL's signature lives here).
+    pub query: String,
     pub had_authorization: bool,
     pub status: u16,
 }
+
+/// A script's answer to a request (`method`, `target` with its query):
+/// the raw HTTP response, or `None` to close the connection without one.
+type Script = dyn Fn(&str, &str) -> Option<Vec<u8>> + Send + Sync;
 
 pub struct BlobHost {
     port: u16,
@@ -37,6 +47,10 @@ impl BlobHost {
 
     /// [`BlobHost::start`], over HTTPS with `tls` if given.
     pub fn start_with(root: PathBuf, tls: Option<ServerCert>) -> BlobHost {
+        Self::listen(tls, Handler::Files(root))
+    }
+
+    fn listen(tls: Option<ServerCert>, handler: Handler) -> BlobHost {
         let config = tls.map(|which| rig_tls().server_config(which));
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding blob host");
         let port = listener.local_addr().expect("blob host address").port();
@@ -46,10 +60,10 @@ impl BlobHost {
             .name("rig-blob-host".into())
             .spawn(move || {
                 for stream in listener.incoming().flatten() {
-                    let (root, log, config) = (root.clone(), log.clone(), config.clone());
+                    let (handler, log, config) = (handler.clone(), log.clone(), config.clone());
                     std::thread::spawn(move || {
                         if let Ok(conn) = Conn::accept(stream, config.as_ref()) {
-                            let _ = serve(conn, &root, &log);
+                            let _ = serve(conn, &handler, &log);
                         }
                     });
                 }
@@ -60,6 +74,16 @@ impl BlobHost {
             tls: tls.is_some(),
             requests,
         }
+    }
+
+    /// A host on a free loopback port answering every request as `script`
+    /// says (plain HTTP, or HTTPS with `tls`). A status of 0 in
+    /// [`BlobHost::requests`] is a request it hung up on.
+    pub fn scripted(
+        tls: Option<ServerCert>,
+        script: impl Fn(&str, &str) -> Option<Vec<u8>> + Send + Sync + 'static,
+    ) -> BlobHost {
+        Self::listen(tls, Handler::Script(Arc::new(script)))
     }
 
     /// `http://127.0.0.1:PORT`, or `https://...` when TLS.
@@ -86,9 +110,16 @@ impl BlobHost {
     }
 }
 
+#[derive(Clone)]
+enum Handler {
+    /// Files below this directory, S3-like.
+    Files(PathBuf),
+    Script(Arc<Script>),
+}
+
 fn serve(
     stream: Conn,
-    root: &std::path::Path,
+    handler: &Handler,
     log: &Mutex<Vec<BlobHostRequest>>,
 ) -> std::io::Result<()> {
     // One request per connection, announced with `Connection: close`, so
@@ -122,7 +153,34 @@ fn serve(
         let mut discard = vec![0u8; content_length];
         reader.read_exact(&mut discard)?;
         let mut out = reader.into_inner();
-        let path = target.split('?').next().unwrap_or("").to_string();
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_string(), q.to_string()),
+            None => (target.clone(), String::new()),
+        };
+        let record = |status| {
+            log.lock().expect("blob host log").push(BlobHostRequest {
+                method: method.clone(),
+                path: path.clone(),
+                query: query.clone(),
+                had_authorization,
+                status,
+            })
+        };
+        let root = match handler {
+            Handler::Files(root) => root,
+            Handler::Script(script) => {
+                let answer = script(&method, &target);
+                // Logged first: the client may see the answer (or the hang-up)
+                // and look at the log before this thread runs on.
+                let status = answer.as_deref().map_or(0, status_of);
+                record(status);
+                if let Some(raw) = answer {
+                    out.write_all(&raw)?;
+                    out.flush()?;
+                }
+                return Ok(());
+            }
+        };
         let file = root.join(path.trim_start_matches('/'));
         let safe = !path.contains("..");
         let status = if had_authorization {
@@ -145,12 +203,16 @@ fn serve(
             404
         };
         out.flush()?;
-        log.lock().expect("blob host log").push(BlobHostRequest {
-            method,
-            path,
-            had_authorization,
-            status,
-        });
+        record(status);
     }
     Ok(())
+}
+
+/// The status code of a raw `HTTP/1.1 NNN ...` response.
+fn status_of(raw: &[u8]) -> u16 {
+    String::from_utf8_lossy(&raw[..raw.len().min(16)])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }

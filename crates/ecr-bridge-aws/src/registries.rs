@@ -64,7 +64,9 @@ impl RegistryEndpoints {
             if host.is_empty() {
                 return Err(format!("{item:?}: empty registry host"));
             }
-            Endpoint::parse(url.trim(), true).map_err(|e| format!("{item:?}: {e}"))?;
+            // The endpoint's own error is redacted; the item is not (it may hold a
+            // query or credentials), so name the host only.
+            Endpoint::parse(url.trim(), true).map_err(|e| format!("{host:?}: {e}"))?;
             overrides.insert(host.to_string(), url.trim().to_string());
         }
         Ok(RegistryEndpoints { overrides })

@@ -23,6 +23,10 @@ use crate::manifest::{Descriptor, ManifestError, Parsed};
 use crate::reference::Selector;
 use crate::registry::{RegistryClient, RegistryError, UploadStart};
 
+mod limits;
+use limits::Tally;
+pub use limits::{Limit, DEFAULT_MAX_BLOBS, DEFAULT_MAX_MANIFESTS, DEFAULT_MAX_MANIFEST_BYTES};
+
 /// A repository on a registry, with the client that reaches it.
 #[derive(Clone, Debug)]
 pub struct RepositoryLocation {
@@ -54,6 +58,18 @@ pub struct CopyOptions {
     pub mount: bool,
     /// Also copy cosign signature/attestation tags and OCI 1.1 referrers.
     pub copy_referrers: bool,
+    /// Before each tag is set, check that the source tag of the same name
+    /// still points at the copied digest, and skip it when it has moved on:
+    /// a copy can take minutes, and a later push of the tag may have been
+    /// replicated meanwhile (the replicator's tags are the source's tags).
+    pub recheck_source_tags: bool,
+    /// Distinct manifests one copy may visit (see [`limits`] for why each
+    /// cap exists and its default).
+    pub max_manifests: usize,
+    /// Distinct blobs one copy may plan to copy.
+    pub max_blobs: usize,
+    /// Bytes of manifests one copy may hold in memory until they are pushed.
+    pub max_manifest_bytes: u64,
 }
 
 impl Default for CopyOptions {
@@ -63,6 +79,10 @@ impl Default for CopyOptions {
             manifest_concurrency: 4,
             mount: true,
             copy_referrers: false,
+            recheck_source_tags: false,
+            max_manifests: DEFAULT_MAX_MANIFESTS,
+            max_blobs: DEFAULT_MAX_BLOBS,
+            max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
         }
     }
 }
@@ -83,6 +103,9 @@ pub struct CopyReport {
     pub bytes_uploaded: u64,
     pub tags_set: u32,
     pub tags_unchanged: u32,
+    /// Tags left alone because the source tag moved to another digest
+    /// while copying ([`CopyOptions::recheck_source_tags`]).
+    pub tags_skipped_moved: u32,
     pub referrers_copied: u32,
     /// Referrers (signatures, attestations, SBOMs) the target refused; the
     /// image itself was copied. ECR refuses e.g. media types with
@@ -118,6 +141,15 @@ pub enum CopyError {
 
     #[error("{location}: index nesting deeper than {MAX_DEPTH} levels")]
     TooDeep { location: String },
+
+    /// The source needs more than a cap of [`CopyOptions`] allows: broken
+    /// or hostile, since real images stay far below each (see [`limits`]).
+    #[error("{location}: more than {max} {} in one copy (limit {} = {max}); real images stay far below it, so the source is refused", .limit.counts(), .limit.option())]
+    LimitExceeded {
+        location: String,
+        limit: Limit,
+        max: u64,
+    },
 
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -156,6 +188,7 @@ struct Stats {
     bytes_uploaded: AtomicU64,
     tags_set: AtomicU32,
     tags_unchanged: AtomicU32,
+    tags_skipped_moved: AtomicU32,
     referrers_copied: AtomicU32,
     referrers_failed: AtomicU32,
 }
@@ -223,6 +256,7 @@ impl ImageCopier {
             bytes_uploaded: stats.bytes_uploaded.into_inner(),
             tags_set: stats.tags_set.into_inner(),
             tags_unchanged: stats.tags_unchanged.into_inner(),
+            tags_skipped_moved: stats.tags_skipped_moved.into_inner(),
             referrers_copied: stats.referrers_copied.into_inner(),
             referrers_failed: stats.referrers_failed.into_inner(),
             duration_ms: started.elapsed().as_millis() as u64,
@@ -298,9 +332,9 @@ impl ImageCopier {
             let plan = self.plan(source, target, digest.clone(), 0, stats).await?;
             self.copy_blobs(source, target, plan.blobs, stats).await?;
             let (pushed, tagged) = self
-                .push_manifests(target, plan.manifests, pending_tags.first(), stats)
+                .push_manifests(source, target, plan.manifests, &mut pending_tags, stats)
                 .await?;
-            top = pushed;
+            top = Some(pushed);
             if tagged {
                 pending_tags.remove(0);
             }
@@ -331,11 +365,45 @@ impl ImageCopier {
         };
         if let Some((mt, bytes)) = &top {
             for tag in &pending_tags {
+                if !self.source_tag_current(source, tag, &digest, stats).await? {
+                    continue;
+                }
                 self.push_tag(target, tag, &digest, mt, bytes.clone(), stats)
                     .await?;
             }
         }
         Ok((digest, media_type))
+    }
+
+    /// Whether `tag` may be set at `digest` now: always, unless
+    /// [`CopyOptions::recheck_source_tags`] asks the source first. Asked
+    /// immediately before each tag PUT, so a tag never moves back to an
+    /// older digest because its copy finished after a newer one's.
+    async fn source_tag_current(
+        &self,
+        source: &RepositoryLocation,
+        tag: &str,
+        digest: &Digest,
+        stats: &Stats,
+    ) -> Result<bool, CopyError> {
+        if !self.options.recheck_source_tags {
+            return Ok(true);
+        }
+        let now = match self.resolve(source, &Selector::Tag(tag.to_string())).await {
+            Ok(d) => Some(d),
+            Err(CopyError::SourceNotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        if now.as_ref() == Some(digest) {
+            return Ok(true);
+        }
+        inc(&stats.tags_skipped_moved);
+        tracing::info!(
+            repository = %source.repository, tag, digest = %digest,
+            current = now.map(|d| d.to_string()).unwrap_or_else(|| "none".into()),
+            "source tag moved on while copying; leaving the target tag to the later push"
+        );
+        Ok(false)
     }
 
     /// Fetches a manifest by digest and checks its bytes against the digest.
@@ -379,8 +447,13 @@ impl ImageCopier {
         Ok((parsed.media_type().to_string(), fetched.bytes))
     }
 
-    /// Reads the manifest tree below `digest` (children the target already
-    /// has are skipped whole) and collects the blobs to copy.
+    /// Reads the manifest tree below `digest` and collects the blobs to
+    /// copy, each distinct manifest and blob once (an index may list a
+    /// child many times, and indexes may share children), within the caps
+    /// of [`CopyOptions`]. Children the target already has are skipped with
+    /// everything below them. Level by level, each level's children fetched
+    /// concurrently and checked against the caps as they arrive, so a
+    /// hostile index is refused before much of it is read.
     fn plan<'a>(
         &'a self,
         source: &'a RepositoryLocation,
@@ -390,54 +463,135 @@ impl ImageCopier {
         stats: &'a Stats,
     ) -> BoxFuture<'a, Result<Plan, CopyError>> {
         Box::pin(async move {
-            if depth > MAX_DEPTH {
-                return Err(CopyError::TooDeep {
-                    location: format!("{}@{digest}", source.display()),
-                });
-            }
-            let (media_type, bytes) = self.fetch_verified(source, &digest, depth).await?;
-            let parsed =
-                Parsed::parse(&bytes, Some(&media_type)).map_err(|e| CopyError::Manifest {
-                    location: format!("{}@{digest}", source.display()),
-                    source: e,
-                })?;
+            let at = |d: &Digest| format!("{}@{d}", source.display());
+            let top = at(&digest);
+            let mut tally = Tally::new(&self.options);
+            let refused = |tally: &Tally, limit: Limit| CopyError::LimitExceeded {
+                location: top.clone(),
+                limit,
+                max: tally.max(limit),
+            };
+            tally.manifest(&digest).map_err(|l| refused(&tally, l))?;
+            // By slot (discovery order): fetched manifests; `None` for those
+            // the target has. Edges: (index, child) slots, for push order.
+            let mut slots: Vec<Option<PlannedManifest>> = vec![None];
+            let mut edges: Vec<(usize, usize)> = Vec::new();
             let mut plan = Plan::default();
-            match &parsed {
-                Parsed::Image { .. } => plan.blobs = parsed.blobs(),
-                Parsed::Index { children, .. } => {
-                    // Futures built up front (not in a stream closure) keep the
-                    // boxed recursion's lifetimes simple for the compiler.
-                    let jobs: Vec<BoxFuture<'a, Result<Option<Plan>, CopyError>>> = children
-                        .iter()
-                        .map(|child| {
-                            self.plan_child(source, target, child.digest.clone(), depth, stats)
+            let mut level = vec![(0usize, digest)];
+            let mut level_depth = depth;
+            while let Some((_, first)) = level.first() {
+                if level_depth > MAX_DEPTH {
+                    return Err(CopyError::TooDeep {
+                        location: at(first),
+                    });
+                }
+                let jobs: Vec<BoxFuture<'a, Result<_, CopyError>>> = level
+                    .into_iter()
+                    .map(|(slot, d)| -> BoxFuture<'a, Result<_, CopyError>> {
+                        Box::pin(async move {
+                            let got = if slot == 0 {
+                                // The top one: the caller knows the target lacks it.
+                                Some(self.fetch_verified(source, &d, level_depth).await?)
+                            } else {
+                                self.plan_child(source, target, d.clone(), level_depth, stats)
+                                    .await?
+                            };
+                            Ok((slot, d, got))
                         })
-                        .collect();
-                    let subplans: Vec<Option<Plan>> = futures_util::stream::iter(jobs)
-                        .buffered(self.options.manifest_concurrency.max(1))
-                        .try_collect()
-                        .await?;
-                    for sub in subplans.into_iter().flatten() {
-                        plan.manifests.extend(sub.manifests);
-                        for b in sub.blobs {
-                            if !plan.blobs.iter().any(|x| x.digest == b.digest) {
-                                plan.blobs.push(b);
+                    })
+                    .collect();
+                let mut fetched = futures_util::stream::iter(jobs)
+                    .buffered(self.options.manifest_concurrency.max(1));
+                let mut next = Vec::new();
+                while let Some(result) = fetched.next().await {
+                    let (slot, d, got) = result?;
+                    let Some((media_type, bytes)) = got else {
+                        continue;
+                    };
+                    tally.hold(bytes.len()).map_err(|l| refused(&tally, l))?;
+                    let parsed = Parsed::parse(&bytes, Some(&media_type)).map_err(|e| {
+                        CopyError::Manifest {
+                            location: at(&d),
+                            source: e,
+                        }
+                    })?;
+                    match &parsed {
+                        Parsed::Image { .. } => {
+                            for blob in parsed.blobs() {
+                                if tally.blob(&blob.digest).map_err(|l| refused(&tally, l))? {
+                                    plan.blobs.push(blob);
+                                }
                             }
+                        }
+                        Parsed::Index { children, .. } => {
+                            let mut listed = std::collections::HashSet::new();
+                            for child in children {
+                                let (c, new) = tally
+                                    .manifest(&child.digest)
+                                    .map_err(|l| refused(&tally, l))?;
+                                if new {
+                                    slots.push(None);
+                                    next.push((c, child.digest.clone()));
+                                }
+                                if listed.insert(c) {
+                                    edges.push((slot, c));
+                                }
+                            }
+                            if listed.len() < children.len() {
+                                tracing::debug!(
+                                    location = %at(&d), listed = children.len(), distinct = listed.len(),
+                                    "index lists children more than once; each is copied once"
+                                );
+                            }
+                        }
+                    }
+                    slots[slot] = Some(PlannedManifest {
+                        digest: d,
+                        media_type,
+                        bytes,
+                        depth: level_depth,
+                    });
+                }
+                level = next;
+                level_depth += 1;
+            }
+            // A manifest is pushed before every index listing it, so it must
+            // be deeper than each of them, however it was first reached.
+            let mut depths: Vec<usize> = slots
+                .iter()
+                .map(|m| m.as_ref().map_or(0, |m| m.depth))
+                .collect();
+            let mut changed = true;
+            while changed {
+                changed = false;
+                for &(index, child) in &edges {
+                    if slots[child].is_some() && depths[child] <= depths[index] {
+                        depths[child] = depths[index] + 1;
+                        changed = true;
+                        if depths[child] > MAX_DEPTH {
+                            return Err(CopyError::TooDeep { location: top });
                         }
                     }
                 }
             }
-            plan.manifests.push(PlannedManifest {
-                digest,
-                media_type,
-                bytes,
-                depth,
-            });
+            plan.manifests = slots
+                .into_iter()
+                .zip(depths)
+                .filter_map(|(m, depth)| m.map(|m| PlannedManifest { depth, ..m }))
+                .collect();
+            // Deepest first; the top one (the only one at `depth`) last.
+            plan.manifests.sort_by_key(|m| std::cmp::Reverse(m.depth));
+            tracing::debug!(
+                location = %top, manifests = plan.manifests.len(), blobs = plan.blobs.len(),
+                manifest_bytes = plan.manifests.iter().map(|m| m.bytes.len()).sum::<usize>(),
+                "planned"
+            );
             Ok(plan)
         })
     }
 
-    /// A child of an index: skipped whole when the target has it already.
+    /// A child of an index: `None` when the target has it already (then it
+    /// is skipped with everything below it), else its type and bytes.
     fn plan_child<'a>(
         &'a self,
         source: &'a RepositoryLocation,
@@ -445,7 +599,7 @@ impl ImageCopier {
         digest: Digest,
         depth: usize,
         stats: &'a Stats,
-    ) -> BoxFuture<'a, Result<Option<Plan>, CopyError>> {
+    ) -> BoxFuture<'a, Result<Option<(String, Bytes)>, CopyError>> {
         Box::pin(async move {
             let present = target
                 .client
@@ -456,9 +610,7 @@ impl ImageCopier {
                 inc(&stats.manifests_skipped);
                 return Ok(None);
             }
-            Ok(Some(
-                self.plan(source, target, digest, depth + 1, stats).await?,
-            ))
+            Ok(Some(self.fetch_verified(source, &digest, depth).await?))
         })
     }
 
@@ -483,18 +635,21 @@ impl ImageCopier {
     }
 
     /// Pushes children (deepest first, concurrently per level), then the top
-    /// manifest: by `first_tag` when there is one, since that one PutImage
-    /// stores the manifest and sets the tag (ECR allows 10 a second), else
-    /// by digest. Returns the top manifest's type and bytes, and whether
-    /// `first_tag` was set.
+    /// manifest: by the first of `tags` that may be set, since that one
+    /// PutImage stores the manifest and sets the tag (ECR allows 10 a
+    /// second), else by digest. Tags found moved on are taken out of
+    /// `tags`. Returns the top manifest's type and bytes, and whether
+    /// `tags[0]` was set.
     async fn push_manifests(
         &self,
+        source: &RepositoryLocation,
         target: &RepositoryLocation,
         mut manifests: Vec<PlannedManifest>,
-        first_tag: Option<&String>,
+        tags: &mut Vec<String>,
         stats: &Stats,
-    ) -> Result<(Option<(String, Bytes)>, bool), CopyError> {
-        let top = manifests.pop();
+    ) -> Result<((String, Bytes), bool), CopyError> {
+        // The plan always ends with the top manifest.
+        let m = manifests.pop().expect("a plan holds its top manifest");
         let max_depth = manifests.iter().map(|m| m.depth).max().unwrap_or(0);
         for depth in (1..=max_depth).rev() {
             futures_util::stream::iter(manifests.iter().filter(|m| m.depth == depth))
@@ -503,16 +658,21 @@ impl ImageCopier {
                 .try_collect::<Vec<()>>()
                 .await?;
         }
-        let Some(m) = top else {
-            return Ok((None, false));
-        };
-        if let Some(tag) = first_tag {
-            if self.push_top_by_tag(target, &m, tag, stats).await? {
-                return Ok((Some((m.media_type, m.bytes)), true));
+        while let Some(tag) = tags.first().cloned() {
+            if !self
+                .source_tag_current(source, &tag, &m.digest, stats)
+                .await?
+            {
+                tags.remove(0);
+                continue;
             }
+            if self.push_top_by_tag(target, &m, &tag, stats).await? {
+                return Ok(((m.media_type, m.bytes), true));
+            }
+            break;
         }
         self.push_manifest(target, &m, stats).await?;
-        Ok((Some((m.media_type, m.bytes)), false))
+        Ok(((m.media_type, m.bytes), false))
     }
 
     /// The top manifest pushed under its tag: `true` once the tag is

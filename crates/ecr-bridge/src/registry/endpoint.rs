@@ -9,17 +9,30 @@ use super::error::RegistryError;
 
 /// The base URL of a registry (`https://host[:port]`). Plain `http` is
 /// refused unless the host is a loopback address *and* the caller opted in:
-/// TLS stays verified everywhere else.
-#[derive(Clone, PartialEq, Eq)]
+/// TLS stays verified everywhere else. The same rule holds for every URL
+/// the registry sends us to ([`Endpoint::admits`]).
+#[derive(Clone)]
 pub struct Endpoint {
     base: Url,
+    /// The caller allowed plain HTTP to loopback (`--plain-http-loopback`).
+    plain_http_loopback: bool,
 }
+
+/// Two endpoints are the same registry when their base URLs are; the
+/// opt-in is a rule about where to go, not part of where it is.
+impl PartialEq for Endpoint {
+    fn eq(&self, other: &Endpoint) -> bool {
+        self.base == other.base
+    }
+}
+
+impl Eq for Endpoint {}
 
 impl Endpoint {
     /// `spec` is `host[:port]` (HTTPS) or a full `http(s)://host[:port]` URL.
     pub fn parse(spec: &str, allow_plain_http_loopback: bool) -> Result<Endpoint, RegistryError> {
         let invalid = |reason: &str| RegistryError::InvalidEndpoint {
-            endpoint: spec.chars().take(200).collect(),
+            endpoint: redacted(spec),
             reason: reason.to_string(),
         };
         let with_scheme = if spec.contains("://") {
@@ -40,8 +53,12 @@ impl Endpoint {
         if url.path() != "/" && !url.path().is_empty() {
             return Err(invalid("must not have a path"));
         }
-        if url.query().is_some() || !url.username().is_empty() || url.password().is_some() {
-            return Err(invalid("must not carry a query or credentials"));
+        if url.query().is_some()
+            || url.fragment().is_some()
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
+            return Err(invalid("must not carry a query, fragment or credentials"));
         }
         match url.scheme() {
             "https" => {}
@@ -56,7 +73,31 @@ impl Endpoint {
             "http" => {}
             other => return Err(invalid(&format!("unsupported scheme {other:?}"))),
         }
-        Ok(Endpoint { base: url })
+        Ok(Endpoint {
+            base: url,
+            plain_http_loopback: allow_plain_http_loopback,
+        })
+    }
+
+    /// Whether a URL this registry sent us to (a redirect, an upload
+    /// Location) may be followed: the rule of [`Endpoint::parse`], and never
+    /// from TLS down to plain HTTP, which only a man in the middle or a
+    /// broken registry asks for. `Err` says why not.
+    pub fn admits(&self, url: &Url) -> Result<(), &'static str> {
+        match url.scheme() {
+            "https" => Ok(()),
+            "http" if !host_is_loopback(url.host_str().unwrap_or("")) => {
+                Err("plain HTTP is only allowed to loopback addresses")
+            }
+            "http" if !self.plain_http_loopback => {
+                Err("plain HTTP to loopback was not explicitly allowed (--plain-http-loopback)")
+            }
+            "http" if self.base.scheme() == "https" => {
+                Err("it leaves an HTTPS registry for plain HTTP")
+            }
+            "http" => Ok(()),
+            _ => Err("only https (or http to loopback) is followed"),
+        }
     }
 
     /// `host[:port]` as it appears in image references.
@@ -101,6 +142,22 @@ impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
     }
+}
+
+/// `spec` fit for an error message: no user, password, query or fragment
+/// (an endpoint URL that carries them is refused, and must not be echoed).
+fn redacted(spec: &str) -> String {
+    let spec = spec.split(['?', '#']).next().unwrap_or_default();
+    let (scheme, rest) = match spec.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), spec),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let rest = match rest[..authority_end].rfind('@') {
+        Some(at) => &rest[at + 1..],
+        None => rest,
+    };
+    format!("{scheme}{rest}").chars().take(200).collect()
 }
 
 /// `localhost`, `127.0.0.0/8` and `::1`.
@@ -155,6 +212,55 @@ mod tests {
             let err = Endpoint::parse(spec, true).unwrap_err().to_string();
             assert!(err.contains("only allowed to loopback"), "{spec}: {err}");
         }
+    }
+
+    #[test]
+    fn given_an_endpoint_url_with_credentials_or_a_query_when_refused_then_the_error_shows_neither()
+    {
+        for spec in [
+            "https://AWS:s3cr3t@registry.example.com",
+            "https://registry.example.com/?X-Amz-Signature=s3cr3t",
+            "AWS:s3cr3t@registry.example.com#s3cr3t",
+        ] {
+            let err = Endpoint::parse(spec, false).unwrap_err();
+            let text = format!("{err} {err:?}");
+            assert!(!text.contains("s3cr3t"), "{spec}: {text}");
+            assert!(text.contains("registry.example.com"), "{spec}: {text}");
+        }
+    }
+
+    fn url(u: &str) -> Url {
+        Url::parse(u).unwrap()
+    }
+
+    #[test]
+    fn given_an_https_endpoint_when_sent_elsewhere_then_only_https_is_followed() {
+        let without = Endpoint::parse("registry.example.com", false).unwrap();
+        let with = Endpoint::parse("registry.example.com", true).unwrap();
+        for e in [&without, &with] {
+            assert!(e
+                .admits(&url("https://bucket.s3.amazonaws.com/x?X-Amz-Signature=1"))
+                .is_ok());
+            assert!(e.admits(&url("http://bucket.s3.amazonaws.com/x")).is_err());
+            assert!(e.admits(&url("ftp://127.0.0.1/x")).is_err());
+        }
+        let refused = without.admits(&url("http://127.0.0.1:9/x")).unwrap_err();
+        assert!(refused.contains("not explicitly allowed"), "{refused}");
+        let downgrade = with.admits(&url("http://127.0.0.1:9/x")).unwrap_err();
+        assert!(
+            downgrade.contains("leaves an HTTPS registry"),
+            "{downgrade}"
+        );
+    }
+
+    #[test]
+    fn given_a_plain_http_loopback_endpoint_when_sent_elsewhere_then_loopback_http_or_https_only() {
+        let e = Endpoint::parse("127.0.0.1:5000", true).unwrap();
+        assert!(e.admits(&url("http://127.0.0.1:5001/x")).is_ok());
+        assert!(e.admits(&url("http://[::1]:5001/x")).is_ok());
+        assert!(e.admits(&url("https://bucket.s3.amazonaws.com/x")).is_ok());
+        let off = e.admits(&url("http://10.0.0.5/x")).unwrap_err();
+        assert!(off.contains("only allowed to loopback"), "{off}");
     }
 
     #[test]

@@ -38,6 +38,40 @@ impl ErrorBody {
     }
 }
 
+/// The registry's own words: `CODE: message` from the spec's error body,
+/// `Code: Message` from an S3 one (a presigned blob URL's host), or the
+/// start of whatever else it sent.
+pub(crate) fn error_message(body: &[u8]) -> String {
+    let parsed = ErrorBody::parse(body);
+    if !parsed.errors.is_empty() {
+        return parsed.summary();
+    }
+    let text = String::from_utf8_lossy(body);
+    if let Some(s3) = s3_error(&text) {
+        return s3;
+    }
+    crate::text::clip(text.trim(), 300)
+}
+
+/// S3's XML error, `Code` and `Message` only: the rest may echo the
+/// presigned request (`CanonicalRequest`, `StringToSign`, `X-Amz-*`).
+fn s3_error(text: &str) -> Option<String> {
+    let element = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let len = text[start..].find(&format!("</{name}>"))?;
+        Some(crate::text::clip(&text[start..start + len], 200))
+    };
+    if !text.contains("<Error>") {
+        return None;
+    }
+    let code = element("Code")?;
+    Some(match element("Message") {
+        Some(message) => format!("{code}: {message}"),
+        None => code,
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("invalid registry endpoint {endpoint:?}: {reason}")]
@@ -146,6 +180,19 @@ pub enum RegistryError {
     #[error("{request}: unexpected answer: {reason}")]
     Protocol { request: String, reason: String },
 
+    /// The registry sent us (a redirect, an upload Location) where the
+    /// endpoint's rule forbids going: following it could expose the
+    /// content or credentials to anyone on the path.
+    #[error("{request}: refusing to follow the {what} to {target}: {reason}")]
+    UnsafeLocation {
+        request: String,
+        /// "redirect" or "upload Location".
+        what: &'static str,
+        /// `scheme://host[:port]` only: the rest may carry a signature.
+        target: String,
+        reason: &'static str,
+    },
+
     #[error("registry credentials unavailable: {message}")]
     Credentials { message: String, retryable: bool },
 }
@@ -181,7 +228,8 @@ impl RegistryError {
             | RegistryError::ManifestNotFound { .. }
             | RegistryError::BlobNotFound { .. }
             | RegistryError::Certificate { .. }
-            | RegistryError::Protocol { .. } => false,
+            | RegistryError::Protocol { .. }
+            | RegistryError::UnsafeLocation { .. } => false,
         }
     }
 
@@ -311,6 +359,29 @@ mod tests {
         }
         assert!(!all.contains("s3cr3t") && !all.contains("AKID"), "{all}");
         assert!(all.contains("/blob"), "{all}");
+    }
+
+    #[test]
+    fn given_an_s3_error_echoing_the_presigned_request_when_summarised_then_code_and_message_only()
+    {
+        let body = br#"<?xml version="1.0" encoding="UTF-8"?>
+<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match the signature you provided.</Message><AWSAccessKeyId>ASIAEXAMPLE</AWSAccessKeyId><CanonicalRequest>GET
+/layer
+X-Amz-Algorithm=AWS4-HMAC-SHA256&amp;X-Amz-Security-Token=SECRET&amp;X-Amz-SignedHeaders=host</CanonicalRequest></Error>"#;
+
+        let message = error_message(body);
+
+        assert_eq!(
+            message,
+            "SignatureDoesNotMatch: The request signature we calculated does not match the signature you provided."
+        );
+        assert_eq!(
+            error_message(
+                b"<Error><Code>AccessDenied</Code><X-Amz-Expires>600</X-Amz-Expires></Error>"
+            ),
+            "AccessDenied"
+        );
+        assert_eq!(error_message(b"plain words"), "plain words");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 mod auth;
 mod endpoint;
 mod error;
+mod redirect;
 mod retry;
 mod throttle;
 
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::Stream;
+use redirect::MAX_REDIRECTS;
 use reqwest::header::{
     HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION,
 };
@@ -33,6 +35,7 @@ use url::Url;
 
 pub use auth::{BasicCredentials, CredentialSource, StaticCredentials};
 pub use endpoint::{host_is_loopback, Endpoint};
+use error::error_message;
 pub use error::{ErrorBody, RegistryError};
 pub use retry::{parse_retry_after, RetryPolicy, RetryState, MAX_SERVER_WAIT};
 pub use throttle::{limiter, AdaptiveRate, ApiClass, Limiter};
@@ -41,7 +44,6 @@ use crate::digest::Digest;
 use crate::manifest::{ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES};
 
 const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
-const MAX_REDIRECTS: usize = 5;
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// How long to wait for what. Uploads get a deadline that grows with their
@@ -378,7 +380,7 @@ impl RegistryClient {
         // Some registries redirect a HEAD too; a redirect means the blob exists.
         let mut hops = 0;
         while resp.status().is_redirection() && hops < MAX_REDIRECTS {
-            let Some(next) = self.redirect_target(&resp)? else {
+            let Some(next) = redirect::redirect_target(&self.inner.endpoint, "HEAD", &resp)? else {
                 break;
             };
             resp = self
@@ -413,7 +415,7 @@ impl RegistryClient {
                 .await?;
             let status = resp.status();
             if status.is_redirection() && hops < MAX_REDIRECTS {
-                if let Some(next) = self.redirect_target(&resp)? {
+                if let Some(next) = redirect::redirect_target(&self.inner.endpoint, "GET", &resp)? {
                     url = next;
                     hops += 1;
                     continue;
@@ -476,22 +478,25 @@ impl RegistryClient {
         match resp.status() {
             StatusCode::CREATED if mount.is_some() => Ok(UploadStart::Mounted),
             StatusCode::ACCEPTED => {
+                let request = format!(
+                    "POST {}/{repository}/blobs/uploads/",
+                    self.inner.endpoint.authority()
+                );
                 let location = header_str(&resp, LOCATION.as_str()).ok_or_else(|| {
                     RegistryError::Protocol {
-                        request: format!(
-                            "POST {}/{repository}/blobs/uploads/",
-                            self.inner.endpoint.authority()
-                        ),
+                        request: request.clone(),
                         reason: "202 without Location".into(),
                     }
                 })?;
-                let session = url.join(&location).map_err(|e| RegistryError::Protocol {
-                    request: format!(
-                        "POST {}/{repository}/blobs/uploads/",
-                        self.inner.endpoint.authority()
-                    ),
-                    reason: format!("bad upload Location: {e}"),
-                })?;
+                // The upload's bytes go wherever this points: the endpoint's
+                // HTTPS rule applies to it as to the endpoint itself.
+                let session = redirect::follow(
+                    &self.inner.endpoint,
+                    &request,
+                    "upload Location",
+                    &url,
+                    &location,
+                )?;
                 Ok(UploadStart::Session(session))
             }
             _ => Err(self
@@ -878,31 +883,6 @@ impl RegistryClient {
         }
     }
 
-    fn redirect_target(&self, resp: &reqwest::Response) -> Result<Option<Url>, RegistryError> {
-        let Some(location) = header_str(resp, LOCATION.as_str()) else {
-            return Ok(None);
-        };
-        let from = resp.url();
-        let next = from.join(&location).map_err(|e| RegistryError::Protocol {
-            request: format!("GET {}{}", host_port(from), from.path()),
-            reason: format!("bad redirect Location: {e}"),
-        })?;
-        // Never downgrade to plain HTTP off this machine, whatever the registry says.
-        if next.scheme() != "https"
-            && !(next.scheme() == "http" && host_is_loopback(next.host_str().unwrap_or("")))
-        {
-            return Err(RegistryError::Protocol {
-                request: format!("GET {}{}", host_port(from), from.path()),
-                reason: format!(
-                    "refusing redirect to insecure {}://{}",
-                    next.scheme(),
-                    host_port(&next)
-                ),
-            });
-        }
-        Ok(Some(next))
-    }
-
     async fn read_limited(
         &self,
         resp: reqwest::Response,
@@ -997,17 +977,6 @@ impl RegistryClient {
                 message,
             },
         }
-    }
-}
-
-/// The registry's own words: `CODE: message` from the spec's error body, or
-/// the start of whatever else it sent.
-fn error_message(body: &[u8]) -> String {
-    let parsed = ErrorBody::parse(body);
-    if parsed.errors.is_empty() {
-        crate::text::clip(String::from_utf8_lossy(body).trim(), 300)
-    } else {
-        parsed.summary()
     }
 }
 

@@ -307,4 +307,63 @@ mod tests {
         let mut s = p.start_until(Some(Instant::now()));
         assert_eq!(s.next_throttle_delay(None), None);
     }
+
+    /// The fuzz target `retry_policy` in miniature, run on every test pass:
+    /// random policies, extreme and odd `Retry-After` answers, any mix of
+    /// throttled and failed attempts; the budgets hold and nothing panics.
+    #[test]
+    fn given_random_policies_and_hostile_answers_when_waiting_then_every_budget_holds() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        let answers = [
+            "",
+            "0",
+            "1",
+            "-1",
+            "3600",
+            "3601",
+            "18446744073709551615",
+            "99999999999999999999999",
+            "1.5",
+            " 7 ",
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+            "garbage",
+        ];
+        for _ in 0..5_000 {
+            let ms = |rng: &mut rand::rngs::StdRng, max: u64| {
+                Duration::from_millis(rng.random_range(0..=max))
+            };
+            let p = RetryPolicy {
+                max_attempts: rng.random_range(0..12),
+                initial_backoff: ms(&mut rng, 10_000),
+                max_backoff: ms(&mut rng, 400_000),
+                max_total_wait: ms(&mut rng, 4_000_000),
+                max_throttle_wait: ms(&mut rng, 40_000_000),
+                max_throttle_backoff: ms(&mut rng, 100_000),
+            };
+            let mut s = p.start();
+            let (mut waited, mut throttle_waited) = (Duration::ZERO, Duration::ZERO);
+            for _ in 0..40 {
+                let answer = answers[rng.random_range(0..answers.len())];
+                let retry_after = parse_retry_after(answer);
+                assert!(
+                    retry_after.is_none_or(|d| d <= MAX_SERVER_WAIT),
+                    "{answer:?}"
+                );
+                let throttled = rng.random_bool(0.5);
+                let Some(d) = s.next_delay_for(throttled, retry_after) else {
+                    continue;
+                };
+                if throttled {
+                    throttle_waited += d;
+                    assert!(throttle_waited <= p.max_throttle_wait, "{p:?}");
+                } else {
+                    waited += d;
+                    assert!(waited <= p.max_total_wait, "{p:?}");
+                    assert!(s.attempts() < p.max_attempts, "{p:?}");
+                }
+            }
+        }
+    }
 }

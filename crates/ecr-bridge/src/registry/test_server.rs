@@ -35,6 +35,10 @@ impl Request {
     }
 }
 
+/// An answer that closes the connection without a word, as a host that
+/// fails before answering does.
+pub const HANG_UP: &[u8] = b"<hang up>";
+
 pub async fn start(handler: impl Fn(&str, &str) -> Vec<u8> + Send + Sync + 'static) -> TestServer {
     start_with(move |r: &Request| handler(&r.method, &r.target)).await
 }
@@ -90,6 +94,9 @@ pub async fn start_with(
                     headers,
                 });
                 let mut sock = r.into_inner();
+                if answer == HANG_UP {
+                    return;
+                }
                 if answer.is_empty() {
                     // Nothing to say: hold the connection, as a stalled registry does.
                     tokio::time::sleep(std::time::Duration::from_secs(3600)).await;

@@ -354,3 +354,154 @@ async fn given_a_hostile_retry_after_when_retrying_then_no_panic_and_a_retryable
         started.elapsed()
     );
 }
+
+/// What a presigned S3 URL carries in its query, as ECR's redirects do.
+const PRESIGNED_QUERY: &str = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=ASIAEXAMPLE%2F20250101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Security-Token=SECRET-SESSION-TOKEN&X-Amz-Signature=0123456789abcdef";
+
+/// `err`, its `Debug` and every cause in its chain, as one text.
+fn everything_said(err: &RegistryError) -> String {
+    let mut all = format!("{err} {err:?}");
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        all.push_str(&format!(" {c} {c:?}"));
+        cause = c.source();
+    }
+    all
+}
+
+#[tokio::test]
+async fn given_a_blob_redirected_to_a_presigned_url_whose_host_hangs_up_when_fetched_then_no_error_text_shows_the_query(
+) {
+    let s3 = test_server::start(|_, _| test_server::HANG_UP.to_vec()).await;
+    let presigned = format!("{}/bucket/layer?{PRESIGNED_QUERY}", s3.url);
+    let registry = test_server::start(move |_, _| {
+        answer(
+            "307 Temporary Redirect",
+            &format!("Location: {presigned}\r\n"),
+            b"",
+        )
+    })
+    .await;
+
+    let err = match client(&registry.url)
+        .blob_get("app", &Digest::sha256_of(b"layer"))
+        .await
+    {
+        Ok(_) => panic!("the blob host hung up, yet the GET succeeded"),
+        Err(e) => e,
+    };
+
+    assert!(err.is_retryable(), "{err:?}");
+    let all = everything_said(&err);
+    assert!(!all.contains("X-Amz-") && !all.contains("SECRET"), "{all}");
+    assert!(all.contains("/bucket/layer"), "host and path stay: {all}");
+    assert_eq!(
+        s3.count("GET /bucket/layer?X-Amz-"),
+        quick_retry().max_attempts as usize
+    );
+}
+
+#[tokio::test]
+async fn given_an_upload_location_on_plain_http_off_loopback_when_starting_an_upload_then_a_permanent_refusal_and_nothing_sent_there(
+) {
+    let server = test_server::start(|method, _| match method {
+        "POST" => answer(
+            "202 Accepted",
+            &format!(
+                "Location: http://10.0.0.5:5000/v2/dst/blobs/uploads/u1?{PRESIGNED_QUERY}\r\n"
+            ),
+            b"",
+        ),
+        _ => answer("404 Not Found", "", b""),
+    })
+    .await;
+
+    let err = client(&server.url)
+        .upload_start("dst", None)
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(
+            err,
+            RegistryError::UnsafeLocation {
+                what: "upload Location",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable());
+    let text = err.to_string();
+    assert!(
+        text.contains("http://10.0.0.5:5000") && text.contains("only allowed to loopback"),
+        "{text}"
+    );
+    assert!(!everything_said(&err).contains("X-Amz-"), "{err:?}");
+    assert_eq!(server.count(""), 1, "only the POST");
+}
+
+#[tokio::test]
+async fn given_a_blob_redirect_to_plain_http_off_loopback_when_fetched_then_a_permanent_refusal_without_the_query(
+) {
+    let server = test_server::start(|_, _| {
+        answer(
+            "307 Temporary Redirect",
+            &format!("Location: http://bucket.s3.amazonaws.com/layer?{PRESIGNED_QUERY}\r\n"),
+            b"",
+        )
+    })
+    .await;
+    let digest = Digest::sha256_of(b"layer");
+
+    let get = client(&server.url).blob_get("app", &digest).await;
+    let head = client(&server.url).blob_head("app", &digest).await;
+
+    for err in [get.err().expect("GET refused"), head.unwrap_err()] {
+        assert!(
+            matches!(
+                err,
+                RegistryError::UnsafeLocation {
+                    what: "redirect",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(!err.is_retryable());
+        assert!(!everything_said(&err).contains("X-Amz-"), "{err:?}");
+    }
+    assert_eq!(server.count(""), 2, "one GET, one HEAD, not retried");
+}
+
+#[tokio::test]
+async fn given_a_presigned_url_refused_by_s3_with_an_error_echoing_its_query_when_fetched_then_the_error_keeps_only_code_and_message(
+) {
+    let s3 = test_server::start(|_, target| {
+        let echoed = target.split_once('?').map(|(_, q)| q).unwrap_or_default().replace('&', "&amp;");
+        let body = format!(
+            "<Error><Code>AccessDenied</Code><Message>Request has expired</Message><X-Amz-Expires>600</X-Amz-Expires><CanonicalRequest>GET\n/bucket/layer\n{echoed}</CanonicalRequest></Error>"
+        );
+        answer("403 Forbidden", "Content-Type: application/xml\r\n", body.as_bytes())
+    })
+    .await;
+    let presigned = format!("{}/bucket/layer?{PRESIGNED_QUERY}", s3.url);
+    let registry = test_server::start(move |_, _| {
+        answer(
+            "307 Temporary Redirect",
+            &format!("Location: {presigned}\r\n"),
+            b"",
+        )
+    })
+    .await;
+
+    let err = client(&registry.url)
+        .blob_get("app", &Digest::sha256_of(b"layer"))
+        .await
+        .err()
+        .expect("S3 refused");
+
+    let all = everything_said(&err);
+    assert!(all.contains("AccessDenied: Request has expired"), "{all}");
+    assert!(!all.contains("X-Amz-") && !all.contains("SECRET"), "{all}");
+}
