@@ -5,109 +5,16 @@
 
 mod common;
 
-use aws_config::SdkConfig;
 use common::{blob_puts, push_image};
-use ecr_bridge_aws::replicator::{Outcome, ReplicationError, Replicator};
-use image_replicator::config::Config;
-use image_replicator::handler::{self, HandlerError};
-use rig::{
-    assert_same_image, skopeo_digest, skopeo_inspect_raw, ImageSpec, Moto, Platform, Registry,
+use ecr_bridge_aws::replicator::{Outcome, ReplicationError};
+use image_replicator::handler::HandlerError;
+use rig::{assert_same_image, skopeo_digest, skopeo_inspect_raw, ImageSpec, Platform};
+use serde_json::json;
+
+use common::replicator_stage::{
+    event, invoke, kuali_mapping, list_tags, put_image_record, role, Stage, OTHER, REGION, SOURCE,
+    TARGET,
 };
-use serde_json::{json, Value};
-
-const SOURCE: &str = rig::DEFAULT_ACCOUNT; // moto's account for plain credentials
-const TARGET: &str = "222222222222";
-const OTHER: &str = "333333333333";
-const REGION: &str = "us-east-1";
-
-fn role(account: &str) -> String {
-    format!("arn:aws:iam::{account}:role/ecr-bridge-push")
-}
-
-/// moto plus a registry per account, wired together as in AWS.
-struct Stage {
-    moto: Moto,
-    source: Registry,
-    target: Registry,
-    other: Registry,
-}
-
-impl Stage {
-    fn new() -> Stage {
-        Stage {
-            moto: Moto::start(),
-            source: Registry::start(SOURCE),
-            target: Registry::start(TARGET),
-            other: Registry::start(OTHER),
-        }
-    }
-
-    fn endpoints(&self) -> String {
-        [&self.source, &self.target, &self.other]
-            .iter()
-            .map(|r| format!("{}.dkr.ecr.{REGION}.amazonaws.com={}", r.account(), r.url()))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    async fn sdk(&self) -> SdkConfig {
-        common::moto_sdk(&self.moto.url(), "test-secret-key").await
-    }
-
-    /// An ECR client acting in `account`, as the target role would.
-    async fn ecr_in(&self, account: &str) -> aws_sdk_ecr::Client {
-        common::ecr_as(&self.sdk().await, &role(account)).await
-    }
-
-    async fn replicator_with_env(&self, extra: &[(&str, &str)]) -> (Replicator, Config) {
-        let mut vars: std::collections::HashMap<String, String> = [
-            ("REGISTRY_ENDPOINTS".to_string(), self.endpoints()),
-            ("MAX_ATTEMPTS".into(), "2".into()),
-        ]
-        .into();
-        for (k, v) in extra {
-            vars.insert(k.to_string(), v.to_string());
-        }
-        let config = Config::from_env(&vars).expect("config");
-        let replicator = config.build_with(self.sdk().await).expect("replicator");
-        (replicator, config)
-    }
-
-    async fn replicator(&self, mapping: &Value) -> (Replicator, Config) {
-        self.replicator_with_env(&[("MAPPING_JSON", &mapping.to_string())])
-            .await
-    }
-}
-
-/// A sample event from `events/`, pointed at a pushed image.
-fn event(file: &str, repository: &str, digest: &str, tag: Option<&str>) -> Value {
-    let path = format!("{}/../events/{file}", env!("CARGO_MANIFEST_DIR"));
-    let mut e: Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("sample event")).expect("json");
-    e["detail"]["repository-name"] = json!(repository);
-    e["detail"]["image-digest"] = json!(digest);
-    match tag {
-        Some(t) => e["detail"]["image-tag"] = json!(t),
-        None => {
-            e["detail"].as_object_mut().unwrap().remove("image-tag");
-        }
-    }
-    e
-}
-
-fn kuali_mapping() -> Value {
-    let dest = |repo: &str| json!([{"account": TARGET, "region": REGION, "role_arn": role(TARGET), "external_id": "kuali-sync", "repository": repo}]);
-    json!({"version": 1, "rules": [
-        {"name": "kuali-coeus", "match": {"exact": "kuali-coeus"}, "destinations": dest("coeus"),
-         "create_repository": {"tag_mutability": "IMMUTABLE", "scan_on_push": true, "encryption": {"type": "KMS"}}},
-        {"name": "kuali-coeus-feature", "match": {"exact": "kuali-coeus-feature"}, "destinations": dest("coeus-feature"),
-         "create_repository": true}
-    ]})
-}
-
-async fn invoke(r: &Replicator, c: &Config, e: Value) -> Result<Value, HandlerError> {
-    handler::handle(r, c, e).await
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn given_the_kuali_mapping_when_an_image_is_pushed_then_it_lands_renamed_in_the_other_account_through_the_role(
@@ -590,6 +497,11 @@ async fn given_delete_propagation_on_and_off_when_a_tag_is_deleted_then_only_the
     for (repo, image) in [("coeus", &a), ("coeus-feature", &b)] {
         put_image_record(&ecr, repo, "old", &image.layout).await;
     }
+    // The source deletes them (a delete the source still has is a late one).
+    for (repo, image) in [("kuali-coeus", &a), ("kuali-coeus-feature", &b)] {
+        let path = format!("/v2/{repo}/manifests/{}", image.layout.digest);
+        assert_eq!(stage.source.http("DELETE", &path, &[], b"").status, 202);
+    }
 
     let on = invoke(
         &r,
@@ -637,34 +549,6 @@ async fn given_delete_propagation_on_and_off_when_a_tag_is_deleted_then_only_the
         again["destinations"][0]["outcome"], "already_deleted",
         "{again}"
     );
-}
-
-/// moto keeps ECR images in its own store, apart from the docker-registry
-/// holding the bytes; deletes go through the control plane, so the test
-/// records the image there the way ECR would have on push.
-async fn put_image_record(ecr: &aws_sdk_ecr::Client, repo: &str, tag: &str, layout: &rig::Layout) {
-    let manifest = String::from_utf8(layout.manifest_bytes()).unwrap();
-    ecr.put_image()
-        .repository_name(repo)
-        .image_manifest(manifest)
-        .image_manifest_media_type(&layout.media_type)
-        .image_tag(tag)
-        .send()
-        .await
-        .expect("put_image in moto");
-}
-
-async fn list_tags(ecr: &aws_sdk_ecr::Client, repo: &str) -> Vec<String> {
-    let out = ecr
-        .describe_images()
-        .repository_name(repo)
-        .send()
-        .await
-        .unwrap();
-    out.image_details()
-        .iter()
-        .flat_map(|d| d.image_tags().iter().cloned())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod ecr_stage;
+pub mod replicator_stage;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -38,6 +38,7 @@ use base64::Engine as _;
 use crate::ecr_behaviour::{
     EcrQuotas, EcrState, MountBehaviour, Repositories, TokenHandle, TokenRotation, TokenState,
 };
+use crate::gate::Gate;
 use crate::registry::Registry;
 use crate::tls::{rig_tls, split_target, Conn, ServerCert};
 
@@ -99,6 +100,8 @@ pub struct ProxyOptions {
     /// Serve HTTPS with this certificate ([`ServerCert::Rig`]: the one the
     /// rig CA made for loopback) instead of plain HTTP.
     pub tls: Option<ServerCert>,
+    /// Hold every blob GET until this gate opens.
+    pub hold_blob_gets: Option<Gate>,
 }
 
 impl Default for ProxyOptions {
@@ -120,6 +123,7 @@ impl Default for ProxyOptions {
             mount: MountBehaviour::Forward,
             long_tags: false,
             tls: None,
+            hold_blob_gets: None,
         }
     }
 }
@@ -506,6 +510,11 @@ impl Shared {
         let Some(mut head) = read_head(&mut reader)? else {
             return Ok(());
         };
+        if let Some(gate) = &self.opts.hold_blob_gets {
+            if head.method == "GET" && head.path().contains("/blobs/") {
+                gate.pass();
+            }
+        }
         let fault = self.decide(&head);
 
         // A reset while the client is still sending its body.

@@ -35,6 +35,7 @@ mod ecr_behaviour;
 #[cfg(test)]
 mod ecr_e2e;
 mod fault_proxy;
+mod gate;
 mod http;
 mod image;
 mod long_tags;
@@ -53,6 +54,7 @@ pub use ecr_behaviour::{
     TokenHandle, TokenRotation,
 };
 pub use fault_proxy::{FaultProxy, FaultRates, ProxyOptions, ProxyStats};
+pub use gate::Gate;
 pub use http::RawResponse;
 pub use image::*;
 pub use long_tags::long_tag_alias;

@@ -3,7 +3,10 @@
 //!
 //! Idempotent by digest: a duplicate event finds the target complete and
 //! moves nothing; an out-of-order event never moves a tag backwards, because
-//! a tag is only set while the source tag still points at the event's digest.
+//! a tag is only set while the source tag still points at the event's digest
+//! (asked again immediately before each tag PUT); a late delete never removes
+//! a re-pushed image, because a delete waits for the source to lack the tag
+//! and removes a target tag only while it points at the event's digest.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -78,6 +81,9 @@ pub enum Outcome {
     UpToDate,
     Deleted,
     AlreadyDeleted,
+    /// A delete left the target tag alone: it points at another digest than
+    /// the deleted one (a later push of the tag reached the target).
+    TagMovedOn,
     Failed,
 }
 
@@ -91,6 +97,9 @@ pub enum Handled {
     Filtered { rule: String, reason: String },
     /// A delete under a rule that does not propagate deletes.
     DeleteNotPropagated { rule: String },
+    /// A delete whose tag (or digest) the source has again: the event is
+    /// late, a re-push came after it, and nothing is deleted.
+    SourceStillHas { rule: String, reference: String },
     Done {
         rule: String,
         destinations: Vec<DestinationOutcome>,
@@ -240,27 +249,39 @@ impl Replicator {
             });
         }
 
-        let source = match action.kind {
-            ActionKind::Push => Some(self.source_location(action, deadline).await?),
-            ActionKind::Delete => None,
+        let source = self.source_location(action, deadline).await?;
+        // The source tags are asked again before each tag PUT (the copy's
+        // `recheck_source_tags`), so a tag moved on meanwhile is left alone.
+        let tags = wanted_tags;
+        let delete_id = match action.tags.first() {
+            Some(t) => ImageId::Tag(t.clone()),
+            None => ImageId::Digest(action.digest.to_string()),
         };
-        let mut tags = Vec::new();
-        if let Some(src) = &source {
-            for tag in &wanted_tags {
-                tags.extend(self.tags_still_current(src, tag, &action.digest).await?);
+        if action.kind == ActionKind::Delete {
+            if let Some(reference) = self.source_still_has(&source, &delete_id).await? {
+                tracing::info!(
+                    repository = %action.repository, reference = %reference, digest = %action.digest,
+                    outcome = "source_still_has",
+                    "the source has the deleted image again (a later push); nothing deleted"
+                );
+                return Ok(Handled::SourceStillHas {
+                    rule: replication.rule,
+                    reference,
+                });
             }
         }
 
         let jobs = replication.destinations.iter().map(|target| async {
             let started = Instant::now();
-            let mut outcome = match (&source, action.kind) {
-                (Some(src), ActionKind::Push) => {
-                    match loop_guard::check(&config, action, target, &tags) {
-                        Some(looped) => DestinationOutcome::new(target).looped(looped),
-                        None => self.push_to(src, action, &tags, &replication, target).await,
+            let mut outcome = match action.kind {
+                ActionKind::Push => match loop_guard::check(&config, action, target, &tags) {
+                    Some(looped) => DestinationOutcome::new(target).looped(looped),
+                    None => {
+                        self.push_to(&source, action, &tags, &replication, target)
+                            .await
                     }
-                }
-                _ => self.delete_in(action, target).await,
+                },
+                ActionKind::Delete => self.delete_in(&source, action, &delete_id, target).await,
             };
             outcome.duration_ms = started.elapsed().as_millis() as u64;
             log_outcome(action, &replication.rule, &outcome);
@@ -319,33 +340,29 @@ impl Replicator {
         ))
     }
 
-    /// The event's tag, if the source tag still points at the event's digest.
-    /// A tag that has moved on since belongs to a later event.
-    async fn tags_still_current(
+    /// What the source holds under a deleted tag or digest, if anything:
+    /// a delete processed after a re-push (out of order, or a retry) finds
+    /// the tag there again and must not remove the new image downstream.
+    async fn source_still_has(
         &self,
         source: &RepositoryLocation,
-        tag: &str,
-        digest: &Digest,
-    ) -> Result<Vec<String>, ReplicationError> {
+        id: &ImageId,
+    ) -> Result<Option<String>, ReplicationError> {
+        let reference = match id {
+            ImageId::Tag(t) | ImageId::Digest(t) => t.as_str(),
+        };
         let head = source
             .client
-            .manifest_head(&source.repository, tag)
+            .manifest_head(&source.repository, reference)
             .await
             .map_err(|e| ReplicationError::Source {
                 access: source.client.endpoint().authority(),
                 source: e,
             })?;
-        match head.and_then(|h| h.digest) {
-            Some(current) if &current == digest => Ok(vec![tag.to_string()]),
-            other => {
-                tracing::info!(
-                    repository = %source.repository, tag, digest = %digest,
-                    current = other.map(|d| d.to_string()).unwrap_or_else(|| "none".into()),
-                    "source tag no longer points at this digest; copying the content without the tag"
-                );
-                Ok(Vec::new())
-            }
-        }
+        Ok(head.map(|h| match (id, h.digest) {
+            (ImageId::Tag(t), Some(d)) => format!("{t}@{d}"),
+            _ => reference.to_string(),
+        }))
     }
 
     async fn push_to(
@@ -383,6 +400,7 @@ impl Replicator {
         );
         let copier = ImageCopier::new(CopyOptions {
             copy_referrers: replication.copy_referrers,
+            recheck_source_tags: true,
             ..self.copy_options.clone()
         });
         let selector = Selector::Digest(action.digest.clone());
@@ -471,18 +489,52 @@ impl Replicator {
         Ok(created)
     }
 
-    async fn delete_in(&self, action: &ImageAction, target: &Target) -> DestinationOutcome {
+    /// Removes the deleted tag (or digest) from one destination. A tag is
+    /// removed only while the target's tag points at the deleted digest:
+    /// at another digest it belongs to a later push and is left alone.
+    async fn delete_in(
+        &self,
+        source: &RepositoryLocation,
+        action: &ImageAction,
+        id: &ImageId,
+        target: &Target,
+    ) -> DestinationOutcome {
         let mut out = DestinationOutcome::new(target);
         let repository = match &target.repository {
             Ok(r) => r.clone(),
             Err(invalid) => return out.failed(invalid.to_string(), false),
         };
-        let ecr = self.registries.ecr(&access_of(target)).await;
-        let id = match action.tags.first() {
-            Some(t) => ImageId::Tag(t.clone()),
-            None => ImageId::Digest(action.digest.to_string()),
-        };
-        match repositories::delete_image(&ecr, &repository, &id).await {
+        let access = access_of(target);
+        if let ImageId::Tag(tag) = id {
+            let client = match self.registries.registry(&access).await {
+                Ok(c) => c.with_deadline(source.client.deadline()),
+                Err(e) => {
+                    return out.failed(format!("target registry {access}: {e}"), e.is_retryable())
+                }
+            };
+            match client.manifest_head(&repository, tag).await {
+                Ok(None) => {
+                    out.outcome = Outcome::AlreadyDeleted;
+                    return out;
+                }
+                Ok(Some(head)) if head.digest.as_ref() != Some(&action.digest) => {
+                    tracing::info!(
+                        target_repository = %repository, tag, digest = %action.digest,
+                        current = head.digest.map(|d| d.to_string()).unwrap_or_else(|| "unknown".into()),
+                        "target tag points at another digest; left alone"
+                    );
+                    out.outcome = Outcome::TagMovedOn;
+                    return out;
+                }
+                Ok(Some(_)) => {}
+                Err(e) => {
+                    let retryable = e.is_retryable();
+                    return out.failed(format!("target registry {access}: {e}"), retryable);
+                }
+            }
+        }
+        let ecr = self.registries.ecr(&access).await;
+        match repositories::delete_image(&ecr, &repository, id).await {
             Ok(true) => out.outcome = Outcome::Deleted,
             Ok(false) => out.outcome = Outcome::AlreadyDeleted,
             Err(e) => return out.failed(e.to_string(), e.retryable),

@@ -193,6 +193,10 @@ async fn run_one(
                     tracing::info!(repository = %action.repository, rule, outcome = "delete_not_propagated", "rule does not propagate deletes");
                     metrics.count("EventsIgnored", 1);
                 }
+                Handled::SourceStillHas { rule, reference } => {
+                    tracing::info!(repository = %action.repository, rule, reference, outcome = "source_still_has", "the source has the deleted image again; nothing deleted");
+                    metrics.count("DeletesSkipped", 1);
+                }
                 Handled::Done { destinations, .. } => {
                     for d in destinations {
                         record(metrics, d);
@@ -242,6 +246,7 @@ fn record_outcome(metrics: &mut MetricSet, outcome: Outcome, bytes: u64, duratio
         Outcome::Replicated => "Replicated",
         Outcome::UpToDate => "UpToDate",
         Outcome::Deleted | Outcome::AlreadyDeleted => "Deleted",
+        Outcome::TagMovedOn => "DeletesSkipped",
         Outcome::Failed => "ReplicationsFailed",
     };
     metrics.count(name, 1);
