@@ -73,6 +73,12 @@ for f in image-push-failure image-scan; do
 done
 log "FAILURE result and ECR Image Scan: ignored"
 
+# The source still has the tag: the delete is a late one and deletes nothing.
+OUT=$(invoke image-replicator image-delete.json) || fail "late delete invoke failed"
+[ "$(echo "$OUT" | outcome)" = source_still_has ] || fail "late delete: $OUT"
+log "delete while the source still has the tag: source_still_has, nothing deleted"
+skopeo delete --tls-verify=false --creds "$REG_CREDS_123456789012" "docker://$SRC_HOST/kuali-coeus@$FIRST" \
+    || fail "deleting kuali-coeus@$FIRST in the source"
 OUT=$(invoke image-replicator image-delete.json) || fail "delete invoke failed"
 # moto holds no image record for the bytes in docker-registry: the delete may find nothing.
 case "$(echo "$OUT" | outcome)" in deleted|already_deleted) ;; *) fail "delete: $OUT" ;; esac
