@@ -11,7 +11,7 @@ pub mod reference;
 pub mod registry;
 pub mod text;
 
-pub use copy::{CopyError, CopyOptions, CopyReport, ImageCopier, RepositoryLocation};
+pub use copy::{CopyError, CopyOptions, CopyReport, ImageCopier};
 pub use digest::Digest;
 pub use reference::ImageReference;
-pub use registry::RegistryClient;
+pub use registry::{RegistryClient, Repository};

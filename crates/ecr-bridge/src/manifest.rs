@@ -4,6 +4,7 @@
 //! bytes pushed to the target, so digests stay identical. Parsing only finds
 //! what else has to be copied (children, config, layers).
 
+use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::digest::Digest;
@@ -181,6 +182,26 @@ impl Parsed {
                     .collect()
             }
         }
+    }
+}
+
+/// A manifest's bytes exactly as read (they are pushed as they are, so
+/// digests stay), with what they reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub bytes: Bytes,
+    pub parsed: Parsed,
+}
+
+impl Manifest {
+    /// Parses `bytes` ([`Parsed::parse`]) and keeps them.
+    pub fn parse(bytes: Bytes, content_type: Option<&str>) -> Result<Manifest, ManifestError> {
+        let parsed = Parsed::parse(&bytes, content_type)?;
+        Ok(Manifest { bytes, parsed })
+    }
+
+    pub fn media_type(&self) -> &str {
+        self.parsed.media_type()
     }
 }
 

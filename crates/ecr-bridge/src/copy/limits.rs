@@ -119,9 +119,10 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::copy::{CopyError, CopyOptions, ImageCopier, RepositoryLocation, Stats};
+    use crate::copy::plan::Plan;
+    use crate::copy::{CopyError, CopyOptions, ImageCopier, Stats};
     use crate::manifest::{OCI_INDEX, OCI_MANIFEST};
-    use crate::registry::{self, test_server, Endpoint, RegistryClient, RetryPolicy};
+    use crate::registry::{self, test_server, Endpoint, RegistryClient, Repository, RetryPolicy};
 
     fn tally(max_manifests: usize, max_blobs: usize, max_manifest_bytes: u64) -> Tally {
         Tally::new(&CopyOptions {
@@ -225,7 +226,7 @@ mod tests {
         }
     }
 
-    fn at(url: &str, repository: &str) -> RepositoryLocation {
+    fn at(url: &str, repository: &str) -> Repository {
         let timeouts = registry::Timeouts::default();
         let client = RegistryClient::new(
             registry::http_client(&timeouts).unwrap(),
@@ -237,14 +238,14 @@ mod tests {
             },
             timeouts,
         );
-        RepositoryLocation::new(client, repository)
+        Repository::new(client, repository)
     }
 
     async fn plan(
         options: CopyOptions,
         server: &test_server::TestServer,
         top: &Digest,
-    ) -> Result<super::super::Plan, CopyError> {
+    ) -> Result<Plan, CopyError> {
         let copier = ImageCopier::new(options);
         let (src, dst) = (at(&server.url, "src"), at(&server.url, "dst"));
         copier

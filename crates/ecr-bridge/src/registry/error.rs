@@ -2,7 +2,23 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde::Deserialize;
+use url::Url;
+
+/// `host[:port]` of a URL: how errors and logs name where a request went.
+pub(crate) fn host_port(url: &Url) -> String {
+    match url.port() {
+        Some(p) => format!("{}:{p}", url.host_str().unwrap_or("")),
+        None => url.host_str().unwrap_or("").to_string(),
+    }
+}
+
+/// `METHOD host[:port]/path`: what a request is called in errors and logs
+/// (never the query: upload state and presigned signatures live there).
+pub(crate) fn request_label(method: &Method, url: &Url) -> String {
+    format!("{method} {}{}", host_port(url), url.path())
+}
 
 /// The `errors` array of the distribution spec's error body.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -257,7 +273,7 @@ impl RegistryError {
         }
         if let Some((problem, reason)) = certificate_problem(&source) {
             let host = match source.url() {
-                Some(url) => super::host_port(url),
+                Some(url) => host_port(url),
                 // "METHOD host[:port]/path"
                 None => request
                     .split_whitespace()

@@ -8,8 +8,9 @@
 use reqwest::header::LOCATION;
 use url::Url;
 
-use super::error::RegistryError;
-use super::{header_str, host_port, Endpoint};
+use super::endpoint::Endpoint;
+use super::error::{host_port, RegistryError};
+use super::response::header_str;
 
 /// Redirects followed for one request before its answer is taken as final.
 pub(super) const MAX_REDIRECTS: usize = 5;
