@@ -1,13 +1,13 @@
-//! Merging our statement into a repository policy (`access::policy::plan`)
+//! Merging our statement into a repository policy (`access::policy::merge_policy`)
 //! on any current policy text and set of accounts: never a panic, and a
-//! planned write is a policy that planning again leaves alone.
+//! merged write is a policy that merging again leaves alone.
 //!
 //! Input: first byte = how many accounts (0-3) to grant, then the policy text.
 #![no_main]
 
 use std::collections::BTreeSet;
 
-use ecr_bridge::access::{plan, AccountId, PolicyChange, PolicySpec};
+use ecr_bridge::access::{merge_policy, AccountId, PolicyChange, PolicySpec};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -23,18 +23,18 @@ fuzz_target!(|data: &[u8]| {
         .map(|a| a.parse().unwrap())
         .collect();
     let spec = PolicySpec::default_for(if first & 0x80 != 0 { "aws-cn" } else { "aws" });
-    let planned = match plan(Some(current), &accounts, &spec) {
+    let merged = match merge_policy(Some(current), &accounts, &spec) {
         Ok(p) => p,
         Err(e) => {
             assert!(e.to_string().len() < 4096);
             return;
         }
     };
-    match &planned.change {
+    match &merged.change {
         PolicyChange::Keep => {}
         PolicyChange::Delete => assert!(accounts.is_empty(), "deleting a policy that should grant"),
         PolicyChange::Put(text) => {
-            let again = plan(Some(text), &accounts, &spec).expect("our own policy parses");
+            let again = merge_policy(Some(text), &accounts, &spec).expect("our own policy parses");
             assert_eq!(again.change, PolicyChange::Keep, "not converged: {text}");
         }
     }

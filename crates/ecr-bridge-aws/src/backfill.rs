@@ -6,34 +6,32 @@
 //! filters, skips every image each destination already has (one manifest
 //! HEAD by digest, one per tag), and puts one work item per remaining image
 //! on a [`WorkQueue`]. Each item is an image action shaped like the ECR
-//! event, so the replicator handles it through the same code path as a push,
-//! one invocation per image, as many at once as the queue's consumer allows.
+//! event ([`crate::work_queue`] owns the format and its parser), so the
+//! replicator handles it through the same code path as a push, one
+//! invocation per image, as many at once as the queue's consumer allows.
 //!
 //! Resumable because replication is idempotent: running it again finds what
 //! was copied already present and enqueues only the rest.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use ecr_bridge::mapping::{MappingConfig, Replication};
-use futures_util::future::BoxFuture;
+use ecr_bridge::mapping::{ImageDecision, MappingConfig, Replication};
+use ecr_bridge::reference::Selector;
+use ecr_bridge::registry::ManifestHead;
+use ecr_bridge::Digest;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::error::AwsError;
-use crate::mapping_store::MappingError;
-use crate::plan::{list_images, replicated_tags, ImageListing, SourceImage};
-use crate::registries::Access;
-use crate::replicator::{Replicator, SourceRole};
-use crate::repositories::{list_repositories, ListedRepository};
-
-/// The `source` of the image actions a backfill enqueues. Not `aws.ecr`:
-/// nobody should mistake them for events ECR sent.
-pub const BACKFILL_SOURCE: &str = "ecr-bridge.backfill";
+use crate::mapping_store::{MappingError, MappingStore};
+use crate::registries::{EcrRegistries, RegistryAccess, SourceRole};
+use crate::repositories::{
+    list_images, list_repositories, ImageListing, ListedRepository, SourceImage,
+};
+use crate::work_queue::{work_item, QueueDepth, WorkQueue};
 
 /// Target presence checks in flight at once (manifest HEADs).
 const CHECK_CONCURRENCY: usize = 16;
-/// SQS takes at most 10 messages per SendMessageBatch.
-const SEND_BATCH: usize = 10;
 
 /// What an operator asks for (`{"backfill": {...}}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -85,13 +83,6 @@ pub struct BackfillSummary {
     pub duration_ms: u64,
 }
 
-/// Work items not yet done: waiting, and being worked on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueDepth {
-    pub waiting: u64,
-    pub in_flight: u64,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum BackfillError {
     #[error(transparent)]
@@ -116,130 +107,13 @@ impl BackfillError {
     }
 }
 
-/// Where work items go: SQS in AWS (its event source mapping caps how many
-/// replicators run at once); tests may use the same queue in moto.
-pub trait WorkQueue: Send + Sync {
-    /// Sends the bodies; returns how many were accepted.
-    fn send<'a>(&'a self, bodies: &'a [String]) -> BoxFuture<'a, Result<usize, AwsError>>;
-    fn depth(&self) -> BoxFuture<'_, Result<QueueDepth, AwsError>>;
-}
-
-/// An SQS standard queue.
-pub struct SqsWorkQueue {
-    sqs: aws_sdk_sqs::Client,
-    url: String,
-}
-
-impl SqsWorkQueue {
-    pub fn new(sdk: &aws_config::SdkConfig, url: impl Into<String>) -> Self {
-        SqsWorkQueue {
-            sqs: aws_sdk_sqs::Client::new(sdk),
-            url: url.into(),
-        }
-    }
-}
-
-impl WorkQueue for SqsWorkQueue {
-    fn send<'a>(&'a self, bodies: &'a [String]) -> BoxFuture<'a, Result<usize, AwsError>> {
-        Box::pin(async move {
-            let mut accepted = 0;
-            for chunk in bodies.chunks(SEND_BATCH) {
-                let entries = chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(i, body)| {
-                        aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .message_body(body)
-                            .build()
-                            .map_err(|e| AwsError::permanent("sqs:SendMessageBatch", e.to_string()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                let out = self
-                    .sqs
-                    .send_message_batch()
-                    .queue_url(&self.url)
-                    .set_entries(Some(entries))
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("sqs:SendMessageBatch", e))?;
-                accepted += out.successful().len();
-                for f in out.failed() {
-                    tracing::warn!(
-                        code = f.code(),
-                        message = f.message().unwrap_or(""),
-                        outcome = "enqueue_failed",
-                        "work item refused by the queue"
-                    );
-                }
-            }
-            Ok(accepted)
-        })
-    }
-
-    fn depth(&self) -> BoxFuture<'_, Result<QueueDepth, AwsError>> {
-        Box::pin(async move {
-            use aws_sdk_sqs::types::QueueAttributeName as A;
-            let out = self
-                .sqs
-                .get_queue_attributes()
-                .queue_url(&self.url)
-                .attribute_names(A::ApproximateNumberOfMessages)
-                .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("sqs:GetQueueAttributes", e))?;
-            let get = |name: A| {
-                out.attributes()
-                    .and_then(|a| a.get(&name))
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0)
-            };
-            Ok(QueueDepth {
-                waiting: get(A::ApproximateNumberOfMessages),
-                in_flight: get(A::ApproximateNumberOfMessagesNotVisible),
-            })
-        })
-    }
-}
-
-/// One image to replicate, as the work item's body: the ECR event's shape
-/// with every replicated tag in `image-tags`.
-pub fn work_item(
-    account: &str,
-    region: &str,
-    repository: &str,
-    digest: &str,
-    tags: &[String],
-) -> String {
-    let short: String = digest
-        .rsplit(':')
-        .next()
-        .unwrap_or("")
-        .chars()
-        .take(16)
-        .collect();
-    let mut detail = json!({
-        "result": "SUCCESS",
-        "action-type": "PUSH",
-        "repository-name": repository,
-        "image-digest": digest,
-        "image-tags": tags,
-    });
-    if let Some(first) = tags.first() {
-        detail["image-tag"] = json!(first);
-    }
-    json!({
-        "version": "0",
-        "id": format!("backfill-{short}"),
-        "detail-type": "ECR Image Action",
-        "source": BACKFILL_SOURCE,
-        "account": account,
-        "region": region,
-        "resources": [],
-        "detail": detail,
-    })
-    .to_string()
+/// The backfill coordinator: reads the mapping and the source registry,
+/// checks the destinations, fills the work queue.
+pub struct Backfill {
+    mapping: Arc<MappingStore>,
+    registries: Arc<EcrRegistries>,
+    source_role: SourceRole,
+    queue: Option<Arc<dyn WorkQueue>>,
 }
 
 struct Candidate {
@@ -250,14 +124,29 @@ struct Candidate {
     replication: Replication,
 }
 
-impl Replicator {
-    /// Runs a backfill request. `start` and `status` need the work queue
-    /// ([`Replicator::with_backfill_queue`]).
-    pub async fn backfill(
-        &self,
-        request: &BackfillRequest,
-    ) -> Result<BackfillSummary, BackfillError> {
-        let queue = self.backfill_queue();
+impl Backfill {
+    pub fn new(
+        mapping: Arc<MappingStore>,
+        registries: Arc<EcrRegistries>,
+        source_role: SourceRole,
+    ) -> Self {
+        Backfill {
+            mapping,
+            registries,
+            source_role,
+            queue: None,
+        }
+    }
+
+    /// Where work items go; `start` and `status` need it.
+    pub fn with_queue(mut self, queue: Arc<dyn WorkQueue>) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
+    /// Runs a backfill request.
+    pub async fn run(&self, request: &BackfillRequest) -> Result<BackfillSummary, BackfillError> {
+        let queue = self.queue.as_deref();
         let started = Instant::now();
         let mut summary = BackfillSummary {
             action: request.action,
@@ -272,10 +161,12 @@ impl Replicator {
         if request.action == BackfillAction::Start && queue.is_none() {
             return Err(BackfillError::NoQueue);
         }
-        let config = self.mapping().get().await?;
-        let region = self.registries().home_region();
-        let source = source_access(self.source_role(), &region);
-        let ecr = self.registries().ecr(&source).await;
+        let config = self.mapping.get().await?;
+        let region = self.registries.home_region();
+        // The account is unknown until DescribeRepositories names the
+        // registry; the ECR API client does not need it.
+        let source = self.source_role.access(String::new(), region.clone());
+        let ecr = self.registries.ecr(&source).await;
 
         let candidates = enumerate(&config, &ecr, request, &mut summary).await?;
         // Which of them every destination already has, a bounded number at once.
@@ -329,37 +220,29 @@ impl Replicator {
             let Ok(repository) = &target.repository else {
                 return false;
             };
-            let access = Access {
-                account: target.account.clone(),
-                region: target.region.clone(),
-                role_arn: target.role_arn.clone(),
-                external_id: target.external_id.clone(),
-            };
-            let Ok(client) = self.registries().registry(&access).await else {
+            let access = RegistryAccess::for_target(target);
+            let Ok(client) = self.registries.registry(&access).await else {
                 return false;
             };
-            let same = |head: Result<Option<ecr_bridge::registry::ManifestHead>, _>| matches!(head, Ok(Some(h)) if h.digest.as_ref().map(|d| d.to_string()) == Some(c.image.digest.clone()));
-            if !same(client.manifest_head(repository, &c.image.digest).await) {
+            let Ok(digest) = c.image.digest.parse::<Digest>() else {
+                return false;
+            };
+            let target = client.repository(repository.as_str());
+            let same = |head: Result<Option<ManifestHead>, _>| matches!(head, Ok(Some(h)) if h.digest.as_ref() == Some(&digest));
+            if !same(
+                target
+                    .manifest_head(&Selector::Digest(digest.clone()))
+                    .await,
+            ) {
                 return false;
             }
             for tag in &c.tags {
-                if !same(client.manifest_head(repository, tag).await) {
+                if !same(target.manifest_head(&Selector::Tag(tag.clone())).await) {
                     return false;
                 }
             }
         }
         true
-    }
-}
-
-fn source_access(role: &SourceRole, region: &str) -> Access {
-    Access {
-        // Unknown until DescribeRepositories names the registry; the ECR API
-        // client does not need it.
-        account: String::new(),
-        region: region.to_string(),
-        role_arn: role.role_arn.clone(),
-        external_id: role.external_id.clone(),
     }
 }
 
@@ -397,11 +280,12 @@ async fn enumerate(
             .map_err(BackfillError::Source)?;
         for image in images {
             summary.images_found += 1;
-            let (replicates, tags) = replicated_tags(config, &repository, &image);
-            if !replicates {
+            let ImageDecision::Replicate { tags, .. } =
+                config.decide_image(&repository, &image.tags)
+            else {
                 summary.filtered += 1;
                 continue;
-            }
+            };
             if !should_enqueue(&image) {
                 summary.archived += 1;
                 continue;
@@ -459,38 +343,6 @@ mod tests {
         old.as_object_mut().unwrap().remove("archived");
         let parsed: BackfillSummary = serde_json::from_value(old).unwrap();
         assert_eq!(parsed.archived, 0);
-    }
-
-    #[test]
-    fn given_an_image_with_tags_when_made_a_work_item_then_it_is_an_ecr_shaped_push_with_every_tag()
-    {
-        let digest = format!("sha256:{}", "ab".repeat(32));
-        let body: serde_json::Value = serde_json::from_str(&work_item(
-            "123456789012",
-            "eu-west-1",
-            "team/app",
-            &digest,
-            &["v1".into(), "latest".into()],
-        ))
-        .unwrap();
-        assert_eq!(body["detail-type"], "ECR Image Action");
-        assert_eq!(body["source"], BACKFILL_SOURCE);
-        assert_eq!(body["account"], "123456789012");
-        assert_eq!(body["region"], "eu-west-1");
-        assert_eq!(body["detail"]["action-type"], "PUSH");
-        assert_eq!(body["detail"]["image-digest"], digest.as_str());
-        assert_eq!(body["detail"]["image-tag"], "v1");
-        assert_eq!(body["detail"]["image-tags"], json!(["v1", "latest"]));
-    }
-
-    #[test]
-    fn given_an_untagged_image_when_made_a_work_item_then_no_tag_field() {
-        let digest = format!("sha256:{}", "cd".repeat(32));
-        let body: serde_json::Value =
-            serde_json::from_str(&work_item("123456789012", "us-east-1", "a", &digest, &[]))
-                .unwrap();
-        assert!(body["detail"].get("image-tag").is_none());
-        assert_eq!(body["detail"]["image-tags"], json!([]));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Log set-up shared by the functions: JSON lines when Lambda's log format
-//! is JSON, the level from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`.
+//! Log set-up shared by the functions and the CLI. The functions write JSON
+//! lines when Lambda's log format is JSON, at the level from
+//! `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`; the CLI writes plain lines on stderr.
 //!
 //! Whatever level is asked for, the AWS SDK's HTTP layer never goes past
 //! DEBUG: at TRACE it logs raw response bodies, and those carry registry
@@ -20,7 +21,14 @@ const BODY_LOGGERS: &[&str] = &[
 /// body-logging targets capped at DEBUG when the spec would reach TRACE
 /// (a cap only: at `info` they stay at `info`).
 pub fn filter(spec: &str) -> EnvFilter {
-    let mut filter = EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("info"));
+    capped(
+        EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("info")),
+        spec,
+    )
+}
+
+/// `filter` with the body-logging targets capped at DEBUG if `spec` asks for TRACE.
+fn capped(mut filter: EnvFilter, spec: &str) -> EnvFilter {
     if !spec.to_ascii_lowercase().contains("trace") {
         return filter;
     }
@@ -30,6 +38,21 @@ pub fn filter(spec: &str) -> EnvFilter {
         }
     }
     filter
+}
+
+/// Installs the global subscriber for a command-line tool: plain lines on
+/// stderr (stdout carries its report), the filter from the variable `var`
+/// (`default` when it is unset or not a filter), capped like the functions'.
+pub fn init_cli(var: &str, default: &str) {
+    let filter = match EnvFilter::try_from_env(var) {
+        Ok(f) => capped(f, &std::env::var(var).unwrap_or_default()),
+        Err(_) => capped(EnvFilter::new(default), default),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 /// Installs the global subscriber for a Lambda function (or a local run).
@@ -72,5 +95,15 @@ mod tests {
         );
         let targeted = filter("info,aws_smithy_runtime=trace").to_string();
         assert!(targeted.contains("aws_smithy_runtime=debug"), "{targeted}");
+    }
+
+    #[test]
+    fn given_a_cli_filter_asking_for_trace_when_capped_then_sdk_bodies_stay_at_debug() {
+        let spec = "ecr_bridge=trace";
+        let traced = capped(EnvFilter::try_new(spec).unwrap(), spec).to_string();
+        assert!(traced.contains("aws_smithy_runtime=debug"), "{traced}");
+        assert!(traced.contains("ecr_bridge=trace"), "{traced}");
+        let quiet = capped(EnvFilter::new("warn"), "warn").to_string();
+        assert!(!quiet.contains("aws_smithy_runtime"), "{quiet}");
     }
 }

@@ -9,8 +9,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use aws_config::sts::AssumeRoleProvider;
-use aws_config::{Region, SdkConfig};
+use aws_config::SdkConfig;
+use ecr_bridge::mapping::Target;
 use ecr_bridge::registry::{
     BasicCredentials, CredentialSource, Endpoint, RegistryClient, RegistryError, RetryPolicy,
     Timeouts,
@@ -19,18 +19,52 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Mutex;
 
 use crate::error::AwsError;
+use crate::sts;
 
 /// Who to be, where: the account and region of a registry and, for another
 /// account, the role to assume there.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Access {
+pub struct RegistryAccess {
     pub account: String,
     pub region: String,
     pub role_arn: Option<String>,
     pub external_id: Option<String>,
 }
 
-impl fmt::Display for Access {
+impl RegistryAccess {
+    /// How a mapping destination is reached: its account and region, through
+    /// its role if it names one.
+    pub fn for_target(target: &Target) -> RegistryAccess {
+        RegistryAccess {
+            account: target.account.clone(),
+            region: target.region.clone(),
+            role_arn: target.role_arn.clone(),
+            external_id: target.external_id.clone(),
+        }
+    }
+}
+
+/// Where the source registry is reached: the function's own credentials, or
+/// a configured role.
+#[derive(Debug, Clone, Default)]
+pub struct SourceRole {
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+}
+
+impl SourceRole {
+    /// The source registry of `account` in `region`, through this role.
+    pub fn access(&self, account: String, region: String) -> RegistryAccess {
+        RegistryAccess {
+            account,
+            region,
+            role_arn: self.role_arn.clone(),
+            external_id: self.external_id.clone(),
+        }
+    }
+}
+
+impl fmt::Display for RegistryAccess {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.account, self.region)?;
         if let Some(r) = &self.role_arn {
@@ -84,7 +118,7 @@ impl RegistryEndpoints {
     }
 }
 
-/// Builds and caches ECR API clients and registry clients per [`Access`].
+/// Builds and caches ECR API clients and registry clients per [`RegistryAccess`].
 pub struct EcrRegistries {
     base: SdkConfig,
     http: reqwest::Client,
@@ -92,8 +126,8 @@ pub struct EcrRegistries {
     retry: RetryPolicy,
     timeouts: Timeouts,
     session_name: String,
-    ecr_clients: Mutex<HashMap<Access, aws_sdk_ecr::Client>>,
-    registries: Mutex<HashMap<Access, RegistryClient>>,
+    ecr_clients: Mutex<HashMap<RegistryAccess, aws_sdk_ecr::Client>>,
+    registries: Mutex<HashMap<RegistryAccess, RegistryClient>>,
 }
 
 impl EcrRegistries {
@@ -127,7 +161,7 @@ impl EcrRegistries {
     /// The ECR API client for this access (assuming its role, if any).
     /// Its identity cache keeps the assumed credentials and refreshes them
     /// before they expire.
-    pub async fn ecr(&self, access: &Access) -> aws_sdk_ecr::Client {
+    pub async fn ecr(&self, access: &RegistryAccess) -> aws_sdk_ecr::Client {
         let mut clients = self.ecr_clients.lock().await;
         if let Some(c) = clients.get(access) {
             return c.clone();
@@ -140,26 +174,20 @@ impl EcrRegistries {
 
     /// The SDK config (region, credentials) of an access: the base
     /// credentials, or a role assumed with them.
-    pub async fn config_for(&self, access: &Access) -> SdkConfig {
-        let region = Region::new(access.region.clone());
-        let mut builder = self.base.to_builder().region(region.clone());
-        if let Some(role) = &access.role_arn {
-            let mut provider = AssumeRoleProvider::builder(role.clone())
-                .session_name(self.session_name.clone())
-                .region(region)
-                .configure(&self.base);
-            if let Some(id) = &access.external_id {
-                provider = provider.external_id(id.clone());
-            }
-            let provider = provider.build().await;
-            builder = builder.credentials_provider(aws_credential_provider(provider));
-        }
-        builder.build()
+    pub async fn config_for(&self, access: &RegistryAccess) -> SdkConfig {
+        sts::config_as(
+            &self.base,
+            &access.region,
+            access.role_arn.as_deref(),
+            access.external_id.as_deref(),
+            &self.session_name,
+        )
+        .await
     }
 
     /// The registry client for this access, with credentials from
     /// `GetAuthorizationToken` (refreshed before they expire, and on 401).
-    pub async fn registry(&self, access: &Access) -> Result<RegistryClient, RegistryError> {
+    pub async fn registry(&self, access: &RegistryAccess) -> Result<RegistryClient, RegistryError> {
         if let Some(c) = self.registries.lock().await.get(access) {
             return Ok(c.clone());
         }
@@ -186,12 +214,6 @@ impl EcrRegistries {
             .insert(access.clone(), client.clone());
         Ok(client)
     }
-}
-
-fn aws_credential_provider(
-    p: AssumeRoleProvider,
-) -> aws_credential_types::provider::SharedCredentialsProvider {
-    aws_credential_types::provider::SharedCredentialsProvider::new(p)
 }
 
 /// `https://111111111111.dkr.ecr.us-east-1.amazonaws.com` with the
@@ -230,7 +252,7 @@ struct Token {
 /// ECR's expired-token 403), the client asks for a fresh one.
 pub struct EcrTokenSource {
     ecr: aws_sdk_ecr::Client,
-    access: Access,
+    access: RegistryAccess,
     cached: Mutex<Option<Token>>,
 }
 
@@ -240,7 +262,7 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(15 * 60);
 const MIN_TOKEN_USE: Duration = Duration::from_secs(5 * 60);
 
 impl EcrTokenSource {
-    pub fn new(ecr: aws_sdk_ecr::Client, access: Access) -> Self {
+    pub fn new(ecr: aws_sdk_ecr::Client, access: RegistryAccess) -> Self {
         EcrTokenSource {
             ecr,
             access,

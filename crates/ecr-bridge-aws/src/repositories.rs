@@ -1,9 +1,11 @@
-//! ECR control-plane calls on target repositories: does it exist, create it
-//! with the rule's settings, delete an image or a tag.
+//! ECR control-plane calls: list the repositories and images of a registry,
+//! check that a target repository exists, create it with the rule's
+//! settings, delete an image or a tag.
 
 use aws_sdk_ecr::types::{
-    EncryptionConfiguration, EncryptionType, ImageIdentifier, ImageScanningConfiguration,
-    ImageTagMutability, ImageTagMutabilityExclusionFilter, ImageTagMutabilityExclusionFilterType,
+    DescribeImagesFilter, EncryptionConfiguration, EncryptionType, ImageDetail, ImageIdentifier,
+    ImageScanningConfiguration, ImageStatus, ImageStatusFilter, ImageTagMutability,
+    ImageTagMutabilityExclusionFilter, ImageTagMutabilityExclusionFilterType,
 };
 use ecr_bridge::mapping::{Encryption, RepositorySettings, TagMutability};
 
@@ -53,6 +55,75 @@ pub async fn list_repositories(
     }
     listed.sort_by(|a, b| a.name.cmp(&b.name));
     Ok((listed, pages))
+}
+
+/// One image of a source repository: its digest and tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceImage {
+    pub digest: String,
+    pub tags: Vec<String>,
+    /// In ECR's archive storage class (`ARCHIVED`, or `ACTIVATING` while
+    /// being restored): pulls answer 404 until it is restored.
+    pub archived: bool,
+}
+
+impl SourceImage {
+    pub fn from_detail(d: &ImageDetail) -> SourceImage {
+        SourceImage {
+            digest: d.image_digest().unwrap_or_default().to_string(),
+            tags: d.image_tags().to_vec(),
+            // No status (older ECR, moto) or one added later: assume pullable,
+            // as before archiving existed; a pull failure still says why.
+            archived: matches!(
+                d.image_status(),
+                Some(ImageStatus::Archived | ImageStatus::Activating)
+            ),
+        }
+    }
+}
+
+/// Which images [`list_images`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageListing {
+    /// DescribeImages' default: only `ACTIVE` images.
+    Active,
+    /// Archived and restoring ones too, to count them.
+    All,
+}
+
+/// Every image of a repository (all pages).
+pub async fn list_images(
+    ecr: &aws_sdk_ecr::Client,
+    repository: &str,
+    listing: ImageListing,
+) -> Result<Vec<SourceImage>, AwsError> {
+    let filter = match listing {
+        ImageListing::Active => None,
+        ImageListing::All => Some(
+            DescribeImagesFilter::builder()
+                .image_status(ImageStatusFilter::Any)
+                .build(),
+        ),
+    };
+    let mut images = Vec::new();
+    let mut token = None;
+    loop {
+        let out = ecr
+            .describe_images()
+            .repository_name(repository)
+            .set_filter(filter.clone())
+            .set_next_token(token)
+            .max_results(1000)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ecr:DescribeImages", e))?;
+        images.extend(out.image_details().iter().map(SourceImage::from_detail));
+        token = out.next_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    Ok(images)
 }
 
 /// Whether `name` exists in the client's account and region.
@@ -191,5 +262,31 @@ pub async fn delete_image(
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detail(status: Option<ImageStatus>) -> ImageDetail {
+        ImageDetail::builder()
+            .image_digest(format!("sha256:{}", "ab".repeat(32)))
+            .image_tags("v1")
+            .set_image_status(status)
+            .build()
+    }
+
+    #[test]
+    fn given_image_statuses_when_read_then_archived_and_restoring_images_are_not_pullable() {
+        let archived = |status| SourceImage::from_detail(&detail(status)).archived;
+        assert!(archived(Some(ImageStatus::Archived)));
+        assert!(archived(Some(ImageStatus::Activating)));
+        assert!(!archived(Some(ImageStatus::Active)));
+        assert!(!archived(None));
+        assert!(!archived(Some(ImageStatus::from("SOMETHING_NEW"))));
+        let image = SourceImage::from_detail(&detail(Some(ImageStatus::Archived)));
+        assert_eq!(image.tags, vec!["v1".to_string()]);
+        assert!(image.digest.starts_with("sha256:abab"));
     }
 }

@@ -38,7 +38,7 @@ pub struct BackfillArgs {
 
 /// What `--wait` concludes.
 #[derive(Debug, serde::Serialize)]
-struct Outcome {
+struct WaitReport {
     images_found: usize,
     filtered: usize,
     archived: usize,
@@ -101,7 +101,7 @@ pub async fn run(args: BackfillArgs) -> Result<(), Failure> {
         }
     }
     let last = invoke(&lambda, &args, BackfillAction::Check).await?;
-    let outcome = Outcome {
+    let outcome = WaitReport {
         images_found: last.images_found,
         filtered: last.filtered,
         archived: last.archived,

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use clap::Args;
-use ecr_bridge::copy::{CopyOptions, ImageCopier, RepositoryLocation};
+use ecr_bridge::copy::{CopyOptions, ImageCopier};
 use ecr_bridge::reference::{ImageReference, Selector};
 use ecr_bridge::registry::{
-    self, BasicCredentials, Endpoint, RegistryClient, RetryPolicy, StaticCredentials, Timeouts,
+    self, BasicCredentials, Endpoint, RegistryClient, Repository, RetryPolicy, StaticCredentials,
+    Timeouts,
 };
 
 use crate::Failure;
@@ -128,7 +129,7 @@ pub async fn run(args: CopyArgs) -> Result<(), Failure> {
             .with_deadline(deadline),
         )
     };
-    let source = RepositoryLocation::new(
+    let source = Repository::new(
         client(
             &src,
             credentials(&args.src_creds, &args.src_creds_env, "source")?,
@@ -136,7 +137,7 @@ pub async fn run(args: CopyArgs) -> Result<(), Failure> {
         )?,
         src.repository.clone(),
     );
-    let target = RepositoryLocation::new(
+    let target = Repository::new(
         client(
             &dst,
             credentials(&args.dest_creds, &args.dest_creds_env, "destination")?,

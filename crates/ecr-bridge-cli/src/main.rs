@@ -86,13 +86,8 @@ impl Failure {
 }
 
 /// Logs go to stderr (stdout carries the JSON report); `ECR_BRIDGE_LOG`
-/// takes a tracing filter such as `info` or `ecr_bridge::http=debug`.
+/// takes a tracing filter such as `info` or `ecr_bridge::http=debug`, with
+/// the AWS SDK's body logging capped as in the functions.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ECR_BRIDGE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    ecr_bridge_aws::logging::init_cli("ECR_BRIDGE_LOG", "warn");
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use ecr_bridge::mapping::{Decision, MappingConfig};
 use ecr_bridge_aws::mapping_store::{MappingSource, MappingStore};
-use ecr_bridge_aws::plan::{self, Plan};
+use ecr_bridge_aws::preview::{self, Preview};
 
 use crate::Failure;
 
@@ -74,17 +74,17 @@ pub async fn run(args: PlanArgs) -> Result<(), Failure> {
         return explain(&config, repository, args.tag.as_deref(), args.json);
     }
     let ecr = aws_sdk_ecr::Client::new(&sdk().await);
-    let plan = plan::plan(&config, &ecr).await.map_err(|e| Failure {
+    let preview = preview::preview(&config, &ecr).await.map_err(|e| Failure {
         retryable: e.retryable,
         message: e.to_string(),
     })?;
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&plan).unwrap_or_default()
+            serde_json::to_string_pretty(&preview).unwrap_or_default()
         );
     } else {
-        print!("{}", render(&plan));
+        print!("{}", render(&preview));
     }
     Ok(())
 }
@@ -121,9 +121,9 @@ fn explain(
     Ok(())
 }
 
-fn render(plan: &Plan) -> String {
+fn render(preview: &Preview) -> String {
     let mut out = String::new();
-    for r in &plan.repositories {
+    for r in &preview.repositories {
         let targets: Vec<String> = r
             .destinations
             .iter()
@@ -143,14 +143,14 @@ fn render(plan: &Plan) -> String {
             r.tags
         ));
     }
-    for u in &plan.unmatched {
+    for u in &preview.unmatched {
         out.push_str(&format!("{u}: no rule matches\n"));
     }
-    let t = &plan.totals;
+    let t = &preview.totals;
     out.push_str(&format!(
         "total: {} repositories matched, {} unmatched; {} of {} images and {} tags would replicate\n",
         t.repositories_matched,
-        plan.unmatched.len(),
+        preview.unmatched.len(),
         t.images_replicated,
         t.images,
         t.tags_replicated

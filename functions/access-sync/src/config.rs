@@ -9,6 +9,7 @@ use ecr_bridge::access::{PolicySpec, Selection};
 use ecr_bridge::reference::is_valid_ecr_repository_name;
 use ecr_bridge_aws::access_sync::{self, AccessSync, Attributes, MissingRepository, Settings};
 use ecr_bridge_aws::env::{self, EnvError, Vars};
+use ecr_bridge_aws::sts;
 
 pub const DEFAULT_WORKSPACE_TYPE: &str = "Direct Pay";
 pub const DEFAULT_CONCURRENCY: usize = 4;
@@ -192,7 +193,7 @@ impl Config {
     /// The table is read with the function's own credentials (its account
     /// and region); ECR through the role, in `ECR_REGION`.
     pub async fn build_with(&self, sdk: aws_config::SdkConfig) -> AccessSync {
-        let ecr = access_sync::ecr_client(
+        let ecr = sts::ecr_client(
             &sdk,
             &self.ecr_region,
             self.ecr_role_arn.as_deref(),

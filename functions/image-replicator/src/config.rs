@@ -7,11 +7,11 @@ use std::time::Duration;
 use ecr_bridge::copy::CopyOptions;
 use ecr_bridge::mapping::MappingConfig;
 use ecr_bridge::registry::{RetryPolicy, Timeouts};
-use ecr_bridge_aws::backfill::{SqsWorkQueue, WorkQueue};
 use ecr_bridge_aws::env::{self, EnvError, Vars};
 use ecr_bridge_aws::mapping_store::{MappingSource, MappingStore};
-use ecr_bridge_aws::registries::{EcrRegistries, RegistryEndpoints};
-use ecr_bridge_aws::replicator::{Replicator, SourceRole};
+use ecr_bridge_aws::registries::{EcrRegistries, RegistryEndpoints, SourceRole};
+use ecr_bridge_aws::replicator::Replicator;
+use ecr_bridge_aws::work_queue::{SqsWorkQueue, WorkQueue};
 
 /// Where the mapping config lives.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,32 +2,14 @@
 //! and a specific error for what is malformed.
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
-use ecr_bridge::reference::{validate_repository, validate_tag};
+use ecr_bridge::reference::validate_repository;
 use ecr_bridge::text::{clip, json_kind};
-use ecr_bridge::Digest;
-use ecr_bridge_aws::backfill::{BackfillRequest, BACKFILL_SOURCE};
-use ecr_bridge_aws::replicator::{ActionKind, ImageAction};
-use serde::{Deserialize, Serialize};
+use ecr_bridge_aws::backfill::BackfillRequest;
+use ecr_bridge_aws::image_action::ImageAction;
+use ecr_bridge_aws::work_queue::{
+    self, as_object, Envelope, EventError, ImageActionDetail, Parsed,
+};
 use serde_json::Value;
-
-/// The `detail` of an ECR Image Action (the `aws.ecr@ECRImageAction` schema).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct ImageActionDetail {
-    pub result: String,
-    pub action_type: String,
-    pub repository_name: String,
-    pub image_digest: String,
-    #[serde(default)]
-    pub image_tag: Option<String>,
-    /// Backfill work items name every replicated tag of the image.
-    #[serde(default)]
-    pub image_tags: Option<Vec<String>>,
-    #[serde(default)]
-    pub manifest_media_type: Option<String>,
-    #[serde(default)]
-    pub artifact_media_type: Option<String>,
-}
 
 /// What an incoming payload asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,20 +30,10 @@ pub struct QueuedItem {
     pub body: Result<Incoming, EventError>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EventError {
-    #[error("malformed event: {0}")]
-    Shape(String),
-    #[error("invalid event field {field}: {reason}")]
-    Field { field: &'static str, reason: String },
-}
-
-pub const DETAIL_TYPE: &str = "ECR Image Action";
-
 /// Any payload the function accepts: an ECR Image Action from EventBridge,
 /// a backfill request, or an SQS batch of backfill work items.
 pub fn parse(payload: &Value) -> Result<Incoming, EventError> {
-    let envelope = object(payload)?;
+    let envelope = as_object(payload)?;
     if let Some(request) = envelope.get("backfill") {
         if envelope.len() > 1 {
             return Err(EventError::Shape(
@@ -85,15 +57,6 @@ pub fn parse(payload: &Value) -> Result<Incoming, EventError> {
         return parse_queued(records);
     }
     parse_image_action(payload)
-}
-
-fn object(payload: &Value) -> Result<&serde_json::Map<String, Value>, EventError> {
-    payload.as_object().ok_or_else(|| {
-        EventError::Shape(format!(
-            "expected a JSON object, got {}",
-            json_kind(payload)
-        ))
-    })
 }
 
 /// An SQS event: every record must carry its `messageId` (without it a
@@ -144,27 +107,20 @@ fn parse_queued(records: &Value) -> Result<Incoming, EventError> {
     Ok(Incoming::Queued(items))
 }
 
-/// An ECR Image Action, from ECR through EventBridge or from a backfill.
+/// An ECR Image Action, from ECR through EventBridge or from a backfill
+/// (the format is `ecr_bridge_aws::work_queue`'s).
 pub fn parse_image_action(payload: &Value) -> Result<Incoming, EventError> {
-    let envelope = object(payload)?;
-    let text = |k: &str| envelope.get(k).and_then(Value::as_str);
-    let from_backfill = text("source") == Some(BACKFILL_SOURCE);
-    match (text("source"), text("detail-type")) {
-        (Some("aws.ecr") | Some(BACKFILL_SOURCE), Some(DETAIL_TYPE)) => {}
-        (Some(source), Some(detail_type)) => {
-            return Ok(Incoming::Ignored(format!(
-                "{} / {} is not an ECR Image Action",
-                clip(source, 100),
-                clip(detail_type, 100)
-            )))
-        }
-        _ => {
-            return Err(EventError::Shape(
-                "missing string fields \"source\" and \"detail-type\"".into(),
-            ))
-        }
-    }
-    // With the path of the offending field: "detail.repository-name: invalid type ...".
+    Ok(
+        match work_queue::parse_image_action(payload, eventbridge_envelope)? {
+            Parsed::Action(action) => Incoming::Action(action),
+            Parsed::Ignored(reason) => Incoming::Ignored(reason),
+        },
+    )
+}
+
+/// The EventBridge envelope, read with the path of the offending field:
+/// "detail.repository-name: invalid type ...".
+fn eventbridge_envelope(payload: &Value) -> Result<Envelope, EventError> {
     let event: EventBridgeEvent<ImageActionDetail> = serde_path_to_error::deserialize(payload)
         .map_err(|e| {
             let path = e.path().to_string();
@@ -175,82 +131,17 @@ pub fn parse_image_action(payload: &Value) -> Result<Incoming, EventError> {
                 EventError::Shape(format!("{}: {inner}", clip(&path, 100)))
             }
         })?;
-    let d = event.detail;
-    if d.result != "SUCCESS" {
-        return Ok(Incoming::Ignored(format!(
-            "result is {:?}, not SUCCESS",
-            clip(&d.result, 200)
-        )));
-    }
-    let kind = match d.action_type.as_str() {
-        "PUSH" => ActionKind::Push,
-        "DELETE" => ActionKind::Delete,
-        other => {
-            return Ok(Incoming::Ignored(format!(
-                "action-type {:?} is neither PUSH nor DELETE",
-                clip(other, 200)
-            )))
-        }
-    };
-    let account = event.account.unwrap_or_default();
-    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(EventError::Field {
-            field: "account",
-            reason: format!("must be 12 digits (got {:?})", clip(&account, 200)),
-        });
-    }
-    let region = event.region.unwrap_or_default();
-    if region.is_empty()
-        || region.len() > 32
-        || !region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err(EventError::Field {
-            field: "region",
-            reason: format!("not an AWS region (got {:?})", clip(&region, 200)),
-        });
-    }
-    validate_repository(&d.repository_name).map_err(|e| EventError::Field {
-        field: "detail.repository-name",
-        reason: e.to_string(),
-    })?;
-    let digest: Digest =
-        d.image_digest
-            .parse()
-            .map_err(
-                |e: ecr_bridge::digest::DigestParseError| EventError::Field {
-                    field: "detail.image-digest",
-                    reason: e.to_string(),
-                },
-            )?;
-    let tags: Vec<String> = match (from_backfill, d.image_tags) {
-        (true, Some(tags)) => tags,
-        _ => d.image_tag.filter(|t| !t.is_empty()).into_iter().collect(),
-    };
-    for t in &tags {
-        validate_tag(t).map_err(|e| EventError::Field {
-            field: if from_backfill {
-                "detail.image-tags"
-            } else {
-                "detail.image-tag"
-            },
-            reason: e.to_string(),
-        })?;
-    }
-    Ok(Incoming::Action(ImageAction {
-        account,
-        region,
-        repository: d.repository_name,
-        digest,
-        tags,
-        kind,
-    }))
+    Ok(Envelope {
+        account: event.account,
+        region: event.region,
+        detail: event.detail,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ecr_bridge_aws::image_action::ActionKind;
     use serde_json::json;
 
     const DIGEST: &str = "sha256:0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
@@ -421,7 +312,13 @@ mod tests {
 
     fn work_item(tags: &[&str]) -> String {
         let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
-        ecr_bridge_aws::backfill::work_item("123456789012", "us-east-1", "team/app", DIGEST, &tags)
+        ecr_bridge_aws::work_queue::work_item(
+            "123456789012",
+            "us-east-1",
+            "team/app",
+            DIGEST,
+            &tags,
+        )
     }
 
     #[test]

@@ -7,12 +7,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ecr_bridge_aws::backfill::BackfillError;
 use ecr_bridge_aws::emf::MetricSet;
 use ecr_bridge_aws::replicator::{
-    copy_deadline, DestinationOutcome, Handled, Outcome, ReplicationError, Replicator,
+    copy_deadline, ActionReport, DestinationOutcome, DestinationStatus, ReplicationError,
+    Replicator,
 };
+use ecr_bridge_aws::work_queue::EventError;
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::event::{self, EventError, Incoming, QueuedItem};
+use crate::event::{self, Incoming, QueuedItem};
 
 /// Why an invocation failed. The message starts with whether a retry can
 /// help, for whoever reads the on-failure destination.
@@ -94,7 +96,7 @@ async fn run(
 ) -> Result<Value, HandlerError> {
     match event::parse(&payload) {
         Ok(Incoming::Backfill(request)) => {
-            let summary = replicator.backfill(&request).await.inspect_err(|e| {
+            let summary = replicator.backfill().run(&request).await.inspect_err(|e| {
                 tracing::error!(error = %e, retryable = e.is_retryable(), outcome = "failed", "backfill failed");
             })?;
             metrics.count("BackfillEnqueued", summary.enqueued as u64);
@@ -181,23 +183,23 @@ async fn run_one(
     match replicator.handle_until(&action, deadline).await {
         Ok(handled) => {
             match &handled {
-                Handled::NoRule => {
+                ActionReport::NoRule => {
                     tracing::info!(repository = %action.repository, outcome = "no_rule", "no mapping rule matches; nothing to do");
                     metrics.count("EventsUnmapped", 1);
                 }
-                Handled::Filtered { rule, reason } => {
+                ActionReport::Filtered { rule, reason } => {
                     tracing::info!(repository = %action.repository, rule, reason, outcome = "filtered", "tag filter refused the push");
                     metrics.count("EventsFiltered", 1);
                 }
-                Handled::DeleteNotPropagated { rule } => {
+                ActionReport::DeleteNotPropagated { rule } => {
                     tracing::info!(repository = %action.repository, rule, outcome = "delete_not_propagated", "rule does not propagate deletes");
                     metrics.count("EventsIgnored", 1);
                 }
-                Handled::SourceStillHas { rule, reference } => {
+                ActionReport::SourceStillHas { rule, reference } => {
                     tracing::info!(repository = %action.repository, rule, reference, outcome = "source_still_has", "the source has the deleted image again; nothing deleted");
                     metrics.count("DeletesSkipped", 1);
                 }
-                Handled::Done { destinations, .. } => {
+                ActionReport::Done { destinations, .. } => {
                     for d in destinations {
                         record(metrics, d);
                     }
@@ -241,13 +243,18 @@ fn record(metrics: &mut MetricSet, d: &DestinationOutcome) {
     count_loop(metrics, d.loop_prevented);
 }
 
-fn record_outcome(metrics: &mut MetricSet, outcome: Outcome, bytes: u64, duration_ms: u64) {
+fn record_outcome(
+    metrics: &mut MetricSet,
+    outcome: DestinationStatus,
+    bytes: u64,
+    duration_ms: u64,
+) {
     let name = match outcome {
-        Outcome::Replicated => "Replicated",
-        Outcome::UpToDate => "UpToDate",
-        Outcome::Deleted | Outcome::AlreadyDeleted => "Deleted",
-        Outcome::TagMovedOn => "DeletesSkipped",
-        Outcome::Failed => "ReplicationsFailed",
+        DestinationStatus::Replicated => "Replicated",
+        DestinationStatus::UpToDate => "UpToDate",
+        DestinationStatus::Deleted | DestinationStatus::AlreadyDeleted => "Deleted",
+        DestinationStatus::TagMovedOn => "DeletesSkipped",
+        DestinationStatus::Failed => "ReplicationsFailed",
     };
     metrics.count(name, 1);
     metrics.add("BytesUploaded", bytes as f64, "Bytes");

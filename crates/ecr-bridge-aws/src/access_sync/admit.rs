@@ -1,12 +1,12 @@
-//! Writing a planned policy, and when ECR refuses it (or it is too long),
+//! Writing a merged policy, and when ECR refuses it (or it is too long),
 //! writing what can be written: removals always, then every account ECR
 //! accepts, found by bisection (`ecr_bridge::access::admission`).
 
 use std::collections::BTreeSet;
 
 use ecr_bridge::access::{
-    plan, AccountId, Admission, AdmissionError, LeftOut, PolicyChange, PolicyError, PolicyPlan,
-    Step, Verdict,
+    merge_policy, AccountId, Admission, AdmissionError, LeftOut, PolicyChange, PolicyError,
+    PolicyMerge, Step, WriteVerdict,
 };
 
 use super::{AccessSync, CallStats, SyncError};
@@ -34,20 +34,20 @@ enum Wrote {
 
 impl AccessSync {
     /// Makes ECR's policy for `repository` (now `current`) grant `desired`,
-    /// as planned (`planned`), or as much of it as ECR takes.
+    /// as `merged` says, or as much of it as ECR takes.
     pub(super) async fn apply(
         &self,
         repository: &str,
         current: Option<&str>,
         desired: &BTreeSet<AccountId>,
-        planned: Result<PolicyPlan, PolicyError>,
+        merged: Result<PolicyMerge, PolicyError>,
         calls: &mut CallStats,
     ) -> Result<Applied, SyncError> {
         let policy_error = |source| SyncError::Policy {
             repository: repository.to_string(),
             source,
         };
-        let failure = match planned {
+        let failure = match merged {
             Ok(p) => match self.write(repository, &p.change, calls).await? {
                 Wrote::Done => {
                     return Ok(Applied::Written {
@@ -75,9 +75,9 @@ impl AccessSync {
         };
 
         let spec = &self.settings.policy;
-        // What our statement grants (planning for nothing never overflows
+        // What our statement grants (merging nothing in never overflows
         // unless the foreign statements alone do).
-        let before: BTreeSet<AccountId> = plan(current, &BTreeSet::new(), spec)
+        let before: BTreeSet<AccountId> = merge_policy(current, &BTreeSet::new(), spec)
             .map_err(policy_error)?
             .before
             .iter()
@@ -85,9 +85,9 @@ impl AccessSync {
             .collect();
         let kept: BTreeSet<AccountId> = desired.intersection(&before).cloned().collect();
         let in_place =
-            matches!(plan(current, &kept, spec), Ok(p) if p.change == PolicyChange::Keep);
+            matches!(merge_policy(current, &kept, spec), Ok(p) if p.change == PolicyChange::Keep);
         let mut admission = Admission::new(desired, &before, in_place, failure);
-        // The document ECR holds, as far as we know: each step is planned
+        // The document ECR holds, as far as we know: each step is merged
         // against it, so foreign statements stay as they were.
         let mut held = current.map(str::to_string);
         let mut changes = 0;
@@ -99,10 +99,10 @@ impl AccessSync {
                 Step::Write(set) => (set, false),
                 Step::Confirm(set) => (set, true),
             };
-            let verdict = match plan(held.as_deref(), &set, spec) {
+            let verdict = match merge_policy(held.as_deref(), &set, spec) {
                 Err(e @ PolicyError::TooLarge { .. }) => {
                     too_large = Some(e);
-                    Verdict::TooLarge
+                    WriteVerdict::TooLarge
                 }
                 Err(e) => return Err(policy_error(e)),
                 Ok(p) => {
@@ -118,16 +118,16 @@ impl AccessSync {
                         Wrote::Gone => return Ok(Applied::Gone),
                         Wrote::Refused(e) => {
                             refusal = Some(e);
-                            Verdict::Refused
+                            WriteVerdict::Refused
                         }
-                        Wrote::Done if change == PolicyChange::Keep => Verdict::InPlace,
+                        Wrote::Done if change == PolicyChange::Keep => WriteVerdict::InPlace,
                         Wrote::Done => {
                             changes += u32::from(!identical);
                             held = match change {
                                 PolicyChange::Put(text) => Some(text),
                                 _ => None,
                             };
-                            Verdict::Accepted
+                            WriteVerdict::Accepted
                         }
                     }
                 }

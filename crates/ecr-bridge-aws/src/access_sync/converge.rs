@@ -5,7 +5,9 @@
 
 use std::collections::BTreeSet;
 
-use ecr_bridge::access::{desired_accounts, plan, resolve, PolicyChange, PolicyError, Resolved};
+use ecr_bridge::access::{
+    desired_accounts, merge_policy, resolve, PolicyChange, PolicyError, Resolved,
+};
 use futures_util::StreamExt;
 
 use super::admit::Applied;
@@ -17,7 +19,7 @@ use super::{AccessSync, CallStats, MissingRepository, Outcome, RepositoryReport,
 const LOOKUP_CONCURRENCY: usize = 8;
 
 /// One repository to reconcile and whose rows decide it.
-pub(super) struct Target {
+pub(super) struct ConvergeJob {
     pub repository: String,
     /// Who the report is about: the user of a stream record, the users the
     /// scan found, or an orphan's candidates.
@@ -34,29 +36,28 @@ pub(super) struct Target {
 }
 
 impl AccessSync {
-    pub(super) async fn converge(&self, target: Target) -> RepositoryReport {
-        let mut report =
-            RepositoryReport::new(target.users.clone(), Some(target.repository.clone()));
+    pub(super) async fn converge(&self, job: ConvergeJob) -> RepositoryReport {
+        let mut report = RepositoryReport::new(job.users.clone(), Some(job.repository.clone()));
         let mut calls = CallStats::default();
-        if let Err(e) = self.converge_inner(&target, &mut report, &mut calls).await {
+        if let Err(e) = self.converge_inner(&job, &mut report, &mut calls).await {
             report.outcome = Outcome::Failed;
             report.error = Some(e);
         }
         report.calls = calls;
-        log_report(&report, target.quiet);
+        log_report(&report, job.quiet);
         report
     }
 
     async fn converge_inner(
         &self,
-        target: &Target,
+        job: &ConvergeJob,
         report: &mut RepositoryReport,
         calls: &mut CallStats,
     ) -> Result<(), SyncError> {
-        let repository = target.repository.as_str();
-        let mut resolved = match &target.initial {
+        let repository = job.repository.as_str();
+        let mut resolved = match &job.initial {
             Some(r) => r.clone(),
-            None => self.read_resolved(target, calls).await?,
+            None => self.read_resolved(job, calls).await?,
         };
         let mut before: Option<BTreeSet<String>> = None;
         let mut rounds = 0;
@@ -85,8 +86,8 @@ impl AccessSync {
                     }
                 },
             };
-            let planned = plan(current.as_deref(), &desired.accounts, &self.settings.policy);
-            match &planned {
+            let merged = merge_policy(current.as_deref(), &desired.accounts, &self.settings.policy);
+            match &merged {
                 Ok(p) => {
                     let before = before.get_or_insert_with(|| p.before.clone());
                     if p.change == PolicyChange::Keep {
@@ -104,7 +105,7 @@ impl AccessSync {
                 }
             }
             if before.is_none() {
-                before = plan(current.as_deref(), &BTreeSet::new(), &self.settings.policy)
+                before = merge_policy(current.as_deref(), &BTreeSet::new(), &self.settings.policy)
                     .ok()
                     .map(|p| p.before);
             }
@@ -120,7 +121,7 @@ impl AccessSync {
                     repository,
                     current.as_deref(),
                     &desired.accounts,
-                    planned,
+                    merged,
                     calls,
                 )
                 .await?;
@@ -135,7 +136,7 @@ impl AccessSync {
             };
             report.writes += changes;
             report.left_out = left_out;
-            let again = self.read_resolved(target, calls).await?;
+            let again = self.read_resolved(job, calls).await?;
             if again.desired.accounts == desired.accounts {
                 report.contest = again.contest.clone();
                 finish(report, before.clone().unwrap_or_default(), &granted);
@@ -150,11 +151,11 @@ impl AccessSync {
     /// together on the repository.
     async fn read_resolved(
         &self,
-        target: &Target,
+        job: &ConvergeJob,
         calls: &mut CallStats,
     ) -> Result<Resolved, SyncError> {
         let selection = &self.settings.selection;
-        let reads: Vec<_> = futures_util::stream::iter(&target.lookups)
+        let reads: Vec<_> = futures_util::stream::iter(&job.lookups)
             .map(|user| async move {
                 let mut calls = CallStats::default();
                 let rows = self.table.user_rows(user, &mut calls).await;
@@ -175,6 +176,6 @@ impl AccessSync {
         if let Some(e) = failure {
             return Err(e.into());
         }
-        Ok(resolve(claims, target.too_many))
+        Ok(resolve(claims, job.too_many))
     }
 }

@@ -1,18 +1,100 @@
-//! The full reconcile: every user in the table, then every repository under
-//! the prefix that no user maps to (orphans).
+//! Which repositories to converge, and in what groups: one user's (a stream
+//! record), a stream batch's users, and the full reconcile (every user in the
+//! table, then every repository under the prefix that no user maps to).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use ecr_bridge::access::naming::{escaped_part, repository_name, unescape_candidates};
 use ecr_bridge::access::{colliding_ids, desired_accounts, resolve, Resolved, Row};
 use futures_util::StreamExt;
 
-use super::converge::Target;
+use super::converge::ConvergeJob;
 use super::report::{log_findings, log_report};
-use super::{AccessSync, CallStats, Outcome, ReconcileReport, RepositoryReport, SyncError};
+use super::{
+    AccessSync, BatchReport, CallStats, Outcome, ReconcileReport, RepositoryReport, StreamChange,
+    SyncError,
+};
 
 impl AccessSync {
+    /// Brings one user's repository in line with the table.
+    pub async fn reconcile_user(&self, user_id: &str) -> RepositoryReport {
+        match repository_name(&self.settings.prefix, user_id) {
+            Ok(repository) => {
+                // Another user id that escapes to the same name and has
+                // granting rows makes this a collision: look them all up.
+                let limit = self.settings.collision_candidates;
+                let (lookups, too_many) = match colliding_ids(user_id, limit) {
+                    Some(ids) => (ids, None),
+                    None => (vec![user_id.to_string()], Some(limit)),
+                };
+                self.converge(ConvergeJob {
+                    repository,
+                    users: vec![user_id.to_string()],
+                    lookups,
+                    too_many,
+                    initial: None,
+                    quiet: false,
+                })
+                .await
+            }
+            Err(e) => {
+                let mut report = RepositoryReport::new(vec![user_id.to_string()], None);
+                report.outcome = Outcome::Failed;
+                report.error = Some(e.into());
+                log_report(&report, false);
+                report
+            }
+        }
+    }
+
+    /// One reconcile per distinct user of the batch. The sequence numbers
+    /// of records whose user failed transiently come back for Lambda to
+    /// retry; permanent failures are logged and counted, never returned,
+    /// so one bad row cannot block its shard.
+    pub async fn handle_batch(&self, changes: &[StreamChange]) -> BatchReport {
+        let mut order: Vec<&str> = Vec::new();
+        let mut sequence_numbers: HashMap<&str, Vec<&str>> = HashMap::new();
+        for c in changes {
+            let entry = sequence_numbers
+                .entry(c.user_id.as_str())
+                .or_insert_with(|| {
+                    order.push(c.user_id.as_str());
+                    Vec::new()
+                });
+            if let Some(s) = c.sequence_number.as_deref().filter(|s| !s.is_empty()) {
+                entry.push(s);
+            }
+        }
+        let reports: Vec<RepositoryReport> = futures_util::stream::iter(order)
+            .map(|user| self.reconcile_user(user))
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .collect()
+            .await;
+
+        let mut batch = BatchReport::default();
+        for r in &reports {
+            batch.tally.add(r);
+            batch.calls += r.calls;
+            if r.is_retryable_failure() {
+                let seqs = &sequence_numbers[r.users[0].as_str()];
+                if seqs.is_empty() {
+                    batch.unreportable += 1;
+                    tracing::error!(user_id = %r.user_label(), outcome = "failed", "transient failure, but its records carry no sequence number for Lambda to retry");
+                }
+                batch
+                    .failed_sequence_numbers
+                    .extend(seqs.iter().map(|s| s.to_string()));
+            }
+        }
+        // Lambda restarts from the lowest identifier; keep stream order.
+        batch
+            .failed_sequence_numbers
+            .sort_by(|a, b| cmp_sequence(a, b));
+        batch.reports = reports;
+        batch
+    }
+
     /// Every user in the table, then every repository under the prefix that
     /// no user maps to. Fails as a whole only when the table or the
     /// repository list cannot be read.
@@ -74,7 +156,7 @@ impl AccessSync {
         }
 
         let limit = self.settings.collision_candidates;
-        let mut targets = Vec::new();
+        let mut jobs = Vec::new();
         for (repository, claims) in by_repository {
             let users: Vec<String> = claims.iter().map(|(u, _)| u.clone()).collect();
             // The stream path looks up at most `limit` ids per name, so
@@ -101,7 +183,7 @@ impl AccessSync {
                 reports.push(r);
                 continue;
             }
-            targets.push(Target {
+            jobs.push(ConvergeJob {
                 repository,
                 users: users.clone(),
                 lookups: users,
@@ -110,7 +192,7 @@ impl AccessSync {
                 quiet: true,
             });
         }
-        let mapped: HashSet<&str> = targets
+        let mapped: HashSet<&str> = jobs
             .iter()
             .map(|t| t.repository.as_str())
             .chain(reports.iter().filter_map(|r| r.repository.as_deref()))
@@ -121,7 +203,7 @@ impl AccessSync {
             .collect();
         orphans.sort();
         report.orphans = orphans.len();
-        let orphan_targets: Vec<Target> = orphans
+        let orphan_jobs: Vec<ConvergeJob> = orphans
             .into_iter()
             .map(|repository| {
                 let escaped = escaped_part(&self.settings.prefix, repository).unwrap_or_default();
@@ -134,7 +216,7 @@ impl AccessSync {
                         (Vec::new(), Some(limit))
                     }
                 };
-                Target {
+                ConvergeJob {
                     repository: repository.clone(),
                     users: users.clone(),
                     lookups: users,
@@ -145,9 +227,9 @@ impl AccessSync {
             })
             .collect();
         drop(mapped);
-        targets.extend(orphan_targets);
+        jobs.extend(orphan_jobs);
 
-        let done: Vec<RepositoryReport> = futures_util::stream::iter(targets)
+        let done: Vec<RepositoryReport> = futures_util::stream::iter(jobs)
             .map(|t| self.converge(t))
             .buffer_unordered(self.settings.concurrency.max(1))
             .collect()
@@ -162,5 +244,22 @@ impl AccessSync {
         report.duration_ms = started.elapsed().as_millis() as u64;
         report.reports = reports;
         Ok(report)
+    }
+}
+
+/// Stream sequence numbers are decimal strings of varying length.
+fn cmp_sequence(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_sequence_numbers_of_different_lengths_when_sorted_then_numerically() {
+        let mut s = vec!["900", "10000", "1000"];
+        s.sort_by(|a, b| cmp_sequence(a, b));
+        assert_eq!(s, ["900", "1000", "10000"]);
     }
 }

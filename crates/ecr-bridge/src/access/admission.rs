@@ -18,7 +18,7 @@
 //! write is sent for it): what fits is written, the rest left out. The
 //! accounts that already had access come first, then new ones by id.
 //!
-//! Pure: the caller writes each [`Step`] and reports a [`Verdict`]. ECR's
+//! Pure: the caller writes each [`Step`] and reports a [`WriteVerdict`]. ECR's
 //! refusal is assumed monotone (a policy is refused when it names any
 //! refused principal), which is what makes a refused group's half-accepted
 //! sibling known to be refused without a write.
@@ -47,7 +47,7 @@ impl LeftOut {
 
 /// What became of a step's document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum WriteVerdict {
     /// ECR accepted the write.
     Accepted,
     /// ECR already holds exactly this document; nothing was written.
@@ -217,22 +217,22 @@ impl Admission {
     }
 
     /// What became of the last step's document.
-    pub fn answer(&mut self, verdict: Verdict) -> Result<(), AdmissionError> {
+    pub fn answer(&mut self, verdict: WriteVerdict) -> Result<(), AdmissionError> {
         match self.trying.take() {
             None => Ok(()),
             Some(Trying::Confirm) => match verdict {
-                Verdict::Accepted | Verdict::InPlace => {
+                WriteVerdict::Accepted | WriteVerdict::InPlace => {
                     self.in_ecr = true;
                     self.confirmed = true;
                     Ok(())
                 }
-                Verdict::Refused => Err(AdmissionError::Refused),
-                Verdict::TooLarge => Err(AdmissionError::TooLarge),
+                WriteVerdict::Refused => Err(AdmissionError::Refused),
+                WriteVerdict::TooLarge => Err(AdmissionError::TooLarge),
             },
             Some(Trying::Group(mut group)) => {
                 match verdict {
-                    Verdict::Accepted | Verdict::InPlace => {
-                        self.confirmed |= verdict == Verdict::Accepted;
+                    WriteVerdict::Accepted | WriteVerdict::InPlace => {
+                        self.confirmed |= verdict == WriteVerdict::Accepted;
                         self.in_ecr = true;
                         self.granted.extend(group.accounts);
                         if let (Some(reason), Some(sibling)) =
@@ -243,8 +243,8 @@ impl Admission {
                             sibling.known = Some(reason);
                         }
                     }
-                    Verdict::Refused | Verdict::TooLarge => {
-                        group.known = Some(if verdict == Verdict::Refused {
+                    WriteVerdict::Refused | WriteVerdict::TooLarge => {
+                        group.known = Some(if verdict == WriteVerdict::Refused {
                             LeftOut::Refused
                         } else {
                             LeftOut::NoRoom
@@ -288,19 +288,19 @@ mod tests {
     }
 
     impl FakeEcr {
-        fn verdict(&mut self, set: &BTreeSet<AccountId>, force: bool) -> Verdict {
+        fn verdict(&mut self, set: &BTreeSet<AccountId>, force: bool) -> WriteVerdict {
             if set.len() > self.room {
-                return Verdict::TooLarge;
+                return WriteVerdict::TooLarge;
             }
             if !force && *set == self.held {
-                return Verdict::InPlace;
+                return WriteVerdict::InPlace;
             }
             self.writes += 1;
             if self.foreign_bad || set.iter().any(|a| self.bad.contains(a)) {
-                return Verdict::Refused;
+                return WriteVerdict::Refused;
             }
             self.held = set.clone();
-            Verdict::Accepted
+            WriteVerdict::Accepted
         }
 
         /// The whole run as the AWS crate does it: the full set first, then
@@ -308,9 +308,11 @@ mod tests {
         fn run(&mut self, desired: &BTreeSet<AccountId>) -> Result<Outcome, AdmissionError> {
             let before = self.held.clone();
             let failure = match self.verdict(desired, false) {
-                Verdict::Accepted | Verdict::InPlace => return Ok((desired.clone(), vec![])),
-                Verdict::Refused => LeftOut::Refused,
-                Verdict::TooLarge => LeftOut::NoRoom,
+                WriteVerdict::Accepted | WriteVerdict::InPlace => {
+                    return Ok((desired.clone(), vec![]))
+                }
+                WriteVerdict::Refused => LeftOut::Refused,
+                WriteVerdict::TooLarge => LeftOut::NoRoom,
             };
             let kept: BTreeSet<AccountId> = desired.intersection(&before).cloned().collect();
             let mut a = Admission::new(desired, &before, kept == self.held, failure);

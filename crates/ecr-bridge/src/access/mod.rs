@@ -11,8 +11,8 @@ pub mod naming;
 pub mod policy;
 
 pub use account::{AccountError, AccountId, AccountValue};
-pub use admission::{Admission, AdmissionError, LeftOut, Step, Verdict};
+pub use admission::{Admission, AdmissionError, LeftOut, Step, WriteVerdict};
 pub use collision::{colliding_ids, resolve, Contest, ContestKind, Resolved};
 pub use desired::{desired_accounts, Desired, Row, Selection, SkippedRow};
 pub use naming::{escape, repository_name, NamingError};
-pub use policy::{plan, PolicyChange, PolicyError, PolicyPlan, PolicySpec};
+pub use policy::{merge_policy, PolicyChange, PolicyError, PolicyMerge, PolicySpec};

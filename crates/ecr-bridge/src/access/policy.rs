@@ -124,7 +124,7 @@ impl PolicyChange {
 
 /// The change and what it does to access.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyPlan {
+pub struct PolicyMerge {
     pub change: PolicyChange,
     /// Who our statement granted before: account ids, or whole principal
     /// strings for principals that are not an account root.
@@ -147,13 +147,13 @@ pub enum PolicyError {
     TooLarge { length: usize, limit: usize },
 }
 
-/// Plans the change that makes `current` (the repository's policy text, if
+/// The change that makes `current` (the repository's policy text, if
 /// any) grant exactly `accounts` through our statement.
-pub fn plan(
+pub fn merge_policy(
     current: Option<&str>,
     accounts: &BTreeSet<AccountId>,
     spec: &PolicySpec,
-) -> Result<PolicyPlan, PolicyError> {
+) -> Result<PolicyMerge, PolicyError> {
     let document = current.map(parse_document).transpose()?;
     let statements = match &document {
         Some(doc) => statements_of(doc)?,
@@ -171,7 +171,7 @@ pub fn plan(
     let wanted: BTreeSet<String> = accounts.iter().map(|a| a.to_string()).collect();
     let added = wanted.difference(&before).cloned().collect();
     let removed = before.difference(&wanted).cloned().collect();
-    let keep = |change| PolicyPlan {
+    let keep = |change| PolicyMerge {
         change,
         before: before.clone(),
         added: Vec::new(),
@@ -205,7 +205,7 @@ pub fn plan(
         }
         PolicyChange::Put(text)
     };
-    Ok(PolicyPlan {
+    Ok(PolicyMerge {
         change,
         before,
         added,
@@ -357,8 +357,8 @@ mod tests {
         ids.iter().map(|a| a.parse().unwrap()).collect()
     }
 
-    fn put(plan: &PolicyPlan) -> Value {
-        match &plan.change {
+    fn put(merge: &PolicyMerge) -> Value {
+        match &merge.change {
             PolicyChange::Put(text) => serde_json::from_str(text).unwrap(),
             other => panic!("expected a Put, got {other:?}"),
         }
@@ -383,7 +383,7 @@ mod tests {
 
     #[test]
     fn given_no_policy_when_granting_then_a_new_document_with_our_statement_sorted() {
-        let p = plan(None, &accounts(&["222222222222", "111111111111"]), &spec()).unwrap();
+        let p = merge_policy(None, &accounts(&["222222222222", "111111111111"]), &spec()).unwrap();
         let doc = put(&p);
         assert_eq!(doc["Version"], "2012-10-17");
         assert_eq!(
@@ -404,17 +404,17 @@ mod tests {
 
     #[test]
     fn given_no_policy_when_nothing_is_desired_then_keep() {
-        let p = plan(None, &BTreeSet::new(), &spec()).unwrap();
+        let p = merge_policy(None, &BTreeSet::new(), &spec()).unwrap();
         assert_eq!(p.change, PolicyChange::Keep);
     }
 
     #[test]
     fn given_the_policy_we_wrote_when_planned_again_then_keep() {
         let a = accounts(&["111111111111", "222222222222"]);
-        let PolicyChange::Put(text) = plan(None, &a, &spec()).unwrap().change else {
+        let PolicyChange::Put(text) = merge_policy(None, &a, &spec()).unwrap().change else {
             panic!()
         };
-        let again = plan(Some(&text), &a, &spec()).unwrap();
+        let again = merge_policy(Some(&text), &a, &spec()).unwrap();
         assert_eq!(again.change, PolicyChange::Keep);
         assert_eq!(again.before.len(), 2);
     }
@@ -427,7 +427,7 @@ mod tests {
             r#"{"Version":"2012-10-17","Statement":[{"Sid":"S","Effect":"Allow","Principal":{"AWS":["111111111111"]},"Action":["ECR:batchgetimage"]}]}"#,
             r#"{"Version":"2012-10-17","Statement":{"Sid":"S","Effect":"Allow","Principal":{"AWS":"111111111111"},"Action":"ecr:BatchGetImage"}}"#,
         ] {
-            let p = plan(Some(text), &accounts(&["111111111111"]), &one).unwrap();
+            let p = merge_policy(Some(text), &accounts(&["111111111111"]), &one).unwrap();
             assert_eq!(p.change, PolicyChange::Keep, "{text}");
         }
     }
@@ -435,7 +435,7 @@ mod tests {
     #[test]
     fn given_a_different_account_when_planned_then_the_old_one_is_removed_and_the_new_added() {
         let current = gen3_policy("111111111111");
-        let p = plan(Some(&current), &accounts(&["333333333333"]), &spec()).unwrap();
+        let p = merge_policy(Some(&current), &accounts(&["333333333333"]), &spec()).unwrap();
         assert_eq!(p.added, ["333333333333"]);
         assert_eq!(p.removed, ["111111111111"]);
         let doc = put(&p);
@@ -449,7 +449,7 @@ mod tests {
     fn given_a_gen3_policy_when_the_same_account_is_desired_then_it_is_taken_over_at_2012_10_17_without_get_authorization_token(
     ) {
         let current = gen3_policy("111111111111");
-        let p = plan(Some(&current), &accounts(&["111111111111"]), &spec()).unwrap();
+        let p = merge_policy(Some(&current), &accounts(&["111111111111"]), &spec()).unwrap();
         assert!(p.added.is_empty() && p.removed.is_empty());
         let doc = put(&p);
         assert_eq!(doc["Version"], "2012-10-17");
@@ -461,7 +461,7 @@ mod tests {
         // ... and once taken over, nothing more to do.
         let text = doc.to_string();
         assert_eq!(
-            plan(Some(&text), &accounts(&["111111111111"]), &spec())
+            merge_policy(Some(&text), &accounts(&["111111111111"]), &spec())
                 .unwrap()
                 .change,
             PolicyChange::Keep
@@ -475,7 +475,7 @@ mod tests {
         let start = json!({"Version": "2008-10-17", "Id": "kept", "Statement": [foreign.clone()]})
             .to_string();
 
-        let granted = plan(Some(&start), &accounts(&["111111111111"]), &spec()).unwrap();
+        let granted = merge_policy(Some(&start), &accounts(&["111111111111"]), &spec()).unwrap();
         let doc = put(&granted);
         assert_eq!(doc["Statement"][0], foreign, "foreign first, as it was");
         assert_eq!(doc["Statement"].as_array().unwrap().len(), 2);
@@ -485,7 +485,7 @@ mod tests {
         );
         assert_eq!(doc["Id"], "kept");
 
-        let changed = plan(
+        let changed = merge_policy(
             Some(&doc.to_string()),
             &accounts(&["222222222222"]),
             &spec(),
@@ -495,7 +495,7 @@ mod tests {
         assert_eq!(doc["Statement"][0], foreign);
         assert_eq!(changed.removed, ["111111111111"]);
 
-        let revoked = plan(Some(&doc.to_string()), &BTreeSet::new(), &spec()).unwrap();
+        let revoked = merge_policy(Some(&doc.to_string()), &BTreeSet::new(), &spec()).unwrap();
         let doc = put(&revoked);
         assert_eq!(doc["Statement"], json!([foreign]));
         assert_eq!(revoked.removed, ["222222222222"]);
@@ -503,7 +503,7 @@ mod tests {
 
     #[test]
     fn given_only_our_statement_when_nothing_is_desired_then_the_policy_is_deleted() {
-        let p = plan(
+        let p = merge_policy(
             Some(&gen3_policy("111111111111")),
             &BTreeSet::new(),
             &spec(),
@@ -516,7 +516,7 @@ mod tests {
     #[test]
     fn given_only_foreign_statements_when_nothing_is_desired_then_keep() {
         let text = format!(r#"{{"Version":"2012-10-17","Statement":[{FOREIGN}]}}"#);
-        let p = plan(Some(&text), &BTreeSet::new(), &spec()).unwrap();
+        let p = merge_policy(Some(&text), &BTreeSet::new(), &spec()).unwrap();
         assert_eq!(p.change, PolicyChange::Keep);
     }
 
@@ -529,12 +529,12 @@ mod tests {
             r#"{"Sid":"AllowCrossAccountPull","Effect":"Allow","Principal":{"AWS":"111111111111"},"Action":["ecr:BatchCheckLayerAvailability","ecr:BatchGetImage","ecr:GetDownloadUrlForLayer"],"Condition":{"Bool":{"aws:SecureTransport":"true"}}}"#,
         ] {
             let text = format!(r#"{{"Version":"2012-10-17","Statement":[{ours}]}}"#);
-            let p = plan(Some(&text), &a, &spec()).unwrap();
+            let p = merge_policy(Some(&text), &a, &spec()).unwrap();
             let doc = put(&p);
             assert_eq!(doc["Statement"][0], spec().statement(&a), "{ours}");
         }
         let star = r#"{"Statement":[{"Sid":"AllowCrossAccountPull","Effect":"Allow","Principal":"*","Action":"ecr:*"}]}"#;
-        let p = plan(Some(star), &a, &spec()).unwrap();
+        let p = merge_policy(Some(star), &a, &spec()).unwrap();
         assert_eq!(p.removed, ["*"]);
     }
 
@@ -544,7 +544,7 @@ mod tests {
         let ours = spec().statement(&a);
         let foreign: Value = serde_json::from_str(FOREIGN).unwrap();
         let text = json!({"Version":"2012-10-17","Statement":[ours.clone(), foreign.clone(), ours.clone()]}).to_string();
-        let doc = put(&plan(Some(&text), &a, &spec()).unwrap());
+        let doc = put(&merge_policy(Some(&text), &a, &spec()).unwrap());
         assert_eq!(doc["Statement"], json!([ours, foreign]));
     }
 
@@ -552,13 +552,13 @@ mod tests {
     fn given_a_policy_that_is_not_json_or_not_a_document_when_planned_then_a_permanent_error() {
         let a = accounts(&["111111111111"]);
         assert!(matches!(
-            plan(Some("{not json"), &a, &spec()),
+            merge_policy(Some("{not json"), &a, &spec()),
             Err(PolicyError::NotJson(_))
         ));
         for text in ["[]", r#"{"Statement":"x"}"#, r#"{"Statement":[1]}"#] {
             assert!(
                 matches!(
-                    plan(Some(text), &a, &spec()),
+                    merge_policy(Some(text), &a, &spec()),
                     Err(PolicyError::NotADocument(_))
                 ),
                 "{text}"
@@ -571,7 +571,7 @@ mod tests {
         let many: BTreeSet<AccountId> = (0..400u64)
             .map(|i| format!("{:012}", 100_000_000_000 + i).parse().unwrap())
             .collect();
-        match plan(None, &many, &spec()) {
+        match merge_policy(None, &many, &spec()) {
             Err(PolicyError::TooLarge { length, limit }) => {
                 assert!(length > limit);
                 assert_eq!(limit, 10_240);
@@ -579,7 +579,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let fits: BTreeSet<AccountId> = many.into_iter().take(250).collect();
-        assert!(plan(None, &fits, &spec()).is_ok());
+        assert!(merge_policy(None, &fits, &spec()).is_ok());
     }
 
     #[test]

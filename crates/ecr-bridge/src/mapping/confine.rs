@@ -18,8 +18,8 @@
 //! and `//` need no rule: no valid ECR name contains them.
 
 use super::error::Problem;
+use super::quote::shown;
 use super::schema::{RepositoryMatch, Rule};
-use super::shown;
 use super::template::Part;
 use crate::reference::is_valid_ecr_repository_name;
 

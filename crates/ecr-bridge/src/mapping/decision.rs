@@ -1,13 +1,16 @@
-//! What the config says about one push: [`Decision`] for the replicator,
-//! [`RuleVerdict`]s for `plan`, which shows every rule's part in it.
+//! What the config says about one push: [`Decision`] per tag,
+//! [`ImageDecision`] for an image and all its tags (the replicator, plan and
+//! backfill), [`RuleVerdict`]s for `plan`, which shows every rule's part in it.
 
 use std::fmt;
 
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
+use super::confine;
+use super::quote::shown;
+use super::reasons::{Mismatch, TagFilterReason};
 use super::schema::{rule_label, RepositorySettings};
-use super::{confine, shown};
 
 /// What to do with one push.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -42,6 +45,24 @@ impl fmt::Display for Decision {
             ),
         }
     }
+}
+
+/// What to do with one image and its tags ([`super::MappingConfig::decide_image`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageDecision {
+    NoMatchingRule,
+    /// The rule that takes the repository refuses every tag of the image
+    /// (or, untagged, untagged pushes): the first refusal.
+    TagFiltered {
+        rule: String,
+        rule_index: usize,
+        reason: TagFilterReason,
+    },
+    /// The image replicates, with these of its tags (in the order given).
+    Replicate {
+        replication: Replication,
+        tags: Vec<String>,
+    },
 }
 
 struct TargetList<'a>(&'a [Target]);
@@ -158,45 +179,6 @@ pub enum TargetNameProblem {
         confine::explained(.confine_to)
     )]
     OutsideConfinement { confine_to: String },
-}
-
-/// Why a matching rule's tag filter refused a push.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum TagFilterReason {
-    #[error("tag {tag:?} matches no include pattern ({})", quoted_list(.include))]
-    NotIncluded { tag: String, include: Vec<String> },
-    #[error("tag {tag:?} excluded by {pattern:?}")]
-    Excluded { tag: String, pattern: String },
-    #[error("untagged pushes off (tags.untagged is false)")]
-    UntaggedOff,
-}
-
-/// Include lists can hold 100 patterns; a message names the first few.
-fn quoted_list(items: &[String]) -> String {
-    const SHOWN: usize = 5;
-    let mut list = items
-        .iter()
-        .take(SHOWN)
-        .map(|s| format!("{s:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    if items.len() > SHOWN {
-        list.push_str(&format!(" and {} more", items.len() - SHOWN));
-    }
-    list
-}
-
-/// Why a rule's `match` did not take a name. Values are cut to about 100 characters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Mismatch {
-    #[error("name is not {exact:?}")]
-    NotEqual { exact: String },
-    #[error("name does not start with {prefix:?}")]
-    NoPrefix { prefix: String },
-    #[error("name does not match regex {regex:?} (whole name)")]
-    NoRegexMatch { regex: String },
 }
 
 /// One rule's part in the decision for a push.

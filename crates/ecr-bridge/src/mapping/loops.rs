@@ -14,8 +14,8 @@
 use std::collections::HashSet;
 
 use super::error::Problem;
+use super::quote::shown;
 use super::schema::{RepositoryMatch, Rule, SourceRegistry};
-use super::shown;
 use super::template::{Part, Template};
 use crate::reference::is_valid_ecr_repository_name;
 

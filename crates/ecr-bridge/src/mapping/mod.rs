@@ -16,6 +16,8 @@ mod glob;
 mod identifiers;
 mod loops;
 mod parse;
+mod quote;
+mod reasons;
 mod schema;
 mod settings;
 mod template;
@@ -25,11 +27,12 @@ mod tree;
 mod tests;
 
 pub use decision::{
-    Decision, InvalidTargetName, Mismatch, Replication, RuleVerdict, TagFilterReason, Target,
+    Decision, ImageDecision, InvalidTargetName, Replication, RuleVerdict, Target,
     TargetNameProblem, Verdict,
 };
 pub use error::{ConfigError, FieldError, Problem};
 pub use glob::{Glob, GlobError};
+pub use reasons::{Mismatch, TagFilterReason};
 pub use schema::{
     rule_label, Destination, Encryption, NameRegex, RepositoryMatch, RepositorySettings, Rule,
     SourceRegistry, TagFilter, TagMutability,
@@ -37,6 +40,7 @@ pub use schema::{
 pub use template::{Template, TemplateError};
 
 use crate::reference::is_valid_ecr_repository_name;
+use quote::truncated;
 use template::Captured;
 
 /// Largest document accepted. Far above what SSM (8 KiB) or Lambda's
@@ -54,9 +58,6 @@ pub const MAX_REGEX_LEN: usize = 1000;
 /// which every push pays for every regex rule before the winner.
 const REGEX_SIZE_LIMIT: usize = 64 * 1024;
 const REGEX_NEST_LIMIT: u32 = 50;
-
-/// Longest excerpt of a config or event value quoted in a message.
-const QUOTE_CHARS: usize = 100;
 
 /// A validated mapping config.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +118,52 @@ impl MappingConfig {
             }
         }
         Decision::NoMatchingRule
+    }
+
+    /// What to do with an image of `repository` carrying `tags` (none: an
+    /// untagged image, or a push by digest): the first rule whose `match`
+    /// takes the name decides, and its tag filter picks the tags that
+    /// replicate. The image replicates when one tag passes (or, untagged,
+    /// when the rule takes untagged pushes); otherwise the first refusal
+    /// says why. Agrees with [`MappingConfig::decide`] tag by tag.
+    pub fn decide_image(&self, repository: &str, tags: &[String]) -> ImageDecision {
+        let Some((rule, values)) = self
+            .rules
+            .iter()
+            .find_map(|r| r.matcher.capture(repository).ok().map(|v| (r, v)))
+        else {
+            return ImageDecision::NoMatchingRule;
+        };
+        let filtered = |reason| ImageDecision::TagFiltered {
+            rule: rule.name.clone(),
+            rule_index: rule.index,
+            reason,
+        };
+        let mut refused = None;
+        let wanted: Vec<String> = if tags.is_empty() {
+            if let Err(reason) = rule.tags.admits(None) {
+                return filtered(reason);
+            }
+            Vec::new()
+        } else {
+            tags.iter()
+                .filter(|t| match rule.tags.admits(Some(t)) {
+                    Ok(()) => true,
+                    Err(reason) => {
+                        refused.get_or_insert(reason);
+                        false
+                    }
+                })
+                .cloned()
+                .collect()
+        };
+        match refused {
+            Some(reason) if wanted.is_empty() => filtered(reason),
+            _ => ImageDecision::Replicate {
+                replication: replication(rule, &values),
+                tags: wanted,
+            },
+        }
     }
 
     /// The rule that takes `repository` and where it sends it, whatever the
@@ -218,20 +265,4 @@ fn replication(rule: &Rule, values: &Captured<'_>) -> Replication {
         propagate_deletes: rule.propagate_deletes,
         copy_referrers: rule.copy_referrers,
     }
-}
-
-/// At most [`QUOTE_CHARS`] characters of `s`, marked when cut: config and
-/// event values end up in logs and must not flood them.
-fn truncated(s: &str) -> String {
-    let mut chars = s.chars();
-    let mut out: String = chars.by_ref().take(QUOTE_CHARS).collect();
-    if chars.next().is_some() {
-        out.push('…');
-    }
-    out
-}
-
-/// [`truncated`], quoted and escaped for a message.
-fn shown(s: &str) -> String {
-    format!("{:?}", truncated(s))
 }

@@ -9,13 +9,14 @@ use super::confine;
 use super::error::{ConfigError, Problem};
 use super::glob::Glob;
 use super::identifiers::{is_external_id, is_region, role_account};
+use super::quote::shown;
 use super::schema::{Destination, NameRegex, RepositoryMatch, Rule, SourceRegistry, TagFilter};
 use super::settings::create_repository;
 use super::template::{Scope, Template, SAME_NAME};
 use super::tree::{as_array, as_string, check_length, child, item, Errors, Json, Object, ROOT};
 use super::{
-    shown, MappingConfig, MAX_DESTINATIONS, MAX_DOCUMENT_BYTES, MAX_GLOBS, MAX_NAME_LEN,
-    MAX_REGEX_LEN, MAX_RULES, REGEX_NEST_LIMIT, REGEX_SIZE_LIMIT,
+    MappingConfig, MAX_DESTINATIONS, MAX_DOCUMENT_BYTES, MAX_GLOBS, MAX_NAME_LEN, MAX_REGEX_LEN,
+    MAX_RULES, REGEX_NEST_LIMIT, REGEX_SIZE_LIMIT,
 };
 use crate::reference::is_valid_ecr_repository_name;
 
@@ -277,7 +278,7 @@ fn name_regex(pattern: &str, path: &str, errors: &mut Errors) -> Option<NameRege
             errors.add(
                 path,
                 Problem::Regex {
-                    message: super::truncated(first_line),
+                    message: super::quote::truncated(first_line),
                 },
             );
             return None;

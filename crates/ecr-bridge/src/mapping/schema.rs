@@ -3,10 +3,10 @@
 
 use serde::{Serialize, Serializer};
 
-use super::decision::{Mismatch, TagFilterReason};
 use super::glob::Glob;
+use super::quote::truncated;
+use super::reasons::{Mismatch, TagFilterReason};
 use super::template::{Captured, Scope, Template};
-use super::truncated;
 
 /// One rule: which source repositories it takes and where they go.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -2,8 +2,8 @@
 //! with (mutability and its exclusions, scan on push, encryption).
 
 use super::error::Problem;
+use super::quote::shown;
 use super::schema::{Encryption, RepositorySettings, TagMutability};
-use super::shown;
 use super::tree::{as_array, as_string, Errors, Json, Object};
 
 const CREATE_FIELDS: &[&str] = &[

@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::truncated;
+use super::quote::truncated;
 use crate::reference::is_valid_ecr_repository_name;
 
 /// A rendered name is at most 256 characters; allow room for variables

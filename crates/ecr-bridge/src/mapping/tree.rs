@@ -9,7 +9,7 @@ use std::fmt;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::error::{FieldError, Problem};
-use super::shown;
+use super::quote::shown;
 
 /// The path of the document itself.
 pub(super) const ROOT: &str = "(document)";

@@ -7,7 +7,7 @@
 
 use ecr_bridge::mapping::{rule_label, Decision, MappingConfig, Target};
 
-use crate::replicator::ImageAction;
+use crate::image_action::ImageAction;
 
 /// A destination refused because its copy would re-trigger replication.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,7 +52,7 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replicator::ActionKind;
+    use crate::image_action::ActionKind;
 
     const HOME: &str = "123456789012";
 
