@@ -13,17 +13,14 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use aws_config::SdkConfig;
+use common::stage::{role, Stage, REGION, SOURCE, TARGET};
 use ecr_bridge::registry::RegistryClient;
 use ecr_bridge_aws::replicator::Replicator;
 use image_replicator::config::Config;
 use image_replicator::handler;
-use rig::{assert_same_image, build_layout, skopeo_push, ImageSpec, Layout, Moto, Registry};
+use rig::{assert_same_image, build_layout, skopeo_push, ImageSpec, Layout};
 use serde_json::{json, Value};
 
-const SOURCE: &str = rig::DEFAULT_ACCOUNT;
-const TARGET: &str = "222222222222";
-const REGION: &str = "us-east-1";
 const REPOSITORY: &str = "kuali-coeus";
 const TARGET_REPOSITORY: &str = "coeus";
 /// Images in the source repository; the issue asks for at least 50.
@@ -33,36 +30,55 @@ const PRE_EXISTING: usize = 12;
 /// Workers draining the queue at once (the mapping's MaximumConcurrency).
 const WORKERS: usize = 4;
 
-struct Stage {
-    moto: Moto,
-    source: Registry,
-    target: Registry,
+/// A stage of two accounts, the source repository's images recorded in
+/// moto's ECR, and the work queue.
+struct Backfill {
+    stage: Stage,
     queue_url: String,
-    _images: tempfile::TempDir,
     /// (tag, layout) of every replicable image, and the filtered one.
     images: Vec<(String, Layout)>,
     filtered: (String, Layout),
-}
-
-fn role() -> String {
-    format!("arn:aws:iam::{TARGET}:role/ecr-bridge-push")
+    _layouts: tempfile::TempDir,
 }
 
 fn mapping() -> Value {
     json!({"version": 1, "rules": [{
         "name": "coeus", "match": {"exact": REPOSITORY},
-        "destinations": [{"account": TARGET, "region": REGION, "role_arn": role(), "repository": TARGET_REPOSITORY}],
+        "destinations": [{"account": TARGET, "region": REGION, "role_arn": role(TARGET), "repository": TARGET_REPOSITORY}],
         "tags": {"exclude": ["*-dirty"]},
         "create_repository": true
     }]})
 }
 
-impl Stage {
-    async fn new() -> Stage {
-        let moto = Moto::start();
-        let source = Registry::start(SOURCE);
-        let target = Registry::start(TARGET);
-        let sdk = common::moto_sdk(&moto.url(), "test-secret-key").await;
+/// Pushes `count` distinct images (tagged `2501.NNNN`) to the source, then
+/// one the rule filters out; (tag, layout) of each.
+fn push_images(
+    stage: &Stage,
+    dir: &std::path::Path,
+    count: usize,
+    size: u64,
+    seed: u64,
+) -> (Vec<(String, Layout)>, (String, Layout)) {
+    let push = |i: usize, tag: String| {
+        // Every image distinct: its own layer and config (seeded).
+        let layout = build_layout(
+            &dir.join(format!("img-{i}")),
+            &tag,
+            &ImageSpec::single(&[size + i as u64]).with_seed(seed + i as u64),
+        );
+        skopeo_push(&layout, stage.source(), &format!("{REPOSITORY}:{tag}"));
+        (tag, layout)
+    };
+    let replicable = (0..count)
+        .map(|i| push(i, format!("2501.{i:04}")))
+        .collect();
+    (replicable, push(count, "2501.9999-dirty".to_string()))
+}
+
+impl Backfill {
+    async fn new() -> Backfill {
+        let stage = Stage::builder().accounts(&[SOURCE, TARGET]).build();
+        let sdk = stage.sdk().await;
         let queue_url = aws_sdk_sqs::Client::new(&sdk)
             .create_queue()
             .queue_name("ecr-bridge-backfill")
@@ -80,20 +96,7 @@ impl Stage {
             .await
             .expect("source repository");
         let dir = tempfile::tempdir().unwrap();
-        let push = |i: usize, tag: String| {
-            // Every image distinct: its own layer and config (seeded).
-            let layout = build_layout(
-                &dir.path().join(format!("img-{i}")),
-                &tag,
-                &ImageSpec::single(&[4096 + i as u64]).with_seed(1000 + i as u64),
-            );
-            skopeo_push(&layout, &source, &format!("{REPOSITORY}:{tag}"));
-            (tag, layout)
-        };
-        let images: Vec<(String, Layout)> = (0..IMAGES)
-            .map(|i| push(i, format!("2501.{i:04}")))
-            .collect();
-        let filtered = push(IMAGES, "2501.9999-dirty".to_string());
+        let (images, filtered) = push_images(&stage, dir.path(), IMAGES, 4096, 1000);
         for (tag, layout) in images.iter().chain(std::iter::once(&filtered)) {
             // What DescribeImages lists: ECR's record of each pushed image.
             // The digest is given because moto, unlike ECR, would otherwise
@@ -108,38 +111,40 @@ impl Stage {
                 .await
                 .expect("put_image in moto");
         }
-        Stage {
-            moto,
-            source,
-            target,
+        Backfill {
+            stage,
             queue_url,
-            _images: dir,
             images,
             filtered,
+            _layouts: dir,
         }
     }
 
-    async fn sdk(&self) -> SdkConfig {
-        common::moto_sdk(&self.moto.url(), "test-secret-key").await
+    /// Two images only, for tests about one record: no queue, nothing
+    /// recorded in moto.
+    async fn new_small() -> Backfill {
+        let stage = Stage::builder().accounts(&[SOURCE, TARGET]).build();
+        let dir = tempfile::tempdir().unwrap();
+        let (images, filtered) = push_images(&stage, dir.path(), 1, 2048, 50);
+        Backfill {
+            stage,
+            queue_url: String::new(),
+            images,
+            filtered,
+            _layouts: dir,
+        }
     }
+}
 
-    async fn replicator(&self) -> (Replicator, Config) {
-        let endpoints = [&self.source, &self.target]
-            .iter()
-            .map(|r| format!("{}.dkr.ecr.{REGION}.amazonaws.com={}", r.account(), r.url()))
-            .collect::<Vec<_>>()
-            .join(",");
-        let vars: std::collections::HashMap<String, String> = [
-            ("REGISTRY_ENDPOINTS".to_string(), endpoints),
-            ("MAPPING_JSON".into(), mapping().to_string()),
-            ("BACKFILL_QUEUE_URL".into(), self.queue_url.clone()),
-            ("MAX_ATTEMPTS".into(), "3".into()),
-        ]
-        .into();
-        let config = Config::from_env(&vars).expect("config");
-        let replicator = config.build_with(self.sdk().await).expect("replicator");
-        (replicator, config)
-    }
+/// The replicator of the stage, with the mapping and the work queue.
+async fn replicator(stage: &Stage, queue_url: &str) -> (Replicator, Config) {
+    stage
+        .replicator_with_env(&[
+            ("MAPPING_JSON", &mapping().to_string()),
+            ("BACKFILL_QUEUE_URL", queue_url),
+            ("MAX_ATTEMPTS", "3"),
+        ])
+        .await
 }
 
 async fn backfill(r: &Replicator, c: &Config, action: &str) -> Value {
@@ -218,7 +223,7 @@ async fn drain(
 }
 
 fn target_client(stage: &Stage) -> RegistryClient {
-    common::client(&stage.target)
+    common::client(stage.target())
 }
 
 /// Digests of blobs the target received as uploads (`PUT ...?digest=`).
@@ -236,26 +241,33 @@ async fn given_a_repository_of_54_images_12_already_in_the_target_when_backfille
 ) {
     // Given: 54 tagged images and one whose tag the rule excludes, 12 of the
     // 54 already copied to the target (as a push event would have).
-    let stage = Stage::new().await;
+    let Backfill {
+        stage,
+        queue_url,
+        images,
+        filtered,
+        _layouts,
+    } = Backfill::new().await;
     let sdk = stage.sdk().await;
-    common::ecr_as(&sdk, &role())
+    stage
+        .ecr_in(TARGET)
         .await
         .create_repository()
         .repository_name(TARGET_REPOSITORY)
         .send()
         .await
         .expect("target repository");
-    for (tag, _) in &stage.images[..PRE_EXISTING] {
+    for (tag, _) in &images[..PRE_EXISTING] {
         common::copy(
-            &common::at(&stage.source, REPOSITORY),
+            &common::at(stage.source(), REPOSITORY),
             &common::tag(tag),
-            &common::at(&stage.target, TARGET_REPOSITORY),
+            &common::at(stage.target(), TARGET_REPOSITORY),
             &[tag],
         )
         .await
         .expect("pre-copy");
     }
-    let (replicator, config) = stage.replicator().await;
+    let (replicator, config) = replicator(&stage, &queue_url).await;
 
     // When: counted first, then started.
     let check = backfill(&replicator, &config, "check").await;
@@ -267,7 +279,7 @@ async fn given_a_repository_of_54_images_12_already_in_the_target_when_backfille
     assert_eq!(check["missing"], IMAGES - PRE_EXISTING, "{check}");
     assert_eq!(check["enqueued"], 0, "a check enqueues nothing: {check}");
 
-    let mark = stage.target.request_mark();
+    let mark = stage.target().request_mark();
     let started = Instant::now();
     let start = backfill(&replicator, &config, "start").await;
     assert_eq!(start["enqueued"], IMAGES - PRE_EXISTING, "{start}");
@@ -276,7 +288,7 @@ async fn given_a_repository_of_54_images_12_already_in_the_target_when_backfille
 
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let shared = (replicator, config);
-    let (invocations, retried) = drain(&shared, sqs, &stage.queue_url).await;
+    let (invocations, retried) = drain(&shared, sqs, &queue_url).await;
     let total_ms = started.elapsed().as_millis();
     let (replicator, config) = &shared;
 
@@ -288,9 +300,10 @@ async fn given_a_repository_of_54_images_12_already_in_the_target_when_backfille
 
     // Every image is in the target under its tag with the source's digest.
     let target = target_client(&stage);
-    for (tag, layout) in &stage.images {
+    for (tag, layout) in &images {
         let head = target
-            .manifest_head(TARGET_REPOSITORY, tag)
+            .repository(TARGET_REPOSITORY)
+            .manifest_head(&common::tag(tag))
             .await
             .expect("HEAD")
             .unwrap_or_else(|| panic!("{tag} missing in the target"));
@@ -302,36 +315,37 @@ async fn given_a_repository_of_54_images_12_already_in_the_target_when_backfille
     }
     assert!(
         target
-            .manifest_head(TARGET_REPOSITORY, &stage.filtered.0)
+            .repository(TARGET_REPOSITORY)
+            .manifest_head(&common::tag(&filtered.0))
             .await
             .unwrap()
             .is_none(),
         "the excluded tag stays behind"
     );
     // skopeo agrees, byte for byte, on a first and a last one.
-    for (tag, _) in [&stage.images[PRE_EXISTING], stage.images.last().unwrap()] {
+    for (tag, _) in [&images[PRE_EXISTING], images.last().unwrap()] {
         assert_same_image(
-            &stage.source,
+            stage.source(),
             &format!("{REPOSITORY}:{tag}"),
-            &stage.target,
+            stage.target(),
             &format!("{TARGET_REPOSITORY}:{tag}"),
         );
     }
 
     // Only the missing images' blobs were uploaded, each once; the 12 that
     // were there moved nothing.
-    let uploaded = uploaded_digests(&stage.target.requests_since(mark));
+    let uploaded = uploaded_digests(&stage.target().requests_since(mark));
     let blobs_of = |images: &[(String, Layout)]| -> BTreeSet<String> {
         images
             .iter()
             .flat_map(|(_, l)| l.blobs.iter().map(|(d, _)| d.clone()))
             .collect()
     };
-    let missing_blobs = blobs_of(&stage.images[PRE_EXISTING..]);
-    let present_blobs = blobs_of(&stage.images[..PRE_EXISTING]);
+    let missing_blobs = blobs_of(&images[PRE_EXISTING..]);
+    let present_blobs = blobs_of(&images[..PRE_EXISTING]);
     assert_eq!(uploaded, missing_blobs);
     assert!(uploaded.is_disjoint(&present_blobs));
-    let puts = common::blob_puts(&stage.target.requests_since(mark));
+    let puts = common::blob_puts(&stage.target().requests_since(mark));
     assert_eq!(puts, missing_blobs.len(), "each blob uploaded once");
 
     // And a second run finds everything present and enqueues nothing.
@@ -349,8 +363,8 @@ async fn given_a_repository_of_54_images_12_already_in_the_target_when_backfille
 #[tokio::test(flavor = "multi_thread")]
 async fn given_no_queue_or_an_unknown_repository_when_backfill_is_asked_then_a_clear_permanent_error(
 ) {
-    let moto = Moto::start();
-    let sdk = common::moto_sdk(&moto.url(), "test-secret-key").await;
+    let stage = Stage::builder().build();
+    let sdk = stage.sdk().await;
     aws_sdk_ecr::Client::new(&sdk)
         .create_repository()
         .repository_name(REPOSITORY)
@@ -393,11 +407,17 @@ async fn given_no_queue_or_an_unknown_repository_when_backfill_is_asked_then_a_c
 #[tokio::test(flavor = "multi_thread")]
 async fn given_an_sqs_batch_with_a_bad_record_when_handled_then_the_good_one_replicates_and_the_bad_one_is_not_retried(
 ) {
-    let stage = Stage::new_small().await;
-    let (replicator, config) = stage.replicator().await;
-    let (tag, layout) = &stage.images[0];
+    let Backfill {
+        stage,
+        queue_url,
+        images,
+        _layouts,
+        ..
+    } = Backfill::new_small().await;
+    let (replicator, config) = replicator(&stage, &queue_url).await;
+    let (tag, layout) = &images[0];
     let digest = layout.digest.clone();
-    let good = ecr_bridge_aws::backfill::work_item(
+    let good = ecr_bridge_aws::work_queue::work_item(
         SOURCE,
         REGION,
         REPOSITORY,
@@ -417,42 +437,10 @@ async fn given_an_sqs_batch_with_a_bad_record_when_handled_then_the_good_one_rep
     assert_eq!(out["done"], 1, "{out}");
     assert_eq!(out["dropped"], 2, "{out}");
     let head = target_client(&stage)
-        .manifest_head(TARGET_REPOSITORY, tag)
+        .repository(TARGET_REPOSITORY)
+        .manifest_head(&common::tag(tag))
         .await
         .unwrap()
         .expect("the good record's image arrived");
     assert_eq!(head.digest.map(|d| d.to_string()), Some(digest));
-}
-
-impl Stage {
-    /// Two images only, for tests about one record.
-    async fn new_small() -> Stage {
-        let moto = Moto::start();
-        let source = Registry::start(SOURCE);
-        let target = Registry::start(TARGET);
-        let dir = tempfile::tempdir().unwrap();
-        let images = (0..2)
-            .map(|i| {
-                let tag = format!("v{i}");
-                let layout = build_layout(
-                    &dir.path().join(&tag),
-                    &tag,
-                    &ImageSpec::single(&[2048]).with_seed(50 + i),
-                );
-                skopeo_push(&layout, &source, &format!("{REPOSITORY}:{tag}"));
-                (tag, layout)
-            })
-            .collect::<Vec<_>>();
-        let mut images = images;
-        let filtered = images.pop().unwrap();
-        Stage {
-            moto,
-            source,
-            target,
-            queue_url: String::new(),
-            _images: dir,
-            images,
-            filtered,
-        }
-    }
 }

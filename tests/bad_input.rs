@@ -15,10 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use access_rig::{repo, row, Stage};
+use access_rig::{repo, row, AccessStage};
 use access_sync::event::{EventError as StreamEventError, Invocation};
 use access_sync::handler::{self, Handled};
-use ecr_bridge::access::{plan, AccountId, PolicyChange, PolicySpec};
+use ecr_bridge::access::{merge_policy, AccountId, PolicyChange, PolicySpec};
 use ecr_bridge::mapping::{ConfigError, MappingConfig};
 use ecr_bridge_aws::access_sync::Outcome;
 use image_replicator::event::Incoming;
@@ -428,7 +428,7 @@ fn given_access_sync_payloads_with_huge_strings_when_parsed_then_no_panic_and_sh
 async fn given_a_stream_batch_with_every_kind_of_bad_record_when_handled_then_the_good_records_are_still_processed(
 ) {
     let all = expected();
-    let mut stage = Stage::new().await;
+    let mut stage = AccessStage::new().await;
     for user in [U1, JANE] {
         stage.create_repository(&repo(user)).await;
     }
@@ -499,7 +499,7 @@ async fn given_a_stream_batch_with_every_kind_of_bad_record_when_handled_then_th
 
 #[tokio::test(flavor = "multi_thread")]
 async fn given_payloads_that_are_no_event_when_handled_then_a_permanent_invalid_event_error() {
-    let stage = Stage::new().await;
+    let stage = AccessStage::new().await;
     let (sync, config) = stage.sync(&[]).await;
     let all = expected();
     for (name, bytes) in corpus("access-sync") {
@@ -583,7 +583,7 @@ fn given_current_policies_that_are_not_policy_documents_when_merging_then_refuse
     for (name, bytes) in &corpus("policy") {
         let want = expectation(&all, name);
         let text = text_of(name, bytes);
-        match no_panic(name, || plan(Some(&text), &accounts, &spec)) {
+        match no_panic(name, || merge_policy(Some(&text), &accounts, &spec)) {
             Err(panic) => failures.push(panic),
             Ok(Err(e)) => {
                 if want.kind != "policy_error" {
@@ -615,7 +615,7 @@ fn given_current_policies_that_are_not_policy_documents_when_merging_then_refuse
                 if ours != [&wanted] {
                     failures.push(format!("{name}: our statement became {ours:?}"));
                 }
-                let again = plan(Some(new), &accounts, &spec).unwrap();
+                let again = merge_policy(Some(new), &accounts, &spec).unwrap();
                 if again.change != PolicyChange::Keep {
                     failures.push(format!("{name}: not converged: {:?}", again.change));
                 }

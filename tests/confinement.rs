@@ -6,20 +6,16 @@
 
 mod common;
 
-use common::replicator_stage::{event, invoke, role, Stage, OTHER, REGION, TARGET};
+use common::events::{invoke, push_event};
+use common::stage::{role, Stage, OTHER, REGION, SOURCE, TARGET};
 use common::{blob_puts, push_image};
-use ecr_bridge_aws::replicator::{Outcome, ReplicationError};
+use ecr_bridge_aws::replicator::{DestinationStatus, ReplicationError};
 use image_replicator::handler::HandlerError;
 use rig::{assert_same_image, ImageSpec};
 use serde_json::{json, Value};
 
 /// Gen3's escape of jane.doe@x.io under the user-repository prefix.
 const USER_REPOSITORY: &str = "nextflow-approved/jane-2edoe-40x-2eio";
-
-/// `events/image-push-tagged.json`, pointed at a pushed image.
-fn push_event(repository: &str, digest: &str, tag: &str) -> Value {
-    event("image-push-tagged.json", repository, digest, Some(tag))
-}
 
 /// The Kuali prefix rule, each destination confined to where its names belong.
 fn confined_kuali_mapping() -> Value {
@@ -35,7 +31,7 @@ fn confined_kuali_mapping() -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn given_a_source_name_whose_suffix_escapes_the_prefix_when_pushed_then_that_destination_fails_naming_the_prefix_nothing_reaches_it_and_the_other_destination_replicates(
 ) {
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     // The user's repository exists in the target account, as access sync made it.
     let target_ecr = stage.ecr_in(TARGET).await;
     target_ecr
@@ -46,13 +42,13 @@ async fn given_a_source_name_whose_suffix_escapes_the_prefix_when_pushed_then_th
         .expect("user repository");
     let source_name = format!("kuali-{USER_REPOSITORY}");
     let image = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[30_000]),
         &source_name,
         "v1",
     );
     let (r, c) = stage.replicator(&confined_kuali_mapping()).await;
-    let mark = stage.target.request_mark();
+    let mark = stage.target().request_mark();
 
     let err = invoke(&r, &c, push_event(&source_name, &image.layout.digest, "v1"))
         .await
@@ -81,11 +77,11 @@ async fn given_a_source_name_whose_suffix_escapes_the_prefix_when_pushed_then_th
             refused.outcome,
             refused.retryable
         ),
-        (TARGET, USER_REPOSITORY, Outcome::Failed, false)
+        (TARGET, USER_REPOSITORY, DestinationStatus::Failed, false)
     );
     // Nothing reached the target registry: not one request, so no blob and
     // no manifest in the user's repository.
-    let touched = stage.target.requests_since(mark);
+    let touched = stage.target().requests_since(mark);
     assert!(touched.is_empty(), "{touched:?}");
     assert_eq!(blob_puts(&touched), 0);
     let images = target_ecr
@@ -96,20 +92,24 @@ async fn given_a_source_name_whose_suffix_escapes_the_prefix_when_pushed_then_th
         .unwrap();
     assert!(images.image_ids().is_empty(), "{images:?}");
     // The rule's other destination is served.
-    assert_eq!(outcomes[1].outcome, Outcome::Replicated, "{outcomes:?}");
+    assert_eq!(
+        outcomes[1].outcome,
+        DestinationStatus::Replicated,
+        "{outcomes:?}"
+    );
     assert_same_image(
-        &stage.source,
+        stage.source(),
         &format!("{source_name}:v1"),
-        &stage.other,
+        stage.other(),
         &format!("archive/{USER_REPOSITORY}:v1"),
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn given_a_source_name_inside_the_prefix_when_pushed_then_both_destinations_replicate() {
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let image = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[20_000]),
         "kuali-coeus-feature",
         "f1",
@@ -126,15 +126,15 @@ async fn given_a_source_name_inside_the_prefix_when_pushed_then_both_destination
 
     assert_eq!(out["result"], "done", "{out}");
     assert_same_image(
-        &stage.source,
+        stage.source(),
         "kuali-coeus-feature:f1",
-        &stage.target,
+        stage.target(),
         "coeus-feature:f1",
     );
     assert_same_image(
-        &stage.source,
+        stage.source(),
         "kuali-coeus-feature:f1",
-        &stage.other,
+        stage.other(),
         "archive/coeus-feature:f1",
     );
 }

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ecr_bridge::copy::{CopyOptions, ImageCopier, RepositoryLocation};
-use ecr_bridge::registry::{BasicCredentials, RetryPolicy, StaticCredentials};
+use ecr_bridge::copy::{CopyOptions, ImageCopier};
+use ecr_bridge::registry::{BasicCredentials, Repository, RetryPolicy, StaticCredentials};
 use rig::{
     assert_same_image, sha256_digest, skopeo_digest, skopeo_inspect_raw, EcrApi, EcrQuotas,
     FaultProxy, ImageSpec, MountBehaviour, Platform, ProxyOptions, Registry, TokenRotation,
@@ -61,12 +61,12 @@ fn put_image_quota(per_second: f64) -> EcrQuotas {
 }
 
 /// A repository behind a front, reached with the registry's real credentials.
-fn via(front: &FaultProxy, reg: &Registry, repo: &str, retry: RetryPolicy) -> RepositoryLocation {
+fn via(front: &FaultProxy, reg: &Registry, repo: &str, retry: RetryPolicy) -> Repository {
     let creds = Arc::new(StaticCredentials(Some(BasicCredentials::new(
         reg.user(),
         reg.password(),
     ))));
-    RepositoryLocation::new(client_via(&front.url(), creds, retry), repo)
+    Repository::new(client_via(&front.url(), creds, retry), repo)
 }
 
 fn referrer_copier() -> ImageCopier {

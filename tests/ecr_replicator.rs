@@ -8,15 +8,17 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::ecr_stage::{push_event, role, EcrStage, REGION, TARGET_ACCOUNT};
+use common::events::{invoke, push_event};
 use common::push_image;
+use common::stage::{role, Stage, REGION, SOURCE, TARGET};
+use image_replicator::handler::HandlerError;
 use rig::{assert_same_image, ImageSpec, TokenRotation};
 use serde_json::{json, Value};
 
 fn coeus(create_repository: Value) -> Value {
     let mut rule = json!({
         "name": "kuali-coeus", "match": {"exact": "kuali-coeus"},
-        "destinations": [{"account": TARGET_ACCOUNT, "region": REGION, "role_arn": role(TARGET_ACCOUNT),
+        "destinations": [{"account": TARGET, "region": REGION, "role_arn": role(TARGET),
                           "external_id": "kuali-sync", "repository": "coeus"}]
     });
     if !create_repository.is_null() {
@@ -25,8 +27,30 @@ fn coeus(create_repository: Value) -> Value {
     json!({"version": 1, "rules": [rule]})
 }
 
+/// The source, and the target behind an ECR front with `front`'s options.
+fn ecr_stage(front: rig::ProxyOptions) -> Stage {
+    Stage::builder()
+        .accounts(&[SOURCE, TARGET])
+        .ecr_front(front)
+        .build()
+}
+
 fn small() -> ImageSpec {
     ImageSpec::single(&[64 << 10, 32 << 10])
+}
+
+/// A push of `kuali-coeus:v1` handled by a rule that leaves creation to the
+/// registry, whose creation templates (`CREATE_ON_PUSH`) have these prefixes.
+async fn replicate_with_templates(prefixes: &[&str]) -> (Stage, Result<Value, HandlerError>) {
+    let stage = ecr_stage(rig::ProxyOptions {
+        create_on_push: prefixes.iter().map(|p| p.to_string()).collect(),
+        ..rig::ProxyOptions::ecr()
+    });
+    let image = push_image(stage.source(), &small(), "kuali-coeus", "v1");
+    let (r, c) = stage.replicator(&coeus(json!("registry"))).await;
+    let event = push_event("kuali-coeus", &image.layout.digest, "v1");
+    let out = invoke(&r, &c, event).await;
+    (stage, out)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -34,18 +58,19 @@ async fn given_a_warm_replicator_whose_registry_token_expires_between_two_events
 ) {
     // Tokens live 3 s here (12 h in ECR); the AWS front hands out the
     // front's own tokens, since moto's never expire.
-    let stage = EcrStage::with(
-        |o| rig::ProxyOptions {
+    let stage = Stage::builder()
+        .accounts(&[SOURCE, TARGET])
+        .ecr_front(rig::ProxyOptions {
             tokens: Some(TokenRotation::Expiring {
                 lifetime: Duration::from_secs(3),
             }),
-            ..o
-        },
-        true,
-    );
-    let first = push_image(&stage.source, &small(), "kuali-coeus", "v1");
+            ..rig::ProxyOptions::ecr()
+        })
+        .front_tokens()
+        .build();
+    let first = push_image(stage.source(), &small(), "kuali-coeus", "v1");
     let (r, c) = stage.replicator(&coeus(json!(true))).await;
-    let out = image_replicator::handler::handle(
+    let out = invoke(
         &r,
         &c,
         push_event("kuali-coeus", &first.layout.digest, "v1"),
@@ -56,8 +81,8 @@ async fn given_a_warm_replicator_whose_registry_token_expires_between_two_events
 
     // The same container, after the token's lifetime.
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    let second = push_image(&stage.source, &small().with_seed(2), "kuali-coeus", "v2");
-    let out = image_replicator::handler::handle(
+    let second = push_image(stage.source(), &small().with_seed(2), "kuali-coeus", "v2");
+    let out = invoke(
         &r,
         &c,
         push_event("kuali-coeus", &second.layout.digest, "v2"),
@@ -66,65 +91,35 @@ async fn given_a_warm_replicator_whose_registry_token_expires_between_two_events
     .expect("second event after the token expired");
 
     assert_eq!(out["destinations"][0]["outcome"], "replicated", "{out}");
-    assert_same_image(&stage.source, "kuali-coeus:v2", &stage.target, "coeus:v2");
-    let stats = stage.front.stats();
+    assert_same_image(stage.source(), "kuali-coeus:v2", stage.target(), "coeus:v2");
+    let stats = stage.front().stats();
     assert!(
         stats.expired_tokens >= 1,
         "the old token met ECR's 403: {stats}"
     );
-    let issued = stage.aws.as_ref().unwrap().authorization_tokens_answered();
+    let issued = stage.aws().authorization_tokens_answered();
     assert!(issued >= 2, "a new token was fetched: {issued}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn given_a_rule_that_leaves_creation_to_the_registry_and_a_create_on_push_template_when_replicating_then_ecr_creates_the_repository_not_us(
 ) {
-    let stage = EcrStage::with(
-        |o| rig::ProxyOptions {
-            create_on_push: vec![String::new()],
-            ..o
-        },
-        false,
-    );
-    let image = push_image(&stage.source, &small(), "kuali-coeus", "v1");
-    let (r, c) = stage.replicator(&coeus(json!("registry"))).await;
-
-    let out = image_replicator::handler::handle(
-        &r,
-        &c,
-        push_event("kuali-coeus", &image.layout.digest, "v1"),
-    )
-    .await
-    .expect("replicated");
+    let (stage, out) = replicate_with_templates(&[""]).await;
+    let out = out.expect("replicated");
 
     assert_eq!(out["destinations"][0]["outcome"], "replicated", "{out}");
     assert_eq!(out["destinations"][0]["created_repository"], false, "{out}");
     // Had the replicator created it, the front would have had nothing to create.
-    assert_eq!(stage.front.stats().created_on_push, 1);
+    assert_eq!(stage.front().stats().created_on_push, 1);
     assert!(stage.exists_in_target("coeus"));
-    assert_same_image(&stage.source, "kuali-coeus:v1", &stage.target, "coeus:v1");
+    assert_same_image(stage.source(), "kuali-coeus:v1", stage.target(), "coeus:v1");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn given_a_rule_that_leaves_creation_to_the_registry_and_no_template_covering_the_name_when_replicating_then_a_permanent_error_names_create_on_push(
 ) {
-    let stage = EcrStage::with(
-        |o| rig::ProxyOptions {
-            create_on_push: vec!["other".into()],
-            ..o
-        },
-        false,
-    );
-    let image = push_image(&stage.source, &small(), "kuali-coeus", "v1");
-    let (r, c) = stage.replicator(&coeus(json!("registry"))).await;
-
-    let err = image_replicator::handler::handle(
-        &r,
-        &c,
-        push_event("kuali-coeus", &image.layout.digest, "v1"),
-    )
-    .await
-    .unwrap_err();
+    let (stage, err) = replicate_with_templates(&["other"]).await;
+    let err = err.unwrap_err();
 
     let text = err.to_string();
     assert!(!err.is_retryable(), "{text}");
@@ -137,18 +132,15 @@ async fn given_a_rule_that_leaves_creation_to_the_registry_and_no_template_cover
 async fn given_a_target_that_stops_answering_when_the_invocation_deadline_nears_then_the_copy_ends_before_it_with_a_transient_outcome(
 ) {
     // Every answer of the target waits a minute: a registry that has stalled.
-    let stage = EcrStage::with(
-        |o| rig::ProxyOptions {
-            rates: rig::FaultRates {
-                slow: 1.0,
-                ..rig::FaultRates::default()
-            },
-            slow_delay: Duration::from_secs(240),
-            ..o
+    let stage = ecr_stage(rig::ProxyOptions {
+        rates: rig::FaultRates {
+            slow: 1.0,
+            ..rig::FaultRates::default()
         },
-        false,
-    );
-    let image = push_image(&stage.source, &small(), "kuali-coeus", "v1");
+        slow_delay: Duration::from_secs(240),
+        ..rig::ProxyOptions::ecr()
+    });
+    let image = push_image(stage.source(), &small(), "kuali-coeus", "v1");
     let (r, c) = stage.replicator(&coeus(json!(true))).await;
     let deadline = Instant::now() + Duration::from_secs(4);
 
@@ -187,16 +179,13 @@ async fn given_twenty_replicator_processes_and_a_put_image_quota_of_10_per_secon
     // as Lambda runs concurrent invocations in separate containers: nothing
     // (no rate limiter) is shared but the target's quota.
     const N: usize = 20;
-    let stage = EcrStage::with(
-        |o| rig::ProxyOptions {
-            quotas: rig::EcrQuotas {
-                put_image: Some(10.0),
-                ..rig::EcrQuotas::default()
-            },
-            ..o
+    let stage = ecr_stage(rig::ProxyOptions {
+        quotas: rig::EcrQuotas {
+            put_image: Some(10.0),
+            ..rig::EcrQuotas::default()
         },
-        false,
-    );
+        ..rig::ProxyOptions::ecr()
+    });
     let spec = ImageSpec::multi_arch(
         &[
             rig::Platform::new("linux", "amd64"),
@@ -206,23 +195,23 @@ async fn given_twenty_replicator_processes_and_a_put_image_quota_of_10_per_secon
         &[96 << 10, 48 << 10],
         1,
     );
-    let image = push_image(&stage.source, &spec, "app-00", "v1");
+    let image = push_image(stage.source(), &spec, "app-00", "v1");
     for i in 1..N {
         rig::skopeo_copy(
-            &stage.source,
+            stage.source(),
             "app-00:v1",
-            &stage.source,
+            stage.source(),
             &format!("app-{i:02}:v1"),
         )
         .expect("source copy");
     }
     let mapping = json!({"version": 1, "rules": [{
         "name": "apps", "match": {"prefix": "app-"},
-        "destinations": [{"account": TARGET_ACCOUNT, "region": REGION, "role_arn": role(TARGET_ACCOUNT),
+        "destinations": [{"account": TARGET, "region": REGION, "role_arn": role(TARGET),
                           "external_id": "kuali-sync", "repository": "mirror/{suffix}"}],
         "create_repository": true
     }]});
-    let mut env = stage.replicator_env(&mapping);
+    let mut env = stage.replicator_env(&[("MAPPING_JSON", &mapping.to_string())]);
     env.extend([
         ("AWS_ENDPOINT_URL".to_string(), stage.aws_url()),
         ("AWS_ACCESS_KEY_ID".into(), "AKIDTESTONLY".into()),
@@ -266,7 +255,7 @@ async fn given_twenty_replicator_processes_and_a_put_image_quota_of_10_per_secon
         ));
     }
 
-    let stats = stage.front.stats();
+    let stats = stage.front().stats();
     eprintln!(
         "replicator-quota: processes={N} wall_s={:.2} puts={} throttled={} floor_s={:.1}",
         wall.as_secs_f64(),
@@ -291,12 +280,12 @@ async fn given_twenty_replicator_processes_and_a_put_image_quota_of_10_per_secon
     }
     for i in 0..N {
         assert_eq!(
-            rig::skopeo_digest(&stage.target, &format!("mirror/{i:02}:v1")).unwrap(),
+            rig::skopeo_digest(stage.target(), &format!("mirror/{i:02}:v1")).unwrap(),
             image.layout.digest,
             "mirror/{i:02}"
         );
     }
-    assert_same_image(&stage.source, "app-00:v1", &stage.target, "mirror/19:v1");
+    assert_same_image(stage.source(), "app-00:v1", stage.target(), "mirror/19:v1");
     assert!(
         stats.put_image_throttled > 0,
         "the quota was reached: {stats}"

@@ -271,7 +271,7 @@ async fn given_same_registry_when_renamed_then_blobs_are_mounted_not_uploaded() 
 async fn given_a_wrong_password_when_copying_then_a_clear_permanent_authentication_error() {
     let (src, dst) = (Registry::start(SRC_ACCOUNT), Registry::start(DST_ACCOUNT));
     push_image(&src, &ImageSpec::single(&[10_000]), "app", "v1");
-    let bad = ecr_bridge::copy::RepositoryLocation::new(
+    let bad = ecr_bridge::registry::Repository::new(
         client_with(
             &src,
             Some(BasicCredentials::new("AWS", "not-the-token")),
@@ -419,10 +419,8 @@ async fn given_an_anonymous_source_registry_when_copying_then_no_credentials_are
     let src = Registry::start_anonymous();
     let dst = Registry::start(DST_ACCOUNT);
     push_image(&src, &ImageSpec::single(&[10_000]), "public/app", "v1");
-    let anonymous = ecr_bridge::copy::RepositoryLocation::new(
-        client_with(&src, None, fast_retry()),
-        "public/app",
-    );
+    let anonymous =
+        ecr_bridge::registry::Repository::new(client_with(&src, None, fast_retry()), "public/app");
 
     copy(&anonymous, &tag("v1"), &at(&dst, "app"), &["v1"])
         .await

@@ -11,11 +11,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::ecr_stage::{push_event, role, EcrStage, REGION};
+use common::events::push_event;
+use common::stage::{role, Stage, REGION, SOURCE};
 use common::*;
-use ecr_bridge::copy::{CopyError, RepositoryLocation};
+use ecr_bridge::copy::CopyError;
 use ecr_bridge::registry::{
-    BasicCredentials, CredentialSource, RegistryError, RetryPolicy, StaticCredentials,
+    BasicCredentials, CredentialSource, RegistryError, Repository, RetryPolicy, StaticCredentials,
 };
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
@@ -61,12 +62,12 @@ fn fault_retry() -> RetryPolicy {
 }
 
 /// A repository behind a proxy, reached with the registry's real credentials.
-fn via(proxy: &FaultProxy, reg: &Registry, repo: &str, retry: RetryPolicy) -> RepositoryLocation {
+fn via(proxy: &FaultProxy, reg: &Registry, repo: &str, retry: RetryPolicy) -> Repository {
     let creds = Arc::new(StaticCredentials(Some(BasicCredentials::new(
         reg.user(),
         reg.password(),
     ))));
-    RepositoryLocation::new(client_via(&proxy.url(), creds, retry), repo)
+    Repository::new(client_via(&proxy.url(), creds, retry), repo)
 }
 
 /// Hands out the token the proxy accepts, fetched like ECR's
@@ -96,14 +97,14 @@ impl CredentialSource for ProxyTokens {
     }
 }
 
-fn with_tokens(proxy: &FaultProxy, repo: &str) -> (RepositoryLocation, Arc<ProxyTokens>) {
+fn with_tokens(proxy: &FaultProxy, repo: &str) -> (Repository, Arc<ProxyTokens>) {
     let tokens = Arc::new(ProxyTokens {
         handle: proxy.tokens(),
         cached: std::sync::Mutex::new(None),
         fetches: AtomicU32::new(0),
     });
     let client = client_via(&proxy.url(), tokens.clone(), fault_retry());
-    (RepositoryLocation::new(client, repo), tokens)
+    (Repository::new(client, repo), tokens)
 }
 
 /// Checks, straight against the registry (no proxy), that `repo` holds the
@@ -479,8 +480,7 @@ async fn given_a_registry_that_keeps_throttling_with_retry_after_when_requesting
 
     let started = Instant::now();
     let err = via(&proxy, &reg, "app", patient)
-        .client
-        .manifest_head("app", "v1")
+        .manifest_head(&tag("v1"))
         .await
         .unwrap_err();
     let waited = started.elapsed();
@@ -499,8 +499,7 @@ async fn given_a_registry_that_keeps_throttling_with_retry_after_when_requesting
     );
     let started = Instant::now();
     let err_hasty = via(&hasty_proxy, &reg, "app", hasty)
-        .client
-        .manifest_head("app", "v1")
+        .manifest_head(&tag("v1"))
         .await
         .unwrap_err();
     let gave_up_after = started.elapsed();
@@ -675,8 +674,11 @@ fn coeus_mapping(create: bool) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn given_an_ecr_like_target_that_refuses_pushes_to_missing_repositories_when_replicating_then_the_replicator_creates_the_repository_first_and_again_after_it_was_deleted(
 ) {
-    let stage = EcrStage::new();
-    let first = push_image(&stage.source, &multi_arch_spec(), "kuali-coeus", "v1");
+    let stage = Stage::builder()
+        .accounts(&[SOURCE, DST_ACCOUNT])
+        .ecr_front(ProxyOptions::ecr())
+        .build();
+    let first = push_image(stage.source(), &multi_arch_spec(), "kuali-coeus", "v1");
     let (r, c) = stage.replicator(&coeus_mapping(true)).await;
 
     let out = image_replicator::handler::handle(
@@ -688,7 +690,7 @@ async fn given_an_ecr_like_target_that_refuses_pushes_to_missing_repositories_wh
     .unwrap();
     assert_eq!(out["destinations"][0]["outcome"], "replicated", "{out}");
     assert!(stage.exists_in_target("coeus"));
-    assert_same_image(&stage.source, "kuali-coeus:v1", &stage.target, "coeus:v1");
+    assert_same_image(stage.source(), "kuali-coeus:v1", stage.target(), "coeus:v1");
     // The front enforces what moto says: the repository was made IMMUTABLE.
     assert_eq!(
         rig::moto_repository(&stage.moto.url(), DST_ACCOUNT, REGION, "coeus"),
@@ -698,12 +700,12 @@ async fn given_an_ecr_like_target_that_refuses_pushes_to_missing_repositories_wh
     // Someone deletes the repository; this warm replicator still believes it exists.
     stage.delete_target_repository("coeus").await;
     let second = push_image(
-        &stage.source,
+        stage.source(),
         &multi_arch_spec().with_seed(2),
         "kuali-coeus",
         "v2",
     );
-    let refused_before = stage.front.stats().name_unknown;
+    let refused_before = stage.front().stats().name_unknown;
 
     let out = image_replicator::handler::handle(
         &r,
@@ -715,18 +717,22 @@ async fn given_an_ecr_like_target_that_refuses_pushes_to_missing_repositories_wh
 
     assert_eq!(out["destinations"][0]["outcome"], "replicated", "{out}");
     assert!(
-        stage.front.stats().name_unknown > refused_before,
+        stage.front().stats().name_unknown > refused_before,
         "the push met NAME_UNKNOWN first"
     );
     assert!(stage.exists_in_target("coeus"), "created again");
-    assert_same_image(&stage.source, "kuali-coeus:v2", &stage.target, "coeus:v2");
+    assert_same_image(stage.source(), "kuali-coeus:v2", stage.target(), "coeus:v2");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn given_a_deleted_target_repository_and_a_rule_that_may_not_create_it_when_replicating_then_a_clear_permanent_error_and_nothing_pushed(
 ) {
-    let stage = EcrStage::new();
-    common::ecr_as(&stage.sdk().await, &role(DST_ACCOUNT))
+    let stage = Stage::builder()
+        .accounts(&[SOURCE, DST_ACCOUNT])
+        .ecr_front(ProxyOptions::ecr())
+        .build();
+    stage
+        .ecr_in(DST_ACCOUNT)
         .await
         .create_repository()
         .repository_name("coeus")
@@ -734,7 +740,7 @@ async fn given_a_deleted_target_repository_and_a_rule_that_may_not_create_it_whe
         .await
         .unwrap();
     let first = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[64 << 10]),
         "kuali-coeus",
         "v1",
@@ -749,12 +755,12 @@ async fn given_a_deleted_target_repository_and_a_rule_that_may_not_create_it_whe
     .unwrap();
     stage.delete_target_repository("coeus").await;
     let second = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[64 << 10]).with_seed(2),
         "kuali-coeus",
         "v2",
     );
-    let before = stage.front.stats();
+    let before = stage.front().stats();
 
     let err = image_replicator::handler::handle(
         &r,
@@ -764,7 +770,7 @@ async fn given_a_deleted_target_repository_and_a_rule_that_may_not_create_it_whe
     .await
     .unwrap_err();
 
-    let after = stage.front.stats();
+    let after = stage.front().stats();
     assert!(!err.is_retryable(), "{err}");
     let text = err.to_string();
     assert!(

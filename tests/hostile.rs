@@ -11,9 +11,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::*;
-use ecr_bridge::copy::{CopyError, Limit, RepositoryLocation, DEFAULT_MAX_MANIFESTS};
+use ecr_bridge::copy::{CopyError, Limit, DEFAULT_MAX_MANIFESTS};
 use ecr_bridge::registry::{
-    self, Endpoint, RegistryClient, RegistryError, StaticCredentials, Timeouts,
+    self, Endpoint, RegistryClient, RegistryError, Repository, StaticCredentials, Timeouts,
 };
 use rig::{sha256_digest, trust_rig_ca, BlobHost, ImageSpec, Registry, ServerCert};
 use serde_json::{json, Value};
@@ -153,7 +153,7 @@ async fn given_an_index_of_more_distinct_manifests_than_the_default_cap_when_cop
     let dst_mark = dst.request_mark();
 
     let err = copy(
-        &RepositoryLocation::new(anonymous(&src.url()), "app"),
+        &Repository::new(anonymous(&src.url()), "app"),
         &tag("too-many"),
         &at(&dst, "mirror"),
         &["too-many"],
@@ -276,7 +276,7 @@ async fn given_a_presigned_blob_url_whose_host_hangs_up_when_copied_then_neither
     let dst = Registry::start(DST_ACCOUNT);
 
     let err = copy(
-        &RepositoryLocation::new(anonymous(&src.url()), "app"),
+        &Repository::new(anonymous(&src.url()), "app"),
         &tag("v1"),
         &at(&dst, "mirror"),
         &["v1"],
@@ -371,8 +371,8 @@ async fn given_an_https_target_whose_upload_location_is_plain_http_when_copied_t
     });
     // With plain HTTP to loopback allowed, the strictest case: the Location
     // is refused because it leaves TLS, not for lack of the opt-in.
-    let target = RepositoryLocation::new(anonymous(&dst.url()), "mirror");
-    assert!(!target.client.endpoint().is_plain_http());
+    let target = Repository::new(anonymous(&dst.url()), "mirror");
+    assert!(!target.client().endpoint().is_plain_http());
 
     let err = copy(&at(&src, "app"), &tag("v1"), &target, &["v1"])
         .await
@@ -423,7 +423,7 @@ async fn given_an_https_source_redirecting_a_blob_to_plain_http_loopback_without
     );
 
     let err = copy(
-        &RepositoryLocation::new(source, "app"),
+        &Repository::new(source, "app"),
         &tag("v1"),
         &at(&dst, "mirror"),
         &["v1"],

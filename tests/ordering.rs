@@ -9,10 +9,9 @@
 
 mod common;
 
+use common::events::{event, invoke, list_tags, put_image_record};
 use common::push_image;
-use common::replicator_stage::{
-    event, invoke, list_tags, put_image_record, role, Stage, REGION, TARGET,
-};
+use common::stage::{role, Stage, OTHER, REGION, SOURCE, TARGET};
 use rig::{skopeo_digest, FaultProxy, Gate, ImageSpec, ProxyOptions};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -39,7 +38,7 @@ fn delete_event(digest: &str, tag: &str) -> Value {
 
 /// Removes an image from the source registry, as `aws ecr batch-delete-image` would.
 fn delete_in_source(stage: &Stage, digest: &str) {
-    let resp = stage.source.http(
+    let resp = stage.source().http(
         "DELETE",
         &format!("/v2/{REPO}/manifests/{digest}"),
         &[],
@@ -52,22 +51,24 @@ fn delete_in_source(stage: &Stage, digest: &str) {
 async fn given_a_slow_large_copy_racing_a_later_small_push_of_the_same_tag_then_the_target_tag_ends_at_the_source_tag(
 ) {
     // Given: latest -> D1 (large), whose copy is held at its blob GETs.
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let large = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[2_000_000, 500_000]).with_seed(1),
         REPO,
         "latest",
     );
     let gate = Gate::new();
     let front = FaultProxy::start(
-        &stage.source,
+        stage.source(),
         ProxyOptions {
             hold_blob_gets: Some(gate.clone()),
             ..ProxyOptions::default()
         },
     );
-    let endpoints = stage.endpoints().replace(&stage.source.url(), &front.url());
+    let endpoints = stage
+        .endpoints()
+        .replace(&stage.source().url(), &front.url());
     let mapping_json = mapping(false).to_string();
     let (slow, slow_config) = stage
         .replicator_with_env(&[
@@ -93,7 +94,7 @@ async fn given_a_slow_large_copy_racing_a_later_small_push_of_the_same_tag_then_
             "the large copy never reached its blob GETs"
         );
         let small = push_image(
-            &stage.source,
+            stage.source(),
             &ImageSpec::single(&[1_000]).with_seed(2),
             REPO,
             "latest",
@@ -106,7 +107,7 @@ async fn given_a_slow_large_copy_racing_a_later_small_push_of_the_same_tag_then_
         .await
         .expect("the small push replicates");
         assert_eq!(
-            skopeo_digest(&stage.target, &format!("{TARGET_REPO}:latest")).unwrap(),
+            skopeo_digest(stage.target(), &format!("{TARGET_REPO}:latest")).unwrap(),
             small.layout.digest
         );
         gate.open();
@@ -116,10 +117,10 @@ async fn given_a_slow_large_copy_racing_a_later_small_push_of_the_same_tag_then_
     let late = late.expect("the large copy completes");
 
     // Then: the target's latest is the source's latest (D2); D1 is there by digest.
-    let source_latest = skopeo_digest(&stage.source, &format!("{REPO}:latest")).unwrap();
+    let source_latest = skopeo_digest(stage.source(), &format!("{REPO}:latest")).unwrap();
     assert_eq!(source_latest, small.layout.digest);
     assert_eq!(
-        skopeo_digest(&stage.target, &format!("{TARGET_REPO}:latest")).unwrap(),
+        skopeo_digest(stage.target(), &format!("{TARGET_REPO}:latest")).unwrap(),
         source_latest,
         "the late copy moved the target tag backwards: {late}"
     );
@@ -127,7 +128,7 @@ async fn given_a_slow_large_copy_racing_a_later_small_push_of_the_same_tag_then_
     assert_eq!(report["tags_skipped_moved"], 1, "{late}");
     assert_eq!(report["tags_set"], 0, "{late}");
     assert!(skopeo_digest(
-        &stage.target,
+        stage.target(),
         &format!("{TARGET_REPO}@{}", large.layout.digest)
     )
     .is_ok());
@@ -136,11 +137,11 @@ async fn given_a_slow_large_copy_racing_a_later_small_push_of_the_same_tag_then_
 #[tokio::test(flavor = "multi_thread")]
 async fn given_delete_then_re_push_when_the_delete_is_processed_late_then_the_new_image_stays() {
     // Given: v1 -> D1 replicated, then deleted in the source and pushed again as D2.
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let (r, c) = stage.replicator(&mapping(true)).await;
     let ecr = stage.ecr_in(TARGET).await;
     let old = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[5_000]).with_seed(1),
         REPO,
         "v1",
@@ -151,7 +152,7 @@ async fn given_delete_then_re_push_when_the_delete_is_processed_late_then_the_ne
     put_image_record(&ecr, TARGET_REPO, "v1", &old.layout).await;
     delete_in_source(&stage, &old.layout.digest);
     let new = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[5_000]).with_seed(2),
         REPO,
         "v1",
@@ -170,7 +171,7 @@ async fn given_delete_then_re_push_when_the_delete_is_processed_late_then_the_ne
     assert_eq!(late["result"], "source_still_has", "{late}");
     assert_eq!(list_tags(&ecr, TARGET_REPO).await, ["v1"]);
     assert_eq!(
-        skopeo_digest(&stage.target, &format!("{TARGET_REPO}:v1")).unwrap(),
+        skopeo_digest(stage.target(), &format!("{TARGET_REPO}:v1")).unwrap(),
         new.layout.digest
     );
 }
@@ -179,11 +180,11 @@ async fn given_delete_then_re_push_when_the_delete_is_processed_late_then_the_ne
 async fn given_a_late_delete_of_an_old_digest_when_the_target_tag_points_elsewhere_then_it_is_left_alone_and_the_right_delete_removes_it(
 ) {
     // Given: v1 -> D1, then v1 -> D2, both replicated; the source then drops v1.
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let (r, c) = stage.replicator(&mapping(true)).await;
     let ecr = stage.ecr_in(TARGET).await;
     let old = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[5_000]).with_seed(1),
         REPO,
         "v1",
@@ -192,7 +193,7 @@ async fn given_a_late_delete_of_an_old_digest_when_the_target_tag_points_elsewhe
         .await
         .unwrap();
     let new = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[5_000]).with_seed(2),
         REPO,
         "v1",
@@ -202,7 +203,7 @@ async fn given_a_late_delete_of_an_old_digest_when_the_target_tag_points_elsewhe
         .unwrap();
     put_image_record(&ecr, TARGET_REPO, "v1", &new.layout).await;
     delete_in_source(&stage, &new.layout.digest);
-    assert!(skopeo_digest(&stage.source, &format!("{REPO}:v1")).is_err());
+    assert!(skopeo_digest(stage.source(), &format!("{REPO}:v1")).is_err());
 
     // When: a delete naming v1 at the old digest D1 arrives,
     let stale = invoke(&r, &c, delete_event(&old.layout.digest, "v1"))

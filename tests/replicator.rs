@@ -6,22 +6,20 @@
 mod common;
 
 use common::{blob_puts, push_image};
-use ecr_bridge_aws::replicator::{Outcome, ReplicationError};
+use ecr_bridge_aws::replicator::{DestinationStatus, ReplicationError};
 use image_replicator::handler::HandlerError;
 use rig::{assert_same_image, skopeo_digest, skopeo_inspect_raw, ImageSpec, Platform};
 use serde_json::json;
 
-use common::replicator_stage::{
-    event, invoke, kuali_mapping, list_tags, put_image_record, role, Stage, OTHER, REGION, SOURCE,
-    TARGET,
-};
+use common::events::{event, invoke, kuali_mapping, list_tags, put_image_record};
+use common::stage::{role, Stage, OTHER, REGION, SOURCE, TARGET};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn given_the_kuali_mapping_when_an_image_is_pushed_then_it_lands_renamed_in_the_other_account_through_the_role(
 ) {
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let image = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[200_000, 50_000]),
         "kuali-coeus",
         "2501.0001",
@@ -44,9 +42,9 @@ async fn given_the_kuali_mapping_when_an_image_is_pushed_then_it_lands_renamed_i
     assert_eq!(out["result"], "done", "{out}");
     assert_eq!(out["destinations"][0]["outcome"], "replicated");
     assert_same_image(
-        &stage.source,
+        stage.source(),
         "kuali-coeus:2501.0001",
-        &stage.target,
+        stage.target(),
         "coeus:2501.0001",
     );
     // The repository was created in the target account with the rule's settings.
@@ -81,9 +79,9 @@ async fn given_the_kuali_mapping_when_an_image_is_pushed_then_it_lands_renamed_i
 
 #[tokio::test(flavor = "multi_thread")]
 async fn given_a_prefix_rule_when_pushed_then_the_prefix_is_replaced() {
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let image = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[30_000]),
         "kuali-coeus-feature",
         "f1",
@@ -106,18 +104,18 @@ async fn given_a_prefix_rule_when_pushed_then_the_prefix_is_replaced() {
     .unwrap();
 
     assert_same_image(
-        &stage.source,
+        stage.source(),
         "kuali-coeus-feature:f1",
-        &stage.target,
+        stage.target(),
         "legacy/coeus-feature:f1",
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn given_a_regex_rule_when_pushed_then_capture_groups_build_the_target_name() {
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let image = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[30_000]),
         "team-blue/api",
         "v3",
@@ -140,9 +138,9 @@ async fn given_a_regex_rule_when_pushed_then_capture_groups_build_the_target_nam
     .unwrap();
 
     assert_same_image(
-        &stage.source,
+        stage.source(),
         "team-blue/api:v3",
-        &stage.target,
+        stage.target(),
         "mirror/blue/api:v3",
     );
 }
@@ -151,9 +149,9 @@ async fn given_a_regex_rule_when_pushed_then_capture_groups_build_the_target_nam
 async fn given_a_regex_rule_looping_in_the_source_registry_when_pushed_then_that_destination_fails_permanently_as_a_loop_and_nothing_is_pushed_there(
 ) {
     let captured = common::capture_all_logs();
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let image = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[30_000]),
         "app-web",
         "v1",
@@ -166,7 +164,7 @@ async fn given_a_regex_rule_looping_in_the_source_registry_when_pushed_then_that
         {"account": TARGET, "region": REGION, "role_arn": role(TARGET), "repository": "apps/{1}"}
     ]}]});
     let (r, c) = stage.replicator(&mapping).await;
-    let mark = stage.source.request_mark();
+    let mark = stage.source().request_mark();
 
     let err = invoke(
         &r,
@@ -204,7 +202,7 @@ async fn given_a_regex_rule_looping_in_the_source_registry_when_pushed_then_that
             looped[0].outcome,
             looped[0].retryable
         ),
-        ("app-mirror-web", Outcome::Failed, false)
+        ("app-mirror-web", DestinationStatus::Failed, false)
     );
     let logs = captured.text();
     assert!(
@@ -213,7 +211,7 @@ async fn given_a_regex_rule_looping_in_the_source_registry_when_pushed_then_that
     );
     // Nothing reached the looping target: no registry request, no repository.
     let touched: Vec<_> = stage
-        .source
+        .source()
         .requests_since(mark)
         .into_iter()
         .filter(|q| q.uri.contains("app-mirror"))
@@ -228,14 +226,14 @@ async fn given_a_regex_rule_looping_in_the_source_registry_when_pushed_then_that
         .repositories()
         .is_empty());
     // The other destination is still served.
-    assert_same_image(&stage.source, "app-web:v1", &stage.target, "apps/web:v1");
+    assert_same_image(stage.source(), "app-web:v1", stage.target(), "apps/web:v1");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn given_a_tag_filter_that_excludes_the_tag_when_pushed_then_nothing_is_copied() {
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let image = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[30_000]),
         "kuali-coeus",
         "wip-dirty",
@@ -243,7 +241,7 @@ async fn given_a_tag_filter_that_excludes_the_tag_when_pushed_then_nothing_is_co
     let mut mapping = kuali_mapping();
     mapping["rules"][0]["tags"] = json!({"include": ["*"], "exclude": ["*-dirty"]});
     let (r, c) = stage.replicator(&mapping).await;
-    let mark = stage.target.request_mark();
+    let mark = stage.target().request_mark();
 
     let out = invoke(
         &r,
@@ -260,7 +258,7 @@ async fn given_a_tag_filter_that_excludes_the_tag_when_pushed_then_nothing_is_co
 
     assert_eq!(out["result"], "filtered", "{out}");
     assert!(
-        stage.target.requests_since(mark).is_empty(),
+        stage.target().requests_since(mark).is_empty(),
         "the target registry must not be touched"
     );
 }
@@ -268,13 +266,13 @@ async fn given_a_tag_filter_that_excludes_the_tag_when_pushed_then_nothing_is_co
 #[tokio::test(flavor = "multi_thread")]
 async fn given_a_multi_arch_push_as_untagged_children_and_a_tagged_index_in_any_order_then_the_target_ends_identical(
 ) {
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let platforms = [
         Platform::new("linux", "amd64"),
         Platform::new("linux", "arm64"),
     ];
     let image = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::multi_arch(&platforms, &[60_000, 20_000], 1),
         "kuali-coeus",
         "multi",
@@ -310,9 +308,9 @@ async fn given_a_multi_arch_push_as_untagged_children_and_a_tagged_index_in_any_
     }
 
     assert_same_image(
-        &stage.source,
+        stage.source(),
         "kuali-coeus:multi",
-        &stage.target,
+        stage.target(),
         "coeus:multi",
     );
 }
@@ -320,13 +318,13 @@ async fn given_a_multi_arch_push_as_untagged_children_and_a_tagged_index_in_any_
 #[tokio::test(flavor = "multi_thread")]
 async fn given_children_events_before_the_index_event_when_replicated_then_the_index_completes_the_image(
 ) {
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let platforms = [
         Platform::new("linux", "amd64"),
         Platform::new("linux", "arm64"),
     ];
     let image = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::multi_arch(&platforms, &[60_000, 20_000], 1),
         "kuali-coeus",
         "multi",
@@ -360,18 +358,18 @@ async fn given_children_events_before_the_index_event_when_replicated_then_the_i
         "children were already there: {out}"
     );
     assert_same_image(
-        &stage.source,
+        stage.source(),
         "kuali-coeus:multi",
-        &stage.target,
+        stage.target(),
         "coeus:multi",
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn given_a_duplicate_event_when_replicated_again_then_no_blob_moves() {
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let image = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[100_000, 100_000]),
         "kuali-coeus",
         "2501.0001",
@@ -384,12 +382,12 @@ async fn given_a_duplicate_event_when_replicated_again_then_no_blob_moves() {
         Some("2501.0001"),
     );
     invoke(&r, &c, e.clone()).await.unwrap();
-    let mark = stage.target.request_mark();
+    let mark = stage.target().request_mark();
 
     let again = invoke(&r, &c, e).await.unwrap();
 
     assert_eq!(again["destinations"][0]["outcome"], "up_to_date", "{again}");
-    let received = stage.target.requests_since(mark);
+    let received = stage.target().requests_since(mark);
     assert_eq!(blob_puts(&received), 0);
     assert!(received.iter().all(|r| r.method == "HEAD"), "{received:?}");
 }
@@ -397,15 +395,15 @@ async fn given_a_duplicate_event_when_replicated_again_then_no_blob_moves() {
 #[tokio::test(flavor = "multi_thread")]
 async fn given_an_out_of_order_push_event_when_the_source_tag_moved_on_then_the_target_tag_is_not_moved_back(
 ) {
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let old = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[10_000]).with_seed(1),
         "kuali-coeus-feature",
         "latest",
     );
     let new = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[10_000]).with_seed(2),
         "kuali-coeus-feature",
         "latest",
@@ -438,12 +436,12 @@ async fn given_an_out_of_order_push_event_when_the_source_tag_moved_on_then_the_
     .unwrap();
 
     assert_eq!(
-        skopeo_digest(&stage.target, "coeus-feature:latest").unwrap(),
+        skopeo_digest(stage.target(), "coeus-feature:latest").unwrap(),
         new.layout.digest
     );
     // The late event's content is still copied, by digest.
     assert!(skopeo_inspect_raw(
-        &stage.target,
+        stage.target(),
         &format!("coeus-feature@{}", old.layout.digest)
     )
     .is_ok());
@@ -452,15 +450,15 @@ async fn given_an_out_of_order_push_event_when_the_source_tag_moved_on_then_the_
 #[tokio::test(flavor = "multi_thread")]
 async fn given_delete_propagation_on_and_off_when_a_tag_is_deleted_then_only_the_propagating_rule_deletes(
 ) {
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let a = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[10_000]).with_seed(1),
         "kuali-coeus",
         "old",
     );
     let b = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[10_000]).with_seed(2),
         "kuali-coeus-feature",
         "old",
@@ -500,7 +498,7 @@ async fn given_delete_propagation_on_and_off_when_a_tag_is_deleted_then_only_the
     // The source deletes them (a delete the source still has is a late one).
     for (repo, image) in [("kuali-coeus", &a), ("kuali-coeus-feature", &b)] {
         let path = format!("/v2/{repo}/manifests/{}", image.layout.digest);
-        assert_eq!(stage.source.http("DELETE", &path, &[], b"").status, 202);
+        assert_eq!(stage.source().http("DELETE", &path, &[], b"").status, 202);
     }
 
     let on = invoke(
@@ -553,9 +551,9 @@ async fn given_delete_propagation_on_and_off_when_a_tag_is_deleted_then_only_the
 
 #[tokio::test(flavor = "multi_thread")]
 async fn given_a_rule_with_two_destinations_when_pushed_then_both_accounts_get_the_image() {
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let image = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[40_000]),
         "kuali-coeus",
         "v1",
@@ -580,11 +578,11 @@ async fn given_a_rule_with_two_destinations_when_pushed_then_both_accounts_get_t
     .unwrap();
 
     assert_eq!(out["destinations"].as_array().unwrap().len(), 2);
-    assert_same_image(&stage.source, "kuali-coeus:v1", &stage.target, "coeus:v1");
+    assert_same_image(stage.source(), "kuali-coeus:v1", stage.target(), "coeus:v1");
     assert_same_image(
-        &stage.source,
+        stage.source(),
         "kuali-coeus:v1",
-        &stage.other,
+        stage.other(),
         "backup/coeus:v1",
     );
 }
@@ -592,9 +590,9 @@ async fn given_a_rule_with_two_destinations_when_pushed_then_both_accounts_get_t
 #[tokio::test(flavor = "multi_thread")]
 async fn given_a_missing_target_repository_and_no_create_when_pushed_then_a_clear_permanent_error()
 {
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let image = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[10_000]),
         "kuali-coeus",
         "v1",
@@ -605,7 +603,7 @@ async fn given_a_missing_target_repository_and_no_create_when_pushed_then_a_clea
         .unwrap()
         .remove("create_repository");
     let (r, c) = stage.replicator(&mapping).await;
-    let mark = stage.target.request_mark();
+    let mark = stage.target().request_mark();
 
     let err = invoke(
         &r,
@@ -626,15 +624,15 @@ async fn given_a_missing_target_repository_and_no_create_when_pushed_then_a_clea
         text.starts_with("permanent:") && text.contains("coeus") && text.contains("does not exist"),
         "{text}"
     );
-    assert_eq!(blob_puts(&stage.target.requests_since(mark)), 0);
+    assert_eq!(blob_puts(&stage.target().requests_since(mark)), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn given_the_mapping_in_ssm_when_invalid_then_the_invocation_fails_naming_the_field_and_when_fixed_it_replicates(
 ) {
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let image = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[10_000]),
         "kuali-coeus",
         "v1",
@@ -677,16 +675,16 @@ async fn given_the_mapping_in_ssm_when_invalid_then_the_invocation_fails_naming_
         .await
         .unwrap();
     invoke(&r, &c, e).await.unwrap();
-    assert_same_image(&stage.source, "kuali-coeus:v1", &stage.target, "coeus:v1");
+    assert_same_image(stage.source(), "kuali-coeus:v1", stage.target(), "coeus:v1");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn given_a_failed_push_or_another_ecr_detail_type_or_an_unmapped_repository_then_ignored_without_error(
 ) {
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let (r, c) = stage.replicator(&kuali_mapping()).await;
     let digest = format!("sha256:{}", "ab".repeat(32));
-    let mark = stage.target.request_mark();
+    let mark = stage.target().request_mark();
 
     let failure = invoke(
         &r,
@@ -732,12 +730,12 @@ async fn given_a_failed_push_or_another_ecr_detail_type_or_an_unmapped_repositor
     assert_eq!(failure["result"], "ignored");
     assert_eq!(scan["result"], "ignored");
     assert_eq!(unmapped["result"], "no_rule");
-    assert!(stage.target.requests_since(mark).is_empty());
+    assert!(stage.target().requests_since(mark).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn given_a_malformed_event_when_invoked_then_a_permanent_error_naming_the_field() {
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let (r, c) = stage.replicator(&kuali_mapping()).await;
     let mut e = event(
         "image-push-tagged.json",
@@ -760,9 +758,9 @@ async fn given_a_malformed_event_when_invoked_then_a_permanent_error_naming_the_
 async fn given_debug_logging_when_replicating_across_accounts_then_no_credential_or_token_appears_in_the_logs(
 ) {
     let captured = common::capture_all_logs();
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let image = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[20_000]),
         "kuali-coeus",
         "v1",
@@ -789,12 +787,12 @@ async fn given_debug_logging_when_replicating_across_accounts_then_no_credential
         "requests are traced at debug"
     );
     let secrets = [
-        stage.source.password(),
-        stage.target.password(),
+        stage.source().password(),
+        stage.target().password(),
         "test-secret-key".to_string(),
         // base64 of "AWS:<password>", the registry Authorization header's payload
         stage
-            .target
+            .target()
             .auth_header()
             .trim_start_matches("Basic ")
             .to_string(),
@@ -813,9 +811,9 @@ async fn given_debug_logging_when_replicating_across_accounts_then_no_credential
 
 #[tokio::test(flavor = "multi_thread")]
 async fn given_two_invocations_racing_to_create_the_same_new_repository_then_both_succeed() {
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let image = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[50_000]),
         "kuali-coeus",
         "v1",
@@ -842,7 +840,7 @@ async fn given_two_invocations_racing_to_create_the_same_new_repository_then_bot
     // succeed there (ECR's is atomic, and the loser's
     // RepositoryAlreadyExistsException counts as "existed").
     assert!(created >= 1, "one invocation created it: {a} {b}");
-    assert_same_image(&stage.source, "kuali-coeus:v1", &stage.target, "coeus:v1");
+    assert_same_image(stage.source(), "kuali-coeus:v1", stage.target(), "coeus:v1");
     let ecr = stage.ecr_in(TARGET).await;
     assert_eq!(
         ecr.describe_repositories()
@@ -858,9 +856,9 @@ async fn given_two_invocations_racing_to_create_the_same_new_repository_then_bot
 #[tokio::test(flavor = "multi_thread")]
 async fn given_the_target_registry_is_unreachable_when_pushed_then_a_transient_error_lets_lambda_retry(
 ) {
-    let stage = Stage::new();
+    let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let image = push_image(
-        &stage.source,
+        stage.source(),
         &ImageSpec::single(&[10_000]),
         "kuali-coeus",
         "v1",

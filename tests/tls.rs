@@ -9,11 +9,12 @@ mod common;
 
 use std::sync::Arc;
 
+use common::events::push_event;
+use common::stage::{role, Stage, REGION, SOURCE};
 use common::*;
-use ecr_bridge::copy::RepositoryLocation;
-use ecr_bridge::registry::{BasicCredentials, RegistryError, StaticCredentials};
+use ecr_bridge::registry::{BasicCredentials, RegistryError, Repository, StaticCredentials};
 use rig::{
-    assert_same_image, rig_tls, skopeo_digest, trust_rig_ca, FaultProxy, ImageSpec, Moto, Platform,
+    assert_same_image, rig_tls, skopeo_digest, trust_rig_ca, FaultProxy, ImageSpec, Platform,
     ProxyOptions, Registry, RegistryOptions, ServerCert,
 };
 use serde_json::json;
@@ -30,14 +31,14 @@ fn platforms() -> Vec<Platform> {
 }
 
 /// `repo` behind `front`, with `reg`'s credentials (the front passes them on).
-fn via(front: &FaultProxy, reg: &Registry, repo: &str) -> RepositoryLocation {
+fn via(front: &FaultProxy, reg: &Registry, repo: &str) -> Repository {
     let creds = BasicCredentials::new(reg.user(), reg.password());
     let client = client_via(
         &front.url(),
         Arc::new(StaticCredentials(Some(creds))),
         fast_retry(),
     );
-    RepositoryLocation::new(client, repo)
+    Repository::new(client, repo)
 }
 
 fn tls_front(reg: &Registry) -> FaultProxy {
@@ -146,50 +147,23 @@ async fn given_blob_downloads_redirected_to_an_https_s3_like_host_when_copied_th
 async fn given_registry_endpoints_over_https_when_the_replicator_handles_a_push_then_the_image_lands_in_the_target_account(
 ) {
     trust_rig_ca();
-    let moto = Moto::start();
-    let source = Registry::start_tls(rig::DEFAULT_ACCOUNT);
-    let target = Registry::start_tls(DST_ACCOUNT);
-    let endpoints = [&source, &target]
-        .iter()
-        .map(|r| {
-            format!(
-                "{}.dkr.ecr.us-east-1.amazonaws.com={}",
-                r.account(),
-                r.url()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(",");
+    let stage = Stage::builder()
+        .accounts(&[SOURCE, DST_ACCOUNT])
+        .tls()
+        .build();
+    let endpoints = stage.endpoints();
     assert!(endpoints.contains("=https://127.0.0.1:"), "{endpoints}");
     let image = push_image(
-        &source,
+        stage.source(),
         &ImageSpec::multi_arch(&platforms()[..2], &[100_000, 20_000], 1),
         "app",
         "2501.0001",
     );
-    let role = format!("arn:aws:iam::{DST_ACCOUNT}:role/ecr-bridge-push");
     let mapping = json!({"version": 1, "rules": [{"name": "app", "match": {"exact": "app"},
         "create_repository": true,
-        "destinations": [{"account": DST_ACCOUNT, "region": "us-east-1", "role_arn": role, "repository": "mirror/app"}]}]});
-    let vars: std::collections::HashMap<String, String> = [
-        ("REGISTRY_ENDPOINTS".to_string(), endpoints),
-        ("MAX_ATTEMPTS".into(), "2".into()),
-        ("MAPPING_JSON".into(), mapping.to_string()),
-    ]
-    .into();
-    let config = image_replicator::config::Config::from_env(&vars).expect("config");
-    let replicator = config
-        .build_with(moto_sdk(&moto.url(), "test-secret-key").await)
-        .expect("replicator");
-    let path = format!(
-        "{}/../events/image-push-tagged.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut event: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    event["detail"]["repository-name"] = json!("app");
-    event["detail"]["image-digest"] = json!(image.layout.digest);
-    event["detail"]["image-tag"] = json!("2501.0001");
+        "destinations": [{"account": DST_ACCOUNT, "region": REGION, "role_arn": role(DST_ACCOUNT), "repository": "mirror/app"}]}]});
+    let (replicator, config) = stage.replicator(&mapping).await;
+    let event = push_event("app", &image.layout.digest, "2501.0001");
 
     let out = image_replicator::handler::handle(&replicator, &config, event)
         .await
@@ -197,7 +171,12 @@ async fn given_registry_endpoints_over_https_when_the_replicator_handles_a_push_
 
     assert_eq!(out["result"], "done", "{out}");
     assert_eq!(out["destinations"][0]["outcome"], "replicated", "{out}");
-    assert_same_image(&source, "app:2501.0001", &target, "mirror/app:2501.0001");
+    assert_same_image(
+        stage.source(),
+        "app:2501.0001",
+        stage.target(),
+        "mirror/app:2501.0001",
+    );
 }
 
 /// The copy of a small image from a good TLS registry to one serving

@@ -1,10 +1,10 @@
 """Access sync's AWS calls per distinct user, for scripts/bench.py.
 
 The figures come from the test
-given_batches_of_1000_records_over_100_users_... in tests/access_sync.rs:
+given_batches_of_1000_records_over_100_users_... in tests/access_sync_operations.rs:
 it streams real DynamoDB Streams batches of 1,000 records over 100 users out
 of moto, runs them through the use case, and counts what moto received
-(through a counting proxy). It prints one line per batch:
+(through the rig's counting AWS front). It prints one line per batch:
 
       every user granted   4.00 calls/user (GetRepositoryPolicy 100, ...), writes 100, plus 1 AssumeRole
 """
@@ -24,7 +24,7 @@ LINE = re.compile(
 
 def calls_per_user():
     """{batch name: {per_user, ops, writes, assume_role}} as the test printed them."""
-    cmd = ["cargo", "nextest", "run", "-p", "ecr-bridge-tests", "--test", "access_sync",
+    cmd = ["cargo", "nextest", "run", "-p", "ecr-bridge-tests", "--test", "access_sync_operations",
            "-E", f"test(/{TEST}/)", "--no-capture"]
     log("access sync: " + " ".join(cmd))
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)

@@ -1,16 +1,17 @@
 //! Glue between the rig (processes, images, skopeo) and the ecr-bridge library.
 #![allow(dead_code)]
 
-pub mod ecr_stage;
-pub mod replicator_stage;
+pub mod events;
+pub mod stage;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ecr_bridge::copy::{CopyError, CopyOptions, CopyReport, ImageCopier, RepositoryLocation};
+use ecr_bridge::copy::{CopyError, CopyOptions, CopyReport, ImageCopier};
 use ecr_bridge::reference::Selector;
 use ecr_bridge::registry::{
-    self, BasicCredentials, Endpoint, RegistryClient, RetryPolicy, StaticCredentials, Timeouts,
+    self, BasicCredentials, Endpoint, RegistryClient, Repository, RetryPolicy, StaticCredentials,
+    Timeouts,
 };
 use rig::{build_layout, skopeo_push, ImageSpec, Layout, Registry};
 
@@ -49,8 +50,8 @@ pub fn fast_retry() -> RetryPolicy {
     }
 }
 
-pub fn at(reg: &Registry, repository: &str) -> RepositoryLocation {
-    RepositoryLocation::new(client(reg), repository)
+pub fn at(reg: &Registry, repository: &str) -> Repository {
+    Repository::new(client(reg), repository)
 }
 
 pub fn tag(t: &str) -> Selector {
@@ -66,9 +67,9 @@ pub fn tags(ts: &[&str]) -> Vec<String> {
 }
 
 pub async fn copy(
-    from: &RepositoryLocation,
+    from: &Repository,
     selector: &Selector,
-    to: &RepositoryLocation,
+    to: &Repository,
     with_tags: &[&str],
 ) -> Result<CopyReport, CopyError> {
     ImageCopier::new(CopyOptions::default())

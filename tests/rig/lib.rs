@@ -31,14 +31,11 @@ mod aws_front;
 mod blob_host;
 #[cfg(test)]
 mod e2e;
-mod ecr_behaviour;
 #[cfg(test)]
 mod ecr_e2e;
 mod fault_proxy;
 mod gate;
-mod http;
 mod image;
-mod long_tags;
 mod moto;
 mod registry;
 mod runtime_api;
@@ -46,19 +43,17 @@ mod skopeo;
 mod tls;
 #[cfg(test)]
 mod tls_e2e;
+mod wire;
 
-pub use aws_front::{AwsFront, AwsFrontOptions};
+pub use aws_front::{AwsCall, AwsFront, AwsFrontOptions};
 pub use blob_host::{BlobHost, BlobHostRequest};
-pub use ecr_behaviour::{
-    moto_create_repository, moto_repository, EcrApi, EcrQuotas, MountBehaviour, Repositories,
-    TokenHandle, TokenRotation,
+pub use fault_proxy::{
+    long_tag_alias, EcrApi, EcrQuotas, FaultProxy, FaultRates, MountBehaviour, ProxyOptions,
+    ProxyStats, Repositories, TokenHandle, TokenRotation,
 };
-pub use fault_proxy::{FaultProxy, FaultRates, ProxyOptions, ProxyStats};
 pub use gate::Gate;
-pub use http::RawResponse;
 pub use image::*;
-pub use long_tags::long_tag_alias;
-pub use moto::{moto_server_path, Moto, DEFAULT_ACCOUNT};
+pub use moto::{moto_create_repository, moto_repository, moto_server_path, Moto, DEFAULT_ACCOUNT};
 pub use registry::{Registry, RegistryOptions, RequestRecord, USER};
 pub use runtime_api::{InvocationResult, RuntimeApi};
 pub use skopeo::{
@@ -66,6 +61,7 @@ pub use skopeo::{
     skopeo_push, tls_args as skopeo_tls_args,
 };
 pub use tls::{rig_tls, trust_rig_ca, Leaf, RigTls, ServerCert};
+pub use wire::RawResponse;
 
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -88,7 +84,7 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<RawResponse> {
-    http::request(host, method, path, headers, body)
+    wire::request(host, method, path, headers, body)
 }
 
 /// Parses sizes like "1M", "300M", "1G", "512K", "4096" (binary units).

@@ -1,13 +1,22 @@
 //! A real moto server (AWS API stand-in) on a free loopback port, one per
 //! test: ECR control plane, STS AssumeRole with per-account state, SSM,
 //! DynamoDB and its streams. Starts in well under a second.
+//!
+//! And the rig's own calls to moto, in one place: ECR's
+//! `DescribeRepositories` and `CreateRepository` in a chosen account and
+//! region (the fault front's [`Repositories::Moto`](crate::Repositories)),
+//! and STS `GetCallerIdentity` (the AWS front's account of an access key).
+//! moto checks no signature, so a SigV4 `Authorization` header with a fake
+//! signature only tells it the region and the access key.
 
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::http;
+use serde_json::Value;
+
+use crate::wire::{self, free_port};
 
 /// The account moto gives plain static credentials.
 pub const DEFAULT_ACCOUNT: &str = "123456789012";
@@ -61,7 +70,7 @@ impl Moto {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 if let Ok(r) =
-                    http::request(&format!("127.0.0.1:{port}"), "GET", "/moto-api/", &[], b"")
+                    wire::request(&format!("127.0.0.1:{port}"), "GET", "/moto-api/", &[], b"")
                 {
                     if r.status == 200 {
                         return Moto { child, port, dir };
@@ -104,9 +113,94 @@ impl Drop for Moto {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding 127.0.0.1:0")
-        .port()
+/// One ECR JSON call to moto, acting in `account` (moto's
+/// `x-moto-account-id` header) and `region` (the SigV4 credential scope):
+/// (status, answer as JSON, answer as text).
+fn moto_ecr(
+    moto_url: &str,
+    account: &str,
+    region: &str,
+    action: &str,
+    body: &Value,
+) -> (u16, Value, String) {
+    let host = moto_url.trim_start_matches("http://");
+    let credential = format!(
+        "AWS4-HMAC-SHA256 Credential=AKIDTESTONLY/20240101/{region}/ecr/aws4_request, SignedHeaders=host, Signature=0"
+    );
+    let target = format!("AmazonEC2ContainerRegistry_V20150921.{action}");
+    let r = wire::request(
+        host,
+        "POST",
+        "/",
+        &[
+            ("X-Amz-Target", &target),
+            ("Content-Type", "application/x-amz-json-1.1"),
+            ("Authorization", &credential),
+            ("x-moto-account-id", account),
+        ],
+        body.to_string().as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("asking moto at {moto_url}: {e}"));
+    let answer: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    (
+        r.status,
+        answer,
+        String::from_utf8_lossy(&r.body).into_owned(),
+    )
+}
+
+/// Asks moto's ECR (`DescribeRepositories`, acting in `account` through
+/// moto's `x-moto-account-id` header) whether a repository exists:
+/// `Some(immutable)` when it does.
+pub fn moto_repository(moto_url: &str, account: &str, region: &str, name: &str) -> Option<bool> {
+    let body = serde_json::json!({ "repositoryNames": [name] });
+    let (status, answer, text) = moto_ecr(moto_url, account, region, "DescribeRepositories", &body);
+    match status {
+        200 => answer["repositories"][0]["imageTagMutability"]
+            .as_str()
+            .map(|m| m.starts_with("IMMUTABLE")),
+        400 if answer["__type"] == "RepositoryNotFoundException" => None,
+        s => panic!("moto DescribeRepositories answered {s}: {text}"),
+    }
+}
+
+/// Creates a mutable repository in moto's ECR: true if this call created
+/// it, false if it already existed.
+pub fn moto_create_repository(moto_url: &str, account: &str, region: &str, name: &str) -> bool {
+    let body = serde_json::json!({ "repositoryName": name, "imageTagMutability": "MUTABLE" });
+    let (status, answer, text) = moto_ecr(moto_url, account, region, "CreateRepository", &body);
+    match status {
+        200 => true,
+        400 if answer["__type"] == "RepositoryAlreadyExistsException" => false,
+        s => panic!("moto CreateRepository answered {s}: {text}"),
+    }
+}
+
+/// The account moto's STS (`GetCallerIdentity`) says `access_key` belongs
+/// to; `moto_host` is "127.0.0.1:PORT".
+pub(crate) fn moto_account_of(moto_host: &str, access_key: &str) -> Option<String> {
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential={access_key}/20240101/us-east-1/sts/aws4_request, SignedHeaders=host, Signature=0"
+    );
+    let r = wire::request(
+        moto_host,
+        "POST",
+        "/",
+        &[
+            (
+                "Content-Type",
+                "application/x-www-form-urlencoded; charset=utf-8",
+            ),
+            ("Authorization", &auth),
+        ],
+        b"Action=GetCallerIdentity&Version=2011-06-15",
+    )
+    .ok()?;
+    if r.status != 200 {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&r.body);
+    let start = text.find("<Account>")? + "<Account>".len();
+    let end = start + text[start..].find("</Account>")?;
+    Some(text[start..end].trim().to_string())
 }

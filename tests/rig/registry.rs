@@ -3,7 +3,6 @@
 //! `AWS:<token>` credentials.
 
 use std::fs::{self, File};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,8 +13,8 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::blob_host::BlobHost;
-use crate::http::{self, RawResponse};
 use crate::tls::{rig_tls, ServerCert};
+use crate::wire::{self, free_port, RawResponse};
 
 /// User name ECR hands out with its authorization tokens.
 pub const USER: &str = "AWS";
@@ -313,11 +312,25 @@ impl Registry {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> RawResponse {
+        self.http_at(&self.target(), method, path, headers, body)
+    }
+
+    /// [`Registry::http`] sent to `target` instead (a front before this
+    /// registry: [`crate::FaultProxy::target`]), with this registry's
+    /// credentials.
+    pub fn http_at(
+        &self,
+        target: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> RawResponse {
         let auth = self.auth_header();
         let mut all = vec![("Authorization", auth.as_str())];
         all.extend_from_slice(headers);
-        http::request(&self.target(), method, path, &all, body)
-            .unwrap_or_else(|e| panic!("{method} {} {path}: {e}", self.target()))
+        wire::request(target, method, path, &all, body)
+            .unwrap_or_else(|e| panic!("{method} {target} {path}: {e}"))
     }
 
     /// Every request answered so far, oldest first. See the type's docs for
@@ -331,7 +344,7 @@ impl Registry {
         // of requests answered before it are in by then, their handlers having
         // had a full round trip's head start. Unauthenticated on purpose: a
         // 401 is logged before it is sent (anonymous registries: we poll).
-        http::request(&self.target(), "GET", &marker, &[], b"")
+        wire::request(&self.target(), "GET", &marker, &[], b"")
             .unwrap_or_else(|e| panic!("registry {} not answering: {e}", self.host()));
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -369,15 +382,6 @@ impl Drop for Registry {
 
 fn password_for(account: &str) -> String {
     format!("{account}-auth-token")
-}
-
-fn free_port() -> u16 {
-    // The port is free when we look; someone may grab it before the registry
-    // binds, which start_with() handles by retrying.
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding 127.0.0.1:0")
-        .port()
 }
 
 fn write_htpasswd(path: &Path, password: &str) {
@@ -461,7 +465,7 @@ fn wait_ready(
             return Err(format!("exited with {status}; log:\n{}", log()));
         }
         if log().contains(&bound) {
-            match http::request(&target, "GET", &format!("{OWN}ready"), &[], b"") {
+            match wire::request(&target, "GET", &format!("{OWN}ready"), &[], b"") {
                 Ok(r) if r.status == want => return Ok(()),
                 Ok(r) => {
                     return Err(format!(

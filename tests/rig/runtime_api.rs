@@ -5,10 +5,12 @@
 //! runtime makes are served; `next` blocks until an event is queued.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::BufReader;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::tls::Conn;
+use crate::wire::{read_body, read_head, respond, Listener};
 
 /// What the function answered for one invocation.
 #[derive(Debug, Clone)]
@@ -27,8 +29,9 @@ struct State {
     next_id: u64,
 }
 
+/// A running Runtime API. Stops accepting on drop.
 pub struct RuntimeApi {
-    port: u16,
+    listener: Listener,
     state: Arc<(Mutex<State>, Condvar)>,
 }
 
@@ -36,27 +39,15 @@ const PREFIX: &str = "/2018-06-01/runtime/";
 
 impl RuntimeApi {
     pub fn start() -> RuntimeApi {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding runtime API");
-        let port = listener.local_addr().expect("runtime API address").port();
         let state = Arc::new((Mutex::new(State::default()), Condvar::new()));
         let shared = state.clone();
-        std::thread::Builder::new()
-            .name("rig-runtime-api".into())
-            .spawn(move || {
-                for stream in listener.incoming().flatten() {
-                    let shared = shared.clone();
-                    std::thread::spawn(move || {
-                        let _ = serve(stream, &shared);
-                    });
-                }
-            })
-            .expect("starting runtime API");
-        RuntimeApi { port, state }
+        let listener = Listener::start("rig-runtime-api", None, move |conn| serve(conn, &shared));
+        RuntimeApi { listener, state }
     }
 
     /// For `AWS_LAMBDA_RUNTIME_API`.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.listener.host()
     }
 
     /// Queues an event whose invocation ends `timeout` from now; returns its request id.
@@ -101,35 +92,16 @@ impl RuntimeApi {
     }
 }
 
-fn serve(stream: TcpStream, shared: &(Mutex<State>, Condvar)) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
+fn serve(stream: Conn, shared: &(Mutex<State>, Condvar)) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream);
+    let Some(head) = read_head(&mut reader)? else {
         return Ok(());
-    }
-    let mut parts = line.split_whitespace();
-    let (method, path) = (
-        parts.next().unwrap_or("").to_string(),
-        parts.next().unwrap_or("").to_string(),
-    );
-    let mut length = 0usize;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h.trim_end().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body)?;
-    let mut out = stream;
-    let route = path.strip_prefix(PREFIX).unwrap_or("");
+    };
+    let body = read_body(&mut reader, &head)?;
+    let mut out = reader.into_inner();
+    let route = head.path().strip_prefix(PREFIX).unwrap_or("");
     let (lock, ready) = shared;
-    match (method.as_str(), route) {
+    match (head.method.as_str(), route) {
         ("GET", "invocation/next") => {
             let mut s = lock.lock().expect("runtime API state");
             let (id, event, deadline) = loop {
@@ -139,12 +111,20 @@ fn serve(stream: TcpStream, shared: &(Mutex<State>, Condvar)) -> std::io::Result
                 s = ready.wait(s).expect("runtime API state");
             };
             drop(s);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: {id}\r\nLambda-Runtime-Deadline-Ms: {deadline}\r\nLambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:111111111111:function:rig\r\nLambda-Runtime-Trace-Id: Root=1-00000000-000000000000000000000000\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                event.len()
-            );
-            out.write_all(head.as_bytes())?;
-            out.write_all(&event)?;
+            let headers = [
+                ("Content-Type", "application/json".to_string()),
+                ("Lambda-Runtime-Aws-Request-Id", id),
+                ("Lambda-Runtime-Deadline-Ms", deadline.to_string()),
+                (
+                    "Lambda-Runtime-Invoked-Function-Arn",
+                    "arn:aws:lambda:us-east-1:111111111111:function:rig".to_string(),
+                ),
+                (
+                    "Lambda-Runtime-Trace-Id",
+                    "Root=1-00000000-000000000000000000000000".to_string(),
+                ),
+            ];
+            respond(&mut out, &head, "200 OK", &headers, &event)
         }
         ("POST", r) if r.starts_with("invocation/") => {
             let rest = &r["invocation/".len()..];
@@ -157,7 +137,7 @@ fn serve(stream: TcpStream, shared: &(Mutex<State>, Condvar)) -> std::io::Result
             });
             ready.notify_all();
             drop(s);
-            accepted(&mut out)?;
+            accepted(&mut out, &head)
         }
         ("POST", "init/error") => {
             let mut s = lock.lock().expect("runtime API state");
@@ -165,23 +145,13 @@ fn serve(stream: TcpStream, shared: &(Mutex<State>, Condvar)) -> std::io::Result
                 .push(String::from_utf8_lossy(&body).into_owned());
             ready.notify_all();
             drop(s);
-            accepted(&mut out)?;
+            accepted(&mut out, &head)
         }
-        _ => {
-            out.write_all(
-                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            )?;
-        }
+        _ => respond(&mut out, &head, "404 Not Found", &[], b""),
     }
-    out.flush()
 }
 
-fn accepted(out: &mut TcpStream) -> std::io::Result<()> {
-    let body = br#"{"status":"OK"}"#;
-    let head = format!(
-        "HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    out.write_all(head.as_bytes())?;
-    out.write_all(body)
+fn accepted(out: &mut Conn, head: &crate::wire::Head) -> std::io::Result<()> {
+    let json = [("Content-Type", "application/json".to_string())];
+    respond(out, head, "202 Accepted", &json, br#"{"status":"OK"}"#)
 }

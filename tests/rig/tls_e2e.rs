@@ -56,15 +56,10 @@ fn given_a_tls_front_when_requests_pass_it_then_upload_locations_carry_https_whe
         front.create_repository("app", false);
         assert_eq!(front.target(), front.url());
         assert!(front.url().starts_with("https://"));
-        let auth = upstream.auth_header();
-        let r = http_request(
-            &front.target(),
-            "POST",
-            "/v2/app/blobs/uploads/",
-            &[("Authorization", &auth)],
-            b"",
-        )
-        .unwrap();
+        let start_upload = |front: &FaultProxy| {
+            upstream.http_at(&front.target(), "POST", "/v2/app/blobs/uploads/", &[], b"")
+        };
+        let r = start_upload(&front);
         assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
         let location = r.header("location").unwrap();
         assert!(
@@ -74,14 +69,7 @@ fn given_a_tls_front_when_requests_pass_it_then_upload_locations_carry_https_whe
         );
         // And a front without TLS before a TLS registry says http.
         let plain_front = FaultProxy::start(&upstream, ProxyOptions::default());
-        let r = http_request(
-            &plain_front.target(),
-            "POST",
-            "/v2/app/blobs/uploads/",
-            &[("Authorization", &auth)],
-            b"",
-        )
-        .unwrap();
+        let r = start_upload(&plain_front);
         let location = r.header("location").unwrap();
         assert!(
             location.starts_with(&format!("http://{}/", plain_front.host())),

@@ -15,8 +15,9 @@
 
 use serde_json::Value;
 
-use crate::ecr_behaviour::Answer;
-use crate::fault_proxy::{bump, split_repo, Head, Shared, Upstream};
+use super::Answer;
+use crate::fault_proxy::{bump, split_repo, Shared};
+use crate::wire::{self, Head, Upstream};
 
 /// Longest tag docker-registry accepts.
 pub(crate) const REGISTRY_MAX_TAG: usize = 128;
@@ -52,7 +53,7 @@ impl Shared {
             return None;
         }
         if reference.len() > ECR_MAX_TAG {
-            bump(&self.ecr.counters.long_tags_refused);
+            bump(&self.counters.long_tags_refused);
             let msg = format!(
                 "Invalid parameter at 'imageTag' failed to satisfy constraint: 'Member must have length less than or equal to {ECR_MAX_TAG}' (got {} characters)",
                 reference.len()
@@ -75,7 +76,7 @@ impl Shared {
             .map(|(_, q)| format!("?{q}"))
             .unwrap_or_default();
         head.target = format!("/v2/{repo}/manifests/{alias}{query}");
-        bump(&self.ecr.counters.long_tags_aliased);
+        bump(&self.counters.long_tags_aliased);
         None
     }
 
@@ -98,7 +99,7 @@ impl Shared {
             l.starts_with("transfer-encoding:") && l.contains("chunked")
         });
         let body = if chunked {
-            match crate::http::dechunk(&resp.body) {
+            match wire::dechunk(&resp.body) {
                 Some(b) => b,
                 None => return resp,
             }
@@ -144,10 +145,6 @@ fn with_length(head: &str, len: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        http_request, sha256_digest, FaultProxy, ProxyOptions, Registry, OCI_CONFIG, OCI_LAYER,
-        OCI_MANIFEST,
-    };
 
     #[test]
     fn given_long_tags_when_aliased_then_the_alias_is_a_short_valid_tag_fixed_by_the_name() {
@@ -163,107 +160,5 @@ mod tests {
             String::from_utf8(with_length(head, 7)).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: 7\r\n\r\n"
         );
-    }
-
-    fn put_blob(front: &FaultProxy, auth: &str, repo: &str, bytes: &[u8]) -> String {
-        let digest = sha256_digest(bytes);
-        let h = [("Authorization", auth)];
-        let r = http_request(
-            &front.host(),
-            "POST",
-            &format!("/v2/{repo}/blobs/uploads/"),
-            &h,
-            b"",
-        )
-        .unwrap();
-        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
-        let location = r.header("location").expect("Location");
-        let path = &location[location.find("/v2/").expect("/v2/")..];
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let r = http_request(
-            &front.host(),
-            "PUT",
-            &format!("{path}{sep}digest={digest}"),
-            &h,
-            bytes,
-        )
-        .unwrap();
-        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-        digest
-    }
-
-    #[test]
-    fn given_an_ecr_front_with_long_tags_when_a_manifest_is_put_under_a_300_character_tag_then_it_reads_back_identical_and_the_tag_list_shows_the_long_name(
-    ) {
-        let reg = Registry::start("222222222222");
-        let front = FaultProxy::start(&reg, ProxyOptions::ecr());
-        front.create_repository("team/app", false);
-        let auth = reg.auth_header();
-        let (config, layer) = (br#"{"architecture":"amd64","os":"linux"}"#, b"layer");
-        let doc = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": put_blob(&front, &auth, "team/app", config), "size": config.len()},
-            "layers": [{"mediaType": OCI_LAYER, "digest": put_blob(&front, &auth, "team/app", layer), "size": layer.len()}],
-        });
-        let manifest = serde_json::to_vec(&doc).unwrap();
-        let tag = format!("release-{}", "x".repeat(292));
-        assert_eq!(tag.len(), 300);
-        let path = format!("/v2/team/app/manifests/{tag}");
-        let ct = [
-            ("Authorization", auth.as_str()),
-            ("Content-Type", OCI_MANIFEST),
-        ];
-
-        let put = http_request(&front.host(), "PUT", &path, &ct, &manifest).unwrap();
-        assert_eq!(put.status, 201, "{}", String::from_utf8_lossy(&put.body));
-        let accept = [("Authorization", auth.as_str()), ("Accept", OCI_MANIFEST)];
-        let got = http_request(&front.host(), "GET", &path, &accept, b"").unwrap();
-        let head = http_request(&front.host(), "HEAD", &path, &accept, b"").unwrap();
-        let list = http_request(
-            &front.host(),
-            "GET",
-            "/v2/team/app/tags/list",
-            &accept[..1],
-            b"",
-        )
-        .unwrap();
-
-        assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
-        assert!(got.body == manifest, "GET gave other bytes");
-        assert_eq!(
-            (head.status, head.header("docker-content-digest")),
-            (200, Some(sha256_digest(&manifest).as_str()))
-        );
-        let tags: Value = serde_json::from_slice(&list.body).unwrap();
-        assert_eq!(tags["tags"], serde_json::json!([tag]), "{tags}");
-        // Upstream, the registry holds the alias.
-        let upstream = reg.http(
-            "GET",
-            &format!("/v2/team/app/manifests/{}", long_tag_alias(&tag)),
-            &[("Accept", OCI_MANIFEST)],
-            b"",
-        );
-        assert!(upstream.status == 200 && upstream.body == manifest);
-        // Over 300: ECR's TAG_INVALID, never forwarded.
-        let forwarded = front.stats().forwarded;
-        let long = http_request(
-            &front.host(),
-            "PUT",
-            &format!("/v2/team/app/manifests/{tag}y"),
-            &ct,
-            &manifest,
-        )
-        .unwrap();
-        let code: Value = serde_json::from_slice(&long.body).unwrap();
-        assert_eq!(
-            (long.status, code["errors"][0]["code"].as_str()),
-            (400, Some("TAG_INVALID"))
-        );
-        assert_eq!(front.stats().forwarded, forwarded);
-        // Off by default: the registry's own answer to a tag it cannot take.
-        let plain = FaultProxy::start(&reg, ProxyOptions::default());
-        let r = http_request(&plain.host(), "GET", &path, &accept, b"").unwrap();
-        assert_eq!(r.status, 404);
     }
 }

@@ -1,77 +1,12 @@
-//! The replicator's stage for end-to-end tests: moto for the AWS APIs (ECR
-//! control plane, STS, SSM), one docker-registry per account for the
-//! registry API. Shared by the replicator, ordering and confinement tests.
+//! What the replicator's tests feed it and read back: sample events
+//! pointed at pushed images, the Kuali mapping, and moto's image records.
 
-use aws_config::SdkConfig;
 use ecr_bridge_aws::replicator::Replicator;
 use image_replicator::config::Config;
 use image_replicator::handler::{self, HandlerError};
-use rig::{Moto, Registry};
 use serde_json::{json, Value};
 
-pub const SOURCE: &str = rig::DEFAULT_ACCOUNT; // moto's account for plain credentials
-pub const TARGET: &str = "222222222222";
-pub const OTHER: &str = "333333333333";
-pub const REGION: &str = "us-east-1";
-
-pub fn role(account: &str) -> String {
-    format!("arn:aws:iam::{account}:role/ecr-bridge-push")
-}
-
-/// moto plus a registry per account, wired together as in AWS.
-pub struct Stage {
-    pub moto: Moto,
-    pub source: Registry,
-    pub target: Registry,
-    pub other: Registry,
-}
-
-impl Stage {
-    pub fn new() -> Stage {
-        Stage {
-            moto: Moto::start(),
-            source: Registry::start(SOURCE),
-            target: Registry::start(TARGET),
-            other: Registry::start(OTHER),
-        }
-    }
-
-    pub fn endpoints(&self) -> String {
-        [&self.source, &self.target, &self.other]
-            .iter()
-            .map(|r| format!("{}.dkr.ecr.{REGION}.amazonaws.com={}", r.account(), r.url()))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    pub async fn sdk(&self) -> SdkConfig {
-        super::moto_sdk(&self.moto.url(), "test-secret-key").await
-    }
-
-    /// An ECR client acting in `account`, as the target role would.
-    pub async fn ecr_in(&self, account: &str) -> aws_sdk_ecr::Client {
-        super::ecr_as(&self.sdk().await, &role(account)).await
-    }
-
-    pub async fn replicator_with_env(&self, extra: &[(&str, &str)]) -> (Replicator, Config) {
-        let mut vars: std::collections::HashMap<String, String> = [
-            ("REGISTRY_ENDPOINTS".to_string(), self.endpoints()),
-            ("MAX_ATTEMPTS".into(), "2".into()),
-        ]
-        .into();
-        for (k, v) in extra {
-            vars.insert(k.to_string(), v.to_string());
-        }
-        let config = Config::from_env(&vars).expect("config");
-        let replicator = config.build_with(self.sdk().await).expect("replicator");
-        (replicator, config)
-    }
-
-    pub async fn replicator(&self, mapping: &Value) -> (Replicator, Config) {
-        self.replicator_with_env(&[("MAPPING_JSON", &mapping.to_string())])
-            .await
-    }
-}
+use super::stage::{role, REGION, TARGET};
 
 /// A sample event from `events/`, pointed at a pushed image.
 pub fn event(file: &str, repository: &str, digest: &str, tag: Option<&str>) -> Value {
@@ -87,6 +22,11 @@ pub fn event(file: &str, repository: &str, digest: &str, tag: Option<&str>) -> V
         }
     }
     e
+}
+
+/// `events/image-push-tagged.json`, pointed at a pushed image.
+pub fn push_event(repository: &str, digest: &str, tag: &str) -> Value {
+    event("image-push-tagged.json", repository, digest, Some(tag))
 }
 
 pub fn kuali_mapping() -> Value {
