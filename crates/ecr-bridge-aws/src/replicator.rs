@@ -158,15 +158,25 @@ impl Replicator {
 
         let jobs = replication.destinations.iter().map(|target| async {
             let started = Instant::now();
-            let mut outcome = match action.kind {
-                ActionKind::Push => match loop_guard::check(&config, action, target, &tags) {
-                    Some(looped) => DestinationOutcome::new(target).looped(looped),
-                    None => {
-                        self.push_to(&source, action, &tags, &replication, target)
-                            .await
+            // A name the mapping could not render fails its destination
+            // before anything else (the loop guard needs a name too).
+            let mut outcome = match (&target.repository, action.kind) {
+                (Err(invalid), _) => {
+                    DestinationOutcome::new(target).failed(invalid.to_string(), false)
+                }
+                (Ok(repository), ActionKind::Push) => {
+                    match loop_guard::check(&config, action, target, &tags) {
+                        Some(looped) => DestinationOutcome::new(target).looped(looped),
+                        None => {
+                            self.push_to(&source, action, &tags, &replication, target, repository)
+                                .await
+                        }
                     }
-                },
-                ActionKind::Delete => self.delete_in(&source, action, &delete_id, target).await,
+                }
+                (Ok(repository), ActionKind::Delete) => {
+                    self.delete_in(&source, action, &delete_id, target, repository)
+                        .await
+                }
             };
             outcome.duration_ms = started.elapsed().as_millis() as u64;
             log_outcome(action, &replication.rule, &outcome);

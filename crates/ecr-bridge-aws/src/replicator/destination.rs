@@ -21,12 +21,10 @@ impl Replicator {
         tags: &[String],
         replication: &Replication,
         target: &Target,
+        repository: &str,
     ) -> DestinationOutcome {
         let mut out = DestinationOutcome::new(target);
-        let repository = match &target.repository {
-            Ok(r) => r.clone(),
-            Err(invalid) => return out.failed(invalid.to_string(), false),
-        };
+        let repository = repository.to_string();
         let access = RegistryAccess::for_target(target);
         let ecr = self.registries.ecr(&access).await;
         match self
@@ -147,12 +145,9 @@ impl Replicator {
         action: &ImageAction,
         id: &ImageId,
         target: &Target,
+        repository: &str,
     ) -> DestinationOutcome {
         let mut out = DestinationOutcome::new(target);
-        let repository = match &target.repository {
-            Ok(r) => r.clone(),
-            Err(invalid) => return out.failed(invalid.to_string(), false),
-        };
         let access = RegistryAccess::for_target(target);
         if let ImageId::Tag(tag) = id {
             let client = match self.registries.registry(&access).await {
@@ -162,7 +157,7 @@ impl Replicator {
                 }
             };
             match client
-                .repository(repository.as_str())
+                .repository(repository)
                 .manifest_head(&Selector::Tag(tag.clone()))
                 .await
             {
@@ -187,7 +182,7 @@ impl Replicator {
             }
         }
         let ecr = self.registries.ecr(&access).await;
-        match repositories::delete_image(&ecr, &repository, id).await {
+        match repositories::delete_image(&ecr, repository, id).await {
             Ok(true) => out.outcome = DestinationStatus::Deleted,
             Ok(false) => out.outcome = DestinationStatus::AlreadyDeleted,
             Err(e) => return out.failed(e.to_string(), e.retryable),

@@ -263,11 +263,7 @@ mod tests {
 
         let plan = plan(CopyOptions::default(), &server, &top).await.unwrap();
 
-        let planned: Vec<_> = plan
-            .manifests
-            .iter()
-            .map(|m| (m.digest.clone(), m.depth))
-            .collect();
+        let planned = digests_and_depths(&plan);
         assert_eq!(planned, vec![(child.clone(), 1), (top, 0)]);
         assert_eq!(plan.blobs.len(), 2, "config and one layer");
         assert_eq!(server.count(&format!("HEAD /v2/dst/manifests/{child}")), 1);
@@ -368,12 +364,16 @@ mod tests {
         let plan = plan(CopyOptions::default(), &server, &top).await.unwrap();
 
         // Pushed deepest first: the image before the nested index that lists it.
-        let planned: Vec<_> = plan
-            .manifests
-            .iter()
-            .map(|m| (m.digest.clone(), m.depth))
-            .collect();
+        let planned = digests_and_depths(&plan);
         assert_eq!(planned, vec![(image.clone(), 2), (nested, 1), (top, 0)]);
         assert_eq!(server.count(&format!("GET /v2/src/manifests/{image}")), 1);
+    }
+
+    /// The planned manifests in push order, as (digest, depth).
+    fn digests_and_depths(plan: &Plan) -> Vec<(Digest, usize)> {
+        plan.manifests
+            .iter()
+            .map(|m| (m.digest.clone(), m.depth))
+            .collect()
     }
 }

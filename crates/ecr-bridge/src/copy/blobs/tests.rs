@@ -77,19 +77,24 @@ fn descriptor(blob: &[u8]) -> Descriptor {
     .unwrap()
 }
 
-#[tokio::test]
-async fn given_credentials_expiring_during_a_blob_upload_when_copied_then_the_blob_is_sent_again() {
-    let blob: &'static [u8] = b"layer bytes";
-    let server = registry_refusing_puts(blob, 1).await;
-    let (src, dst) = (location(&server.url, "src"), location(&server.url, "dst"));
+/// One blob from `src` to `dst` on the scripted server, no mount.
+async fn copy_blob(url: &str, blob: &[u8], stats: &Stats) -> Result<(), CopyError> {
+    let (src, dst) = (location(url, "src"), location(url, "dst"));
     let copier = BlobCopier {
         source: &src,
         target: &dst,
         mount: false,
     };
+    copier.copy(&descriptor(blob), stats).await
+}
+
+#[tokio::test]
+async fn given_credentials_expiring_during_a_blob_upload_when_copied_then_the_blob_is_sent_again() {
+    let blob: &'static [u8] = b"layer bytes";
+    let server = registry_refusing_puts(blob, 1).await;
     let stats = Stats::default();
 
-    copier.copy(&descriptor(blob), &stats).await.unwrap();
+    copy_blob(&server.url, blob, &stats).await.unwrap();
 
     assert_eq!(stats.blobs_uploaded.load(Ordering::Relaxed), 1);
     assert_eq!(server.count("PUT /v2/dst/blobs/uploads/s1"), 2);
@@ -100,15 +105,7 @@ async fn given_uploads_always_refused_with_401_when_copied_then_a_retryable_cred
 ) {
     let blob: &'static [u8] = b"layer bytes";
     let server = registry_refusing_puts(blob, usize::MAX).await;
-    let (src, dst) = (location(&server.url, "src"), location(&server.url, "dst"));
-    let copier = BlobCopier {
-        source: &src,
-        target: &dst,
-        mount: false,
-    };
-
-    let err = copier
-        .copy(&descriptor(blob), &Stats::default())
+    let err = copy_blob(&server.url, blob, &Stats::default())
         .await
         .unwrap_err();
 
@@ -136,15 +133,7 @@ async fn given_a_blob_head_that_keeps_failing_when_copied_then_it_is_tried_max_a
         _ => answer("404 Not Found", "", b""),
     })
     .await;
-    let (src, dst) = (location(&server.url, "src"), location(&server.url, "dst"));
-    let copier = BlobCopier {
-        source: &src,
-        target: &dst,
-        mount: false,
-    };
-
-    let err = copier
-        .copy(&descriptor(blob), &Stats::default())
+    let err = copy_blob(&server.url, blob, &Stats::default())
         .await
         .unwrap_err();
 
@@ -186,15 +175,9 @@ async fn given_a_source_body_cut_short_when_copied_then_the_blob_starts_over_and
         _ => answer("404 Not Found", "", b""),
     })
     .await;
-    let (src, dst) = (location(&server.url, "src"), location(&server.url, "dst"));
-    let copier = BlobCopier {
-        source: &src,
-        target: &dst,
-        mount: false,
-    };
     let stats = Stats::default();
 
-    copier.copy(&descriptor(blob), &stats).await.unwrap();
+    copy_blob(&server.url, blob, &stats).await.unwrap();
 
     assert_eq!(stats.blobs_uploaded.load(Ordering::Relaxed), 1);
     assert_eq!(

@@ -34,15 +34,7 @@ async fn given_a_mount_refused_with_403_when_starting_an_upload_then_a_plain_upl
 async fn given_a_blob_redirected_to_a_presigned_url_whose_host_hangs_up_when_fetched_then_no_error_text_shows_the_query(
 ) {
     let s3 = test_server::start(|_, _| test_server::HANG_UP.to_vec()).await;
-    let presigned = format!("{}/bucket/layer?{PRESIGNED_QUERY}", s3.url);
-    let registry = test_server::start(move |_, _| {
-        answer(
-            "307 Temporary Redirect",
-            &format!("Location: {presigned}\r\n"),
-            b"",
-        )
-    })
-    .await;
+    let registry = redirecting_to_presigned(&s3.url).await;
 
     let err = match client(&registry.url)
         .repository("app")
@@ -154,15 +146,7 @@ async fn given_a_presigned_url_refused_by_s3_with_an_error_echoing_its_query_whe
         answer("403 Forbidden", "Content-Type: application/xml\r\n", body.as_bytes())
     })
     .await;
-    let presigned = format!("{}/bucket/layer?{PRESIGNED_QUERY}", s3.url);
-    let registry = test_server::start(move |_, _| {
-        answer(
-            "307 Temporary Redirect",
-            &format!("Location: {presigned}\r\n"),
-            b"",
-        )
-    })
-    .await;
+    let registry = redirecting_to_presigned(&s3.url).await;
 
     let err = client(&registry.url)
         .repository("app")
@@ -174,4 +158,18 @@ async fn given_a_presigned_url_refused_by_s3_with_an_error_echoing_its_query_whe
     let all = everything_said(&err);
     assert!(all.contains("AccessDenied: Request has expired"), "{all}");
     assert!(!all.contains("X-Amz-") && !all.contains("SECRET"), "{all}");
+}
+
+/// A registry that answers every request with a redirect to a presigned
+/// URL on `s3`, its query holding the signature.
+async fn redirecting_to_presigned(s3: &str) -> test_server::TestServer {
+    let presigned = format!("{s3}/bucket/layer?{PRESIGNED_QUERY}");
+    test_server::start(move |_, _| {
+        answer(
+            "307 Temporary Redirect",
+            &format!("Location: {presigned}\r\n"),
+            b"",
+        )
+    })
+    .await
 }
