@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AwsError;
 use crate::mapping_store::{MappingError, MappingStore};
-use crate::registries::{EcrRegistries, RegistryAccess, SourceRole};
+use crate::registries::{EcrRegistries, SourceRole};
 use crate::repositories::{
     list_images, list_repositories, ImageListing, ListedRepository, SourceImage,
 };
@@ -95,6 +95,8 @@ pub enum BackfillError {
     NoQueue,
     #[error("source repository {0} does not exist")]
     UnknownRepository(String),
+    #[error("the function's own region (AWS_REGION): {0}")]
+    HomeRegion(ecr_bridge::ids::RegionError),
 }
 
 impl BackfillError {
@@ -102,7 +104,9 @@ impl BackfillError {
         match self {
             BackfillError::Mapping(e) => e.is_retryable(),
             BackfillError::Source(e) | BackfillError::Queue(e) => e.retryable,
-            BackfillError::NoQueue | BackfillError::UnknownRepository(_) => false,
+            BackfillError::NoQueue
+            | BackfillError::UnknownRepository(_)
+            | BackfillError::HomeRegion(_) => false,
         }
     }
 }
@@ -162,11 +166,16 @@ impl Backfill {
             return Err(BackfillError::NoQueue);
         }
         let config = self.mapping.get().await?;
-        let region = self.registries.home_region();
+        let region = self
+            .registries
+            .home_region()
+            .map_err(BackfillError::HomeRegion)?;
         // The account is unknown until DescribeRepositories names the
         // registry; the ECR API client does not need it.
-        let source = self.source_role.access(String::new(), region.clone());
-        let ecr = self.registries.ecr(&source).await;
+        let ecr = self
+            .registries
+            .ecr_in(&region, self.source_role.assume.as_ref())
+            .await;
 
         let candidates = enumerate(&config, &ecr, request, &mut summary).await?;
         // Which of them every destination already has, a bounded number at once.
@@ -188,7 +197,7 @@ impl Backfill {
                 summary.missing += 1;
                 bodies.push(work_item(
                     &c.account,
-                    &region,
+                    region.as_str(),
                     &c.repository,
                     &c.image.digest,
                     &c.tags,
@@ -220,8 +229,7 @@ impl Backfill {
             let Ok(repository) = &target.repository else {
                 return false;
             };
-            let access = RegistryAccess::for_target(target);
-            let Ok(client) = self.registries.registry(&access).await else {
+            let Ok(client) = self.registries.registry(&target.access).await else {
                 return false;
             };
             let Ok(digest) = c.image.digest.parse::<Digest>() else {

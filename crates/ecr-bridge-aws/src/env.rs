@@ -5,6 +5,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use ecr_bridge::ids::{AssumeRole, ExternalId, RoleArn};
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{variable}: {problem}")]
 pub struct EnvError {
@@ -83,41 +85,30 @@ where
     Ok(value)
 }
 
-/// An IAM role ARN (`arn:<partition>:iam::<12 digits>:role/<name>`).
-pub fn role_arn(vars: &dyn Vars, name: &str) -> Result<Option<String>, EnvError> {
+/// An IAM role ARN ([`RoleArn`]: `arn:<partition>:iam::<12 digits>:role/<name>`).
+pub fn role_arn(vars: &dyn Vars, name: &str) -> Result<Option<RoleArn>, EnvError> {
     let Some(v) = optional(vars, name) else {
         return Ok(None);
     };
-    let parts: Vec<&str> = v.splitn(6, ':').collect();
-    let ok = parts.len() == 6
-        && parts[0] == "arn"
-        && parts[1].starts_with("aws")
-        && parts[2] == "iam"
-        && parts[3].is_empty()
-        && parts[4].len() == 12
-        && parts[4].bytes().all(|b| b.is_ascii_digit())
-        && parts[5].starts_with("role/")
-        && parts[5].len() > 5;
-    if ok {
-        Ok(Some(v))
-    } else {
-        Err(EnvError::new(
+    v.parse::<RoleArn>().map(Some).map_err(|_| {
+        EnvError::new(
             name,
             format!(
                 "must be an IAM role ARN like arn:aws:iam::123456789012:role/name (got {:?})",
                 clip(&v)
             ),
-        ))
-    }
+        )
+    })
 }
 
-/// An STS ExternalId (2-1224 characters of `[\w+=,.@:/-]`), only meaningful with a role.
+/// An STS ExternalId ([`ExternalId`]: 2-1224 characters of `[\w+=,.@:/-]`),
+/// only meaningful with a role.
 pub fn external_id(
     vars: &dyn Vars,
     name: &str,
     role_variable: &str,
-    role: &Option<String>,
-) -> Result<Option<String>, EnvError> {
+    role: &Option<RoleArn>,
+) -> Result<Option<ExternalId>, EnvError> {
     let Some(v) = optional(vars, name) else {
         return Ok(None);
     };
@@ -127,17 +118,27 @@ pub fn external_id(
             format!("is set but {role_variable} is not; an ExternalId needs a role to assume"),
         ));
     }
-    let ok = (2..=1224).contains(&v.len())
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@:/-".contains(&b));
-    if ok {
-        Ok(Some(v))
-    } else {
-        Err(EnvError::new(
+    v.parse::<ExternalId>().map(Some).map_err(|_| {
+        EnvError::new(
             name,
             "must be 2-1224 characters of letters, digits and _+=,.@:/-",
-        ))
-    }
+        )
+    })
+}
+
+/// The role to assume (`role_variable`) with its ExternalId
+/// (`external_id_variable`); `None` when no role is set.
+pub fn assume_role(
+    vars: &dyn Vars,
+    role_variable: &str,
+    external_id_variable: &str,
+) -> Result<Option<AssumeRole>, EnvError> {
+    let role = role_arn(vars, role_variable)?;
+    let external_id = external_id(vars, external_id_variable, role_variable, &role)?;
+    Ok(role.map(|role_arn| AssumeRole {
+        role_arn,
+        external_id,
+    }))
 }
 
 /// An STS role session name (2-64 characters of `[\w+=,.@-]`), `default` when unset.
@@ -197,7 +198,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            ok.as_deref(),
+            ok.as_ref().map(RoleArn::as_str),
             Some("arn:aws:iam::222222222222:role/ecr-bridge/push")
         );
         for bad in [
@@ -218,12 +219,13 @@ mod tests {
     fn given_external_id_without_role_when_validated_then_refused_naming_both_variables() {
         let e = external_id(&vars(&[("X", "abc")]), "X", "ROLE", &None).unwrap_err();
         assert!(e.to_string().contains("ROLE"), "{e}");
-        let role = Some("arn:aws:iam::222222222222:role/x".to_string());
+        let role = Some("arn:aws:iam::222222222222:role/x".parse().unwrap());
         assert!(external_id(&vars(&[("X", "a b")]), "X", "ROLE", &role).is_err());
         assert_eq!(
             external_id(&vars(&[("X", "kuali-sync")]), "X", "ROLE", &role)
                 .unwrap()
-                .as_deref(),
+                .as_ref()
+                .map(ExternalId::as_str),
             Some("kuali-sync")
         );
     }

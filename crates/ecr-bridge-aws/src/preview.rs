@@ -4,6 +4,7 @@
 //! DescribeImages, all pages); how a user tests a config before deploying it
 //! (the CLI's `plan` command).
 
+use ecr_bridge::ids::{AccountId, Region};
 use ecr_bridge::mapping::{ImageDecision, MappingConfig};
 use serde::Serialize;
 
@@ -41,8 +42,8 @@ pub struct RepositoryPreview {
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PreviewDestination {
-    pub account: String,
-    pub region: String,
+    pub account: AccountId,
+    pub region: Region,
     /// The rendered target name, or why it is not a valid one.
     pub repository: Result<String, String>,
 }
@@ -78,8 +79,8 @@ pub async fn preview(
             destinations: targets
                 .into_iter()
                 .map(|t| PreviewDestination {
-                    account: t.account,
-                    region: t.region,
+                    account: t.access.account,
+                    region: t.access.region,
                     repository: t.repository.map_err(|e| e.to_string()),
                 })
                 .collect(),

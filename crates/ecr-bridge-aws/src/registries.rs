@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_config::SdkConfig;
-use ecr_bridge::mapping::Target;
+use ecr_bridge::ids::{AccountId, AssumeRole, Region, RegionError};
 use ecr_bridge::registry::{
     BasicCredentials, CredentialSource, Endpoint, RegistryClient, RegistryError, RetryPolicy,
     Timeouts,
@@ -21,58 +21,31 @@ use tokio::sync::Mutex;
 use crate::error::AwsError;
 use crate::sts;
 
-/// Who to be, where: the account and region of a registry and, for another
-/// account, the role to assume there.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct RegistryAccess {
-    pub account: String,
-    pub region: String,
-    pub role_arn: Option<String>,
-    pub external_id: Option<String>,
-}
-
-impl RegistryAccess {
-    /// How a mapping destination is reached: its account and region, through
-    /// its role if it names one.
-    pub fn for_target(target: &Target) -> RegistryAccess {
-        RegistryAccess {
-            account: target.account.clone(),
-            region: target.region.clone(),
-            role_arn: target.role_arn.clone(),
-            external_id: target.external_id.clone(),
-        }
-    }
-}
+/// Who to be, where: the domain's one description of a registry's account,
+/// region and role ([`ecr_bridge::ids::RegistryAccess`]).
+pub use ecr_bridge::ids::RegistryAccess;
 
 /// Where the source registry is reached: the function's own credentials, or
 /// a configured role.
 #[derive(Debug, Clone, Default)]
 pub struct SourceRole {
-    pub role_arn: Option<String>,
-    pub external_id: Option<String>,
+    pub assume: Option<AssumeRole>,
 }
 
 impl SourceRole {
     /// The source registry of `account` in `region`, through this role.
-    pub fn access(&self, account: String, region: String) -> RegistryAccess {
+    pub fn access(&self, account: AccountId, region: Region) -> RegistryAccess {
         RegistryAccess {
             account,
             region,
-            role_arn: self.role_arn.clone(),
-            external_id: self.external_id.clone(),
+            assume: self.assume.clone(),
         }
     }
 }
 
-impl fmt::Display for RegistryAccess {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.account, self.region)?;
-        if let Some(r) = &self.role_arn {
-            write!(f, " as {r}")?;
-        }
-        Ok(())
-    }
-}
+/// An ECR API client's identity: the access it serves, or (`None` account)
+/// a region and role whose account is not known yet.
+type EcrKey = (Option<AccountId>, Region, Option<AssumeRole>);
 
 /// `host=url` overrides of registry addresses, for local runs where the
 /// registry of account 123456789012 is a docker-registry on loopback:
@@ -126,7 +99,7 @@ pub struct EcrRegistries {
     retry: RetryPolicy,
     timeouts: Timeouts,
     session_name: String,
-    ecr_clients: Mutex<HashMap<RegistryAccess, aws_sdk_ecr::Client>>,
+    ecr_clients: Mutex<HashMap<EcrKey, aws_sdk_ecr::Client>>,
     registries: Mutex<HashMap<RegistryAccess, RegistryClient>>,
 }
 
@@ -151,24 +124,50 @@ impl EcrRegistries {
     }
 
     /// The region of the function's own configuration (`AWS_REGION`).
-    pub fn home_region(&self) -> String {
+    pub fn home_region(&self) -> Result<Region, RegionError> {
         self.base
             .region()
-            .map(|r| r.to_string())
-            .unwrap_or_else(|| "us-east-1".to_string())
+            .map(|r| r.as_ref())
+            .unwrap_or("us-east-1")
+            .parse()
     }
 
     /// The ECR API client for this access (assuming its role, if any).
     /// Its identity cache keeps the assumed credentials and refreshes them
     /// before they expire.
     pub async fn ecr(&self, access: &RegistryAccess) -> aws_sdk_ecr::Client {
+        self.ecr_client(
+            Some(&access.account),
+            &access.region,
+            access.assume.as_ref(),
+        )
+        .await
+    }
+
+    /// The ECR API client in `region` through `assume`, before the account
+    /// is known (the API does not need it; `DescribeRepositories` names it).
+    pub async fn ecr_in(
+        &self,
+        region: &Region,
+        assume: Option<&AssumeRole>,
+    ) -> aws_sdk_ecr::Client {
+        self.ecr_client(None, region, assume).await
+    }
+
+    async fn ecr_client(
+        &self,
+        account: Option<&AccountId>,
+        region: &Region,
+        assume: Option<&AssumeRole>,
+    ) -> aws_sdk_ecr::Client {
+        let key: EcrKey = (account.cloned(), region.clone(), assume.cloned());
         let mut clients = self.ecr_clients.lock().await;
-        if let Some(c) = clients.get(access) {
+        if let Some(c) = clients.get(&key) {
             return c.clone();
         }
-        let config = self.config_for(access).await;
+        let config = sts::config_as(&self.base, region, assume, &self.session_name).await;
         let client = aws_sdk_ecr::Client::new(&config);
-        clients.insert(access.clone(), client.clone());
+        clients.insert(key, client.clone());
         client
     }
 
@@ -178,8 +177,7 @@ impl EcrRegistries {
         sts::config_as(
             &self.base,
             &access.region,
-            access.role_arn.as_deref(),
-            access.external_id.as_deref(),
+            access.assume.as_ref(),
             &self.session_name,
         )
         .await
@@ -193,12 +191,13 @@ impl EcrRegistries {
         }
         let tokens = Arc::new(EcrTokenSource::new(self.ecr(access).await, access.clone()));
         let token = tokens.current().await?;
-        let host = registry_host(&token.proxy_endpoint, &access.account).map_err(|reason| {
-            RegistryError::InvalidEndpoint {
-                endpoint: token.proxy_endpoint.clone(),
-                reason,
-            }
-        })?;
+        let host =
+            registry_host(&token.proxy_endpoint, access.account.as_str()).map_err(|reason| {
+                RegistryError::InvalidEndpoint {
+                    endpoint: token.proxy_endpoint.clone(),
+                    reason,
+                }
+            })?;
         let endpoint = self.endpoints.resolve(&host)?;
         tracing::debug!(access = %access, registry = %endpoint, "registry client created");
         let client = RegistryClient::new(

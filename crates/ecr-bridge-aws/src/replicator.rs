@@ -121,16 +121,17 @@ impl Replicator {
         // The rule follows the repository; each tag passes its filter or not.
         // The source tags are asked again before each tag PUT (the copy's
         // `recheck_source_tags`), so a tag moved on meanwhile is left alone.
-        let (replication, tags) = match config.decide_image(&action.repository, &action.tags) {
-            ImageDecision::NoMatchingRule => return Ok(ActionReport::NoRule),
-            ImageDecision::TagFiltered { rule, reason, .. } => {
-                return Ok(ActionReport::Filtered {
-                    rule,
-                    reason: reason.to_string(),
-                })
-            }
-            ImageDecision::Replicate { replication, tags } => (replication, tags),
-        };
+        let (replication, tags) =
+            match config.decide_image(action.repository.as_str(), &action.tags) {
+                ImageDecision::NoMatchingRule => return Ok(ActionReport::NoRule),
+                ImageDecision::TagFiltered { rule, reason, .. } => {
+                    return Ok(ActionReport::Filtered {
+                        rule,
+                        reason: reason.to_string(),
+                    })
+                }
+                ImageDecision::Replicate { replication, tags } => (replication, tags),
+            };
         if action.kind == ActionKind::Delete && !replication.propagate_deletes {
             return Ok(ActionReport::DeleteNotPropagated {
                 rule: replication.rule,
@@ -215,9 +216,7 @@ impl Replicator {
         action: &ImageAction,
         deadline: Option<Instant>,
     ) -> Result<Repository, ReplicationError> {
-        let access = self
-            .source_role
-            .access(action.account.clone(), action.region.clone());
+        let access = action.source(&self.source_role);
         let client: RegistryClient =
             self.registries
                 .registry(&access)
@@ -228,7 +227,7 @@ impl Replicator {
                 })?;
         Ok(Repository::new(
             client.with_deadline(deadline),
-            action.repository.clone(),
+            action.repository.as_str(),
         ))
     }
 

@@ -113,8 +113,8 @@ fn explain(
     if let Decision::Replicate(r) = &decision {
         for t in &r.destinations {
             match &t.repository {
-                Ok(name) => println!("  -> {}/{}/{name}", t.account, t.region),
-                Err(e) => println!("  -> {}/{}: {e}", t.account, t.region),
+                Ok(name) => println!("  -> {}/{}/{name}", t.access.account, t.access.region),
+                Err(e) => println!("  -> {}/{}: {e}", t.access.account, t.access.region),
             }
         }
     }

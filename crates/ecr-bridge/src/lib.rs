@@ -1,10 +1,12 @@
 //! ecr-bridge's domain logic: a registry client ([`registry`]), the image copy
-//! engine ([`copy`]), references, digests and manifests. No Lambda types live
-//! here; the functions in `functions/` are thin adapters over this crate.
+//! engine ([`copy`]), references, digests, manifests and the identifiers every
+//! part passes ([`ids`]). No Lambda or AWS SDK types live here; the functions
+//! in `functions/` are thin adapters over this crate.
 
 pub mod access;
 pub mod copy;
 pub mod digest;
+pub mod ids;
 pub mod manifest;
 pub mod mapping;
 pub mod reference;

@@ -104,7 +104,7 @@ impl fmt::Display for ImageReference {
     }
 }
 
-fn truncate(s: &str) -> String {
+pub(crate) fn truncate(s: &str) -> String {
     s.chars().take(300).collect()
 }
 
@@ -137,27 +137,33 @@ fn validate_host(host: &str) -> Result<(), ReferenceError> {
 /// with ECR's length limits (2-256), since ECR refuses anything else and
 /// every name this tool acts on is an ECR name.
 pub fn validate_repository(name: &str) -> Result<(), ReferenceError> {
-    let err = |reason| ReferenceError::Repository {
-        name: truncate(name),
-        reason,
-    };
+    match repository_problem(name) {
+        None => Ok(()),
+        Some(reason) => Err(ReferenceError::Repository {
+            name: truncate(name),
+            reason,
+        }),
+    }
+}
+
+/// What [`validate_repository`] finds wrong with `name`, if anything; the
+/// one rule behind it and [`crate::ids::RepositoryName`].
+pub(crate) fn repository_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {
-        return Err(err("empty"));
+        return Some("empty");
     }
     if name.len() < MIN_REPOSITORY_LEN {
-        return Err(err("shorter than 2 characters (ECR's minimum)"));
+        return Some("shorter than 2 characters (ECR's minimum)");
     }
     if name.len() > MAX_REPOSITORY_LEN {
-        return Err(err("longer than 256 characters (ECR's maximum)"));
+        return Some("longer than 256 characters (ECR's maximum)");
     }
-    for component in name.split('/') {
-        if !valid_component(component) {
-            return Err(err(
-                "each /-separated component must be [a-z0-9]+ joined by '.', '_', '__' or '-'",
-            ));
-        }
+    if !name.split('/').all(valid_component) {
+        return Some(
+            "each /-separated component must be [a-z0-9]+ joined by '.', '_', '__' or '-'",
+        );
     }
-    Ok(())
+    None
 }
 
 fn valid_component(c: &str) -> bool {

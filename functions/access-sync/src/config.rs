@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use ecr_bridge::access::naming::DEFAULT_PREFIX;
 use ecr_bridge::access::policy::{DEFAULT_PULL_ACTIONS, DEFAULT_SID};
 use ecr_bridge::access::{PolicySpec, Selection};
+use ecr_bridge::ids::{AssumeRole, Region};
 use ecr_bridge::reference::is_valid_ecr_repository_name;
 use ecr_bridge_aws::access_sync::{self, AccessSync, Attributes, MissingRepository, Settings};
 use ecr_bridge_aws::env::{self, EnvError, Vars};
@@ -20,11 +21,10 @@ pub const DEFAULT_SESSION_NAME: &str = "ecr-bridge-access-sync";
 pub struct Config {
     pub settings: Settings,
     /// Where the repositories are.
-    pub ecr_region: String,
-    /// The role to assume in the account owning the repositories; `None`
-    /// for the function's own account.
-    pub ecr_role_arn: Option<String>,
-    pub ecr_external_id: Option<String>,
+    pub ecr_region: Region,
+    /// The role to assume in the account owning the repositories (with its
+    /// ExternalId); `None` for the function's own account.
+    pub ecr_assume: Option<AssumeRole>,
     pub session_name: String,
     pub metrics_namespace: String,
 }
@@ -108,19 +108,10 @@ impl Config {
                 "not set, and AWS_REGION is not set either: name the region of the repositories",
             )),
         };
-        if ecr_region.len() > 32
-            || !ecr_region
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return Err(EnvError::new(
-                "ECR_REGION",
-                format!("{ecr_region:?} is not an AWS region"),
-            ));
-        }
-        let ecr_role_arn = env::role_arn(vars, "ECR_ROLE_ARN")?;
-        let ecr_external_id =
-            env::external_id(vars, "ECR_ROLE_EXTERNAL_ID", "ECR_ROLE_ARN", &ecr_role_arn)?;
+        let ecr_region: Region = ecr_region.parse().map_err(|_| {
+            EnvError::new("ECR_REGION", format!("{ecr_region:?} is not an AWS region"))
+        })?;
+        let ecr_assume = env::assume_role(vars, "ECR_ROLE_ARN", "ECR_ROLE_EXTERNAL_ID")?;
         let session_name = env::session_name(vars, "ROLE_SESSION_NAME", DEFAULT_SESSION_NAME)?;
         let missing_repository = match env::optional(vars, "MISSING_REPOSITORY")
             .map(|v| v.to_ascii_lowercase())
@@ -149,7 +140,11 @@ impl Config {
                     workspace_type,
                     allowed_statuses,
                 },
-                policy: PolicySpec::new(sid, actions, PolicySpec::partition_of(&ecr_region)),
+                policy: PolicySpec::new(
+                    sid,
+                    actions,
+                    PolicySpec::partition_of(ecr_region.as_str()),
+                ),
                 missing_repository,
                 concurrency: env::number(
                     vars,
@@ -175,8 +170,7 @@ impl Config {
                 )?,
             },
             ecr_region,
-            ecr_role_arn,
-            ecr_external_id,
+            ecr_assume,
             session_name,
             metrics_namespace: env::optional(vars, "METRICS_NAMESPACE")
                 .unwrap_or_else(|| "ecr-bridge".into()),
@@ -196,8 +190,7 @@ impl Config {
         let ecr = sts::ecr_client(
             &sdk,
             &self.ecr_region,
-            self.ecr_role_arn.as_deref(),
-            self.ecr_external_id.as_deref(),
+            self.ecr_assume.as_ref(),
             &self.session_name,
         )
         .await;
@@ -205,7 +198,10 @@ impl Config {
             table = %self.settings.table,
             prefix = %self.settings.prefix,
             ecr_region = %self.ecr_region,
-            ecr_role = self.ecr_role_arn.as_deref().unwrap_or("(own account)"),
+            ecr_role = self
+                .ecr_assume
+                .as_ref()
+                .map_or("(own account)", |a| a.role_arn.as_str()),
             "access sync configured"
         );
         AccessSync::new(
@@ -274,7 +270,7 @@ mod tests {
             c.ecr_region, "us-east-1",
             "ECR_REGION falls back to AWS_REGION"
         );
-        assert_eq!(c.ecr_role_arn, None);
+        assert_eq!(c.ecr_assume.as_ref().map(|a| &a.role_arn), None);
         assert_eq!(c.session_name, "ecr-bridge-access-sync");
     }
 
@@ -334,7 +330,13 @@ mod tests {
             (16, Some(500), 5)
         );
         assert_eq!(s.collision_candidates, 256);
-        assert_eq!(c.ecr_external_id.as_deref(), Some("gen3-access"));
+        assert_eq!(
+            c.ecr_assume
+                .as_ref()
+                .and_then(|a| a.external_id.as_ref())
+                .map(|e| e.as_str()),
+            Some("gen3-access")
+        );
         assert_eq!(c.metrics_namespace, "gen3");
     }
 

@@ -65,13 +65,7 @@ impl Config {
                 .map_err(|e| EnvError::new("REGISTRY_ENDPOINTS", e))?,
             None => RegistryEndpoints::default(),
         };
-        let role_arn = env::role_arn(vars, "SOURCE_ROLE_ARN")?;
-        let external_id = env::external_id(
-            vars,
-            "SOURCE_ROLE_EXTERNAL_ID",
-            "SOURCE_ROLE_ARN",
-            &role_arn,
-        )?;
+        let assume = env::assume_role(vars, "SOURCE_ROLE_ARN", "SOURCE_ROLE_EXTERNAL_ID")?;
         let session_name = env::session_name(vars, "ROLE_SESSION_NAME", "ecr-bridge-replicator")?;
         Ok(Config {
             mapping,
@@ -83,10 +77,7 @@ impl Config {
                 86_400,
             )?),
             endpoints,
-            source_role: SourceRole {
-                role_arn,
-                external_id,
-            },
+            source_role: SourceRole { assume },
             blob_concurrency: env::number(
                 vars,
                 "BLOB_CONCURRENCY",

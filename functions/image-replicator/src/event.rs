@@ -2,7 +2,7 @@
 //! and a specific error for what is malformed.
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
-use ecr_bridge::reference::validate_repository;
+use ecr_bridge::ids::RepositoryName;
 use ecr_bridge::text::{clip, json_kind};
 use ecr_bridge_aws::backfill::BackfillRequest;
 use ecr_bridge_aws::image_action::ImageAction;
@@ -46,10 +46,12 @@ pub fn parse(payload: &Value) -> Result<Incoming, EventError> {
                 reason: clip(&e.to_string(), 200),
             })?;
         for (i, repository) in request.repositories.iter().enumerate() {
-            validate_repository(repository).map_err(|e| EventError::Field {
-                field: "backfill.repositories",
-                reason: format!("[{i}]: {e}"),
-            })?;
+            repository
+                .parse::<RepositoryName>()
+                .map_err(|e| EventError::Field {
+                    field: "backfill.repositories",
+                    reason: format!("[{i}]: {e}"),
+                })?;
         }
         return Ok(Incoming::Backfill(request));
     }

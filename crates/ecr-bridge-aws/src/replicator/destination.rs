@@ -25,16 +25,16 @@ impl Replicator {
     ) -> DestinationOutcome {
         let mut out = DestinationOutcome::new(target);
         let repository = repository.to_string();
-        let access = RegistryAccess::for_target(target);
-        let ecr = self.registries.ecr(&access).await;
+        let access = &target.access;
+        let ecr = self.registries.ecr(access).await;
         match self
-            .ensure_repository(&ecr, &access, &repository, replication)
+            .ensure_repository(&ecr, access, &repository, replication)
             .await
         {
             Ok(created) => out.created_repository = created,
             Err(e) => return out.failed(e.to_string(), e.retryable),
         }
-        let client = match self.registries.registry(&access).await {
+        let client = match self.registries.registry(access).await {
             Ok(c) => c,
             Err(e) => {
                 return out.failed(format!("target registry {access}: {e}"), e.is_retryable())
@@ -70,7 +70,7 @@ impl Replicator {
                 .await
                 .remove(&(access.clone(), repository.clone()));
             match self
-                .ensure_repository(&ecr, &access, &repository, replication)
+                .ensure_repository(&ecr, access, &repository, replication)
                 .await
             {
                 Ok(created) => out.created_repository |= created,
@@ -148,9 +148,9 @@ impl Replicator {
         repository: &str,
     ) -> DestinationOutcome {
         let mut out = DestinationOutcome::new(target);
-        let access = RegistryAccess::for_target(target);
+        let access = &target.access;
         if let ImageId::Tag(tag) = id {
-            let client = match self.registries.registry(&access).await {
+            let client = match self.registries.registry(access).await {
                 Ok(c) => c.with_deadline(source.client().deadline()),
                 Err(e) => {
                     return out.failed(format!("target registry {access}: {e}"), e.is_retryable())
@@ -181,7 +181,7 @@ impl Replicator {
                 }
             }
         }
-        let ecr = self.registries.ecr(&access).await;
+        let ecr = self.registries.ecr(access).await;
         match repositories::delete_image(&ecr, repository, id).await {
             Ok(true) => out.outcome = DestinationStatus::Deleted,
             Ok(false) => out.outcome = DestinationStatus::AlreadyDeleted,

@@ -5,6 +5,7 @@
 //! where it can decide it (and only when it states its source); this catches
 //! the rest, regex rules above all, before anything is pushed.
 
+use ecr_bridge::ids::{AccountId, Region};
 use ecr_bridge::mapping::{rule_label, Decision, MappingConfig, Target};
 
 use crate::image_action::ImageAction;
@@ -15,8 +16,8 @@ use crate::image_action::ImageAction;
     "loop: target {account}/{region}/{repository} is itself routed by rule {rule}; replicating would re-trigger replication (ECR sends an event for this push too), so nothing was copied: use another account, region or repository name"
 )]
 pub struct LoopDetected {
-    pub account: String,
-    pub region: String,
+    pub account: AccountId,
+    pub region: Region,
     pub repository: String,
     /// Label of the rule that would route the copy.
     pub rule: String,
@@ -31,7 +32,7 @@ pub fn check(
     target: &Target,
     tags: &[String],
 ) -> Option<LoopDetected> {
-    if target.account != action.account || target.region != action.region {
+    if target.access.account != action.account || target.access.region != action.region {
         return None;
     }
     let repository = target.repository.as_ref().ok()?;
@@ -39,8 +40,8 @@ pub fn check(
     for tag in pushes {
         if let Decision::Replicate(r) = config.decide(repository, tag) {
             return Some(LoopDetected {
-                account: target.account.clone(),
-                region: target.region.clone(),
+                account: target.access.account.clone(),
+                region: target.access.region.clone(),
                 repository: repository.clone(),
                 rule: rule_label(r.rule_index, &r.rule),
             });
@@ -73,9 +74,9 @@ mod tests {
 
     fn action(repository: &str) -> ImageAction {
         ImageAction {
-            account: HOME.into(),
-            region: "us-east-1".into(),
-            repository: repository.into(),
+            account: HOME.parse().unwrap(),
+            region: "us-east-1".parse().unwrap(),
+            repository: repository.parse().unwrap(),
             digest: format!("sha256:{}", "ab".repeat(32)).parse().unwrap(),
             tags: vec!["v1".into()],
             kind: ActionKind::Push,

@@ -2,6 +2,7 @@
 //! one structured log line each) and per action ([`ActionReport`]).
 
 use ecr_bridge::copy::CopyReport;
+use ecr_bridge::ids::{AccountId, Region};
 use ecr_bridge::mapping::Target;
 use serde::Serialize;
 
@@ -11,8 +12,8 @@ use crate::image_action::ImageAction;
 /// The result for one destination, logged as one structured line.
 #[derive(Debug, Clone, Serialize)]
 pub struct DestinationOutcome {
-    pub account: String,
-    pub region: String,
+    pub account: AccountId,
+    pub region: Region,
     pub repository: String,
     pub outcome: DestinationStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -64,8 +65,8 @@ pub enum ActionReport {
 impl DestinationOutcome {
     pub(super) fn new(target: &Target) -> Self {
         DestinationOutcome {
-            account: target.account.clone(),
-            region: target.region.clone(),
+            account: target.access.account.clone(),
+            region: target.access.region.clone(),
             repository: match &target.repository {
                 Ok(r) => r.clone(),
                 Err(e) => e.rendered.clone(),

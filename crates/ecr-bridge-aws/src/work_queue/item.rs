@@ -5,9 +5,9 @@
 //! and work items alike ([`parse_image_action`]); only the EventBridge
 //! envelope type around the detail is the caller's, as it is a Lambda type.
 
-use ecr_bridge::reference::{validate_repository, validate_tag};
+use ecr_bridge::ids::{AccountId, Digest, Region, RepositoryName};
+use ecr_bridge::reference::validate_tag;
 use ecr_bridge::text::{clip, json_kind};
-use ecr_bridge::Digest;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -155,28 +155,24 @@ pub fn parse_image_action(
         }
     };
     let account = event.account.unwrap_or_default();
-    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(EventError::Field {
-            field: "account",
-            reason: format!("must be 12 digits (got {:?})", clip(&account, 200)),
-        });
-    }
-    let region = event.region.unwrap_or_default();
-    if region.is_empty()
-        || region.len() > 32
-        || !region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err(EventError::Field {
-            field: "region",
-            reason: format!("not an AWS region (got {:?})", clip(&region, 200)),
-        });
-    }
-    validate_repository(&d.repository_name).map_err(|e| EventError::Field {
-        field: "detail.repository-name",
-        reason: e.to_string(),
+    let account: AccountId = account.parse().map_err(|_| EventError::Field {
+        field: "account",
+        reason: format!("must be 12 digits (got {:?})", clip(&account, 200)),
     })?;
+    let region = event.region.unwrap_or_default();
+    let region: Region = region.parse().map_err(|_| EventError::Field {
+        field: "region",
+        reason: format!("not an AWS region (got {:?})", clip(&region, 200)),
+    })?;
+    let repository: RepositoryName =
+        d.repository_name
+            .parse()
+            .map_err(
+                |e: ecr_bridge::ids::RepositoryNameError| EventError::Field {
+                    field: "detail.repository-name",
+                    reason: e.to_string(),
+                },
+            )?;
     let digest: Digest =
         d.image_digest
             .parse()
@@ -204,7 +200,7 @@ pub fn parse_image_action(
     Ok(Parsed::Action(ImageAction {
         account,
         region,
-        repository: d.repository_name,
+        repository,
         digest,
         tags,
         kind,
@@ -276,9 +272,9 @@ mod tests {
         assert_eq!(
             parsed,
             Parsed::Action(ImageAction {
-                account: "123456789012".into(),
-                region: "eu-west-1".into(),
-                repository: "team/app".into(),
+                account: "123456789012".parse().unwrap(),
+                region: "eu-west-1".parse().unwrap(),
+                repository: "team/app".parse().unwrap(),
                 digest: digest.parse().unwrap(),
                 tags,
                 kind: ActionKind::Push,

@@ -1,14 +1,11 @@
 //! AWS account ids as the users table holds them: a 12-digit string, or a
 //! number that lost its leading zeros. Ids no account can have are refused
 //! here, before they reach a policy: a DynamoDB number 0 would otherwise
-//! become `000000000000` and be granted.
+//! become `000000000000` and be granted. The id itself is
+//! [`crate::ids::AccountId`], re-exported here.
 
-use std::fmt;
-use std::str::FromStr;
-
-/// A 12-digit AWS account id.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AccountId(String);
+use crate::ids::{checked_digits as checked, clip_value as clip};
+pub use crate::ids::{AccountError, AccountId};
 
 /// An account attribute as read from the table, before validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,21 +18,7 @@ pub enum AccountValue {
     Other(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AccountError {
-    #[error("account id {0:?} is not a 12-digit string")]
-    NotTwelveDigits(String),
-    #[error("account id number {value} is {reason}; expected a whole number of at most 12 digits")]
-    BadNumber { value: String, reason: &'static str },
-    #[error("account id {0:?} is all zeros; no AWS account has it")]
-    AllZeros(String),
-    #[error("account id is a DynamoDB {0} value; expected a string (S) or a number (N)")]
-    WrongType(String),
-}
-
 impl AccountId {
-    pub const LEN: usize = 12;
-
     /// A string must already be 12 digits: zero-padding a string could
     /// turn a typo into someone else's account.
     pub fn from_value(value: &AccountValue) -> Result<AccountId, AccountError> {
@@ -66,41 +49,6 @@ impl AccountId {
             AccountValue::Other(kind) => Err(AccountError::WrongType(clip(kind))),
         }
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for AccountId {
-    type Err = AccountError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() == Self::LEN && s.bytes().all(|b| b.is_ascii_digit()) {
-            checked(s.to_string())
-        } else {
-            Err(AccountError::NotTwelveDigits(clip(s)))
-        }
-    }
-}
-
-/// Twelve digits, but not an id AWS gives out.
-fn checked(digits: String) -> Result<AccountId, AccountError> {
-    if digits.bytes().all(|b| b == b'0') {
-        Err(AccountError::AllZeros(digits))
-    } else {
-        Ok(AccountId(digits))
-    }
-}
-
-impl fmt::Display for AccountId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-fn clip(s: &str) -> String {
-    s.chars().take(64).collect()
 }
 
 #[cfg(test)]

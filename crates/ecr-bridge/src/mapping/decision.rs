@@ -11,6 +11,7 @@ use super::confine;
 use super::quote::shown;
 use super::reasons::{Mismatch, TagFilterReason};
 use super::schema::{rule_label, RepositorySettings};
+use crate::ids::RegistryAccess;
 
 /// What to do with one push.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -106,10 +107,8 @@ impl Replication {
 /// One copy to make.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    pub account: String,
-    pub region: String,
-    pub role_arn: Option<String>,
-    pub external_id: Option<String>,
+    /// The destination's account and region, and the role to push through.
+    pub access: RegistryAccess,
     /// The rendered repository name; an error when the template, filled with
     /// this source name's values, is not a valid ECR name or falls outside
     /// the destination's `confine_to`. Other destinations of the same rule
@@ -122,12 +121,12 @@ impl Serialize for Target {
     // as JSON stays flat and readable.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("Target", 5)?;
-        st.serialize_field("account", &self.account)?;
-        st.serialize_field("region", &self.region)?;
-        if let Some(r) = &self.role_arn {
+        st.serialize_field("account", &self.access.account)?;
+        st.serialize_field("region", &self.access.region)?;
+        if let Some(r) = self.access.role_arn() {
             st.serialize_field("role_arn", r)?;
         }
-        if let Some(e) = &self.external_id {
+        if let Some(e) = self.access.external_id() {
             st.serialize_field("external_id", e)?;
         }
         match &self.repository {
@@ -140,7 +139,7 @@ impl Serialize for Target {
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} ", self.account, self.region)?;
+        write!(f, "{} {} ", self.access.account, self.access.region)?;
         match &self.repository {
             Ok(name) => f.write_str(name),
             Err(e) => write!(f, "<{e}>"),

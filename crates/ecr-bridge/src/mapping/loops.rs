@@ -36,7 +36,7 @@ pub(super) fn find(rules: &[Rule], source: &SourceRegistry) -> Vec<Loop> {
     let mut found = Vec::new();
     for rule in rules {
         for (i, d) in rule.destinations.iter().enumerate() {
-            if d.account != source.account || d.region != source.region {
+            if d.access.account != source.account || d.access.region != source.region {
                 continue;
             }
             if let Some(example) = example(rules, rule, &d.repository) {
@@ -44,8 +44,8 @@ pub(super) fn find(rules: &[Rule], source: &SourceRegistry) -> Vec<Loop> {
                     rule_index: rule.index,
                     destination_index: i,
                     problem: Problem::Loop {
-                        account: source.account.clone(),
-                        region: source.region.clone(),
+                        account: source.account.to_string(),
+                        region: source.region.to_string(),
                         rule: rule.label(),
                         routed_by: example.routed_by.label(),
                         example_source: shown(&example.source),

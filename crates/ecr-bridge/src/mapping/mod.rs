@@ -13,7 +13,6 @@ mod confine;
 mod decision;
 mod error;
 mod glob;
-mod identifiers;
 mod loops;
 mod parse;
 mod quote;
@@ -248,10 +247,7 @@ fn replication(rule: &Rule, values: &Captured<'_>) -> Replication {
                 }),
             };
             Target {
-                account: d.account.clone(),
-                region: d.region.clone(),
-                role_arn: d.role_arn.clone(),
-                external_id: d.external_id.clone(),
+                access: d.access.clone(),
                 repository,
             }
         })

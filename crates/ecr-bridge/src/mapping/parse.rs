@@ -8,7 +8,6 @@
 use super::confine;
 use super::error::{ConfigError, Problem};
 use super::glob::Glob;
-use super::identifiers::{is_external_id, is_region, role_account};
 use super::quote::shown;
 use super::schema::{Destination, NameRegex, RepositoryMatch, Rule, SourceRegistry, TagFilter};
 use super::settings::create_repository;
@@ -18,6 +17,7 @@ use super::{
     MappingConfig, MAX_DESTINATIONS, MAX_DOCUMENT_BYTES, MAX_GLOBS, MAX_NAME_LEN, MAX_REGEX_LEN,
     MAX_RULES, REGEX_NEST_LIMIT, REGEX_SIZE_LIMIT,
 };
+use crate::ids::{AccountId, AssumeRole, ExternalId, Region, RegistryAccess, RoleArn};
 use crate::reference::is_valid_ecr_repository_name;
 
 const TOP_FIELDS: &[&str] = &["version", "source", "rules"];
@@ -126,28 +126,28 @@ fn source_registry(value: &Json, path: &str, errors: &mut Errors) -> Option<Sour
     let account = account_field(&obj, errors);
     let region = region_field(&obj, errors);
     Some(SourceRegistry {
-        account: account?.to_string(),
-        region: region?.to_string(),
+        account: account?,
+        region: region?,
     })
 }
 
-fn account_field<'a>(obj: &Object<'a>, errors: &mut Errors) -> Option<&'a str> {
+fn account_field(obj: &Object<'_>, errors: &mut Errors) -> Option<AccountId> {
     obj.required_string("account", errors).and_then(|a| {
-        let ok = a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit());
-        if !ok {
+        let parsed = a.parse::<AccountId>().ok();
+        if parsed.is_none() {
             errors.add(&obj.path("account"), Problem::Account { got: shown(a) });
         }
-        ok.then_some(a)
+        parsed
     })
 }
 
-fn region_field<'a>(obj: &Object<'a>, errors: &mut Errors) -> Option<&'a str> {
+fn region_field(obj: &Object<'_>, errors: &mut Errors) -> Option<Region> {
     obj.required_string("region", errors).and_then(|r| {
-        let ok = is_region(r);
-        if !ok {
+        let parsed = r.parse::<Region>().ok();
+        if parsed.is_none() {
             errors.add(&obj.path("region"), Problem::Region { got: shown(r) });
         }
-        ok.then_some(r)
+        parsed
     })
 }
 
@@ -334,8 +334,8 @@ fn destinations(
             Some(d) => {
                 // Two identical targets would copy every image twice to one place.
                 let same = out.iter().position(|o: &Destination| {
-                    o.account == d.account
-                        && o.region == d.region
+                    o.access.account == d.access.account
+                        && o.access.region == d.access.region
                         && o.repository.as_str() == d.repository.as_str()
                 });
                 if let Some(other) = same {
@@ -358,46 +358,46 @@ fn destination(
     let obj = Object::new(value, path, DESTINATION_FIELDS, errors)?;
     let account = account_field(&obj, errors);
     let region = region_field(&obj, errors);
-    let role_arn = obj.string("role_arn", errors);
-    let role_ok = match role_arn {
-        None => true,
-        Some(arn) => match role_account(arn) {
-            None => {
+    let role_arn = match obj.string("role_arn", errors) {
+        None => Some(None),
+        Some(arn) => match arn.parse::<RoleArn>() {
+            Err(_) => {
                 errors.add(&obj.path("role_arn"), Problem::RoleArn { got: shown(arn) });
-                false
+                None
             }
             // Assuming a role in another account than the one pushed to is
             // almost always a copy-paste slip.
-            Some(role_account) => match account {
-                Some(account) if role_account != account => {
+            Ok(role) => match &account {
+                Some(account) if role.account() != account => {
                     errors.add(
                         &obj.path("role_arn"),
                         Problem::RoleAccount {
-                            role_account: role_account.to_string(),
+                            role_account: role.account().to_string(),
                             account: account.to_string(),
                         },
                     );
-                    false
+                    None
                 }
-                _ => true,
+                _ => Some(Some(role)),
             },
         },
     };
-    let external_id = obj.string("external_id", errors);
-    let external_ok = match external_id {
-        None => true,
-        Some(id) if !is_external_id(id) => {
-            errors.add(
-                &obj.path("external_id"),
-                Problem::ExternalId { got: shown(id) },
-            );
-            false
-        }
-        Some(_) if !obj.has("role_arn") => {
-            errors.add(&obj.path("external_id"), Problem::ExternalIdWithoutRole);
-            false
-        }
-        Some(_) => true,
+    let external_id = match obj.string("external_id", errors) {
+        None => Some(None),
+        Some(id) => match id.parse::<ExternalId>() {
+            Err(_) => {
+                errors.add(
+                    &obj.path("external_id"),
+                    Problem::ExternalId { got: shown(id) },
+                );
+                None
+            }
+            Ok(_) if !obj.has("role_arn") => {
+                errors.add(&obj.path("external_id"), Problem::ExternalIdWithoutRole);
+                None
+            }
+            Ok(id) => Some(Some(id)),
+        },
     };
     let repository_path = obj.path("repository");
     let template_text = match obj.get("repository") {
@@ -429,14 +429,16 @@ fn destination(
         }
         Some(p) => Some(Some(p.to_string())),
     };
-    if !(role_ok && external_ok) {
-        return None;
-    }
+    let (role_arn, external_id) = (role_arn?, external_id?);
     Some(Destination {
-        account: account?.to_string(),
-        region: region?.to_string(),
-        role_arn: role_arn.map(str::to_string),
-        external_id: external_id.map(str::to_string),
+        access: RegistryAccess {
+            account: account?,
+            region: region?,
+            assume: role_arn.map(|role_arn| AssumeRole {
+                role_arn,
+                external_id,
+            }),
+        },
         repository: repository?,
         confine_to: confine_to?,
     })

@@ -7,6 +7,7 @@ use super::glob::Glob;
 use super::quote::truncated;
 use super::reasons::{Mismatch, TagFilterReason};
 use super::template::{Captured, Scope, Template};
+use crate::ids::{AccountId, Region, RegistryAccess};
 
 /// One rule: which source repositories it takes and where they go.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -184,28 +185,25 @@ impl Serialize for NameRegex {
 /// destinations in it that would re-trigger replication.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SourceRegistry {
-    pub(super) account: String,
-    pub(super) region: String,
+    pub(super) account: AccountId,
+    pub(super) region: Region,
 }
 
 impl SourceRegistry {
     pub fn account(&self) -> &str {
-        &self.account
+        self.account.as_str()
     }
     pub fn region(&self) -> &str {
-        &self.region
+        self.region.as_str()
     }
 }
 
 /// One place a matching image is copied to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Destination {
-    pub(super) account: String,
-    pub(super) region: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) role_arn: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) external_id: Option<String>,
+    /// `account`, `region`, `role_arn`, `external_id`, flat.
+    #[serde(flatten)]
+    pub(super) access: RegistryAccess,
     pub(super) repository: Template,
     /// The prefix every rendered name must stay inside (see `confine`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -213,18 +211,22 @@ pub struct Destination {
 }
 
 impl Destination {
+    /// Where copies go, and the role they are pushed through.
+    pub fn access(&self) -> &RegistryAccess {
+        &self.access
+    }
     pub fn account(&self) -> &str {
-        &self.account
+        self.access.account.as_str()
     }
     pub fn region(&self) -> &str {
-        &self.region
+        self.access.region.as_str()
     }
     /// Role to assume for pushing; `None`: the function's own credentials.
     pub fn role_arn(&self) -> Option<&str> {
-        self.role_arn.as_deref()
+        self.access.role_arn().map(|r| r.as_str())
     }
     pub fn external_id(&self) -> Option<&str> {
-        self.external_id.as_deref()
+        self.access.external_id().map(|e| e.as_str())
     }
     pub fn repository(&self) -> &Template {
         &self.repository

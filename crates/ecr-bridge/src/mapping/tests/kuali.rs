@@ -98,8 +98,8 @@ fn given_the_documented_example_when_pushes_arrive_then_each_goes_where_its_firs
     };
     assert_eq!(
         (
-            r.destinations[0].account.as_str(),
-            r.destinations[0].region.as_str()
+            r.destinations[0].access.account.as_str(),
+            r.destinations[0].access.region.as_str()
         ),
         (B, "eu-west-1")
     );
