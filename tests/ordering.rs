@@ -10,8 +10,10 @@
 mod common;
 
 use common::events::{event, invoke, list_tags, put_image_record};
-use common::push_image;
 use common::stage::{role, Stage, OTHER, REGION, SOURCE, TARGET};
+use common::{push_image, Pushed};
+use ecr_bridge_aws::replicator::Replicator;
+use image_replicator::config::Config;
 use rig::{skopeo_digest, FaultProxy, Gate, ImageSpec, ProxyOptions};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -134,32 +136,30 @@ async fn given_a_slow_large_copy_racing_a_later_small_push_of_the_same_tag_then_
     .is_ok());
 }
 
+/// Pushes `v1` (an image made from `seed`) to the source and replicates it.
+async fn push_v1_and_replicate(stage: &Stage, r: &Replicator, c: &Config, seed: u64) -> Pushed {
+    let image = push_image(
+        stage.source(),
+        &ImageSpec::single(&[5_000]).with_seed(seed),
+        REPO,
+        "v1",
+    );
+    invoke(r, c, push_event(&image.layout.digest, "v1"))
+        .await
+        .unwrap();
+    image
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn given_delete_then_re_push_when_the_delete_is_processed_late_then_the_new_image_stays() {
     // Given: v1 -> D1 replicated, then deleted in the source and pushed again as D2.
     let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let (r, c) = stage.replicator(&mapping(true)).await;
     let ecr = stage.ecr_in(TARGET).await;
-    let old = push_image(
-        stage.source(),
-        &ImageSpec::single(&[5_000]).with_seed(1),
-        REPO,
-        "v1",
-    );
-    invoke(&r, &c, push_event(&old.layout.digest, "v1"))
-        .await
-        .unwrap();
+    let old = push_v1_and_replicate(&stage, &r, &c, 1).await;
     put_image_record(&ecr, TARGET_REPO, "v1", &old.layout).await;
     delete_in_source(&stage, &old.layout.digest);
-    let new = push_image(
-        stage.source(),
-        &ImageSpec::single(&[5_000]).with_seed(2),
-        REPO,
-        "v1",
-    );
-    invoke(&r, &c, push_event(&new.layout.digest, "v1"))
-        .await
-        .unwrap();
+    let new = push_v1_and_replicate(&stage, &r, &c, 2).await;
     put_image_record(&ecr, TARGET_REPO, "v1", &new.layout).await;
 
     // When: the delete of v1 -> D1 arrives only now (out of order, or a retry).
@@ -183,24 +183,8 @@ async fn given_a_late_delete_of_an_old_digest_when_the_target_tag_points_elsewhe
     let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let (r, c) = stage.replicator(&mapping(true)).await;
     let ecr = stage.ecr_in(TARGET).await;
-    let old = push_image(
-        stage.source(),
-        &ImageSpec::single(&[5_000]).with_seed(1),
-        REPO,
-        "v1",
-    );
-    invoke(&r, &c, push_event(&old.layout.digest, "v1"))
-        .await
-        .unwrap();
-    let new = push_image(
-        stage.source(),
-        &ImageSpec::single(&[5_000]).with_seed(2),
-        REPO,
-        "v1",
-    );
-    invoke(&r, &c, push_event(&new.layout.digest, "v1"))
-        .await
-        .unwrap();
+    let old = push_v1_and_replicate(&stage, &r, &c, 1).await;
+    let new = push_v1_and_replicate(&stage, &r, &c, 2).await;
     put_image_record(&ecr, TARGET_REPO, "v1", &new.layout).await;
     delete_in_source(&stage, &new.layout.digest);
     assert!(skopeo_digest(stage.source(), &format!("{REPO}:v1")).is_err());
