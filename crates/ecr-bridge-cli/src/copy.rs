@@ -129,20 +129,11 @@ pub async fn run(args: CopyArgs) -> Result<(), Failure> {
             .with_deadline(deadline),
         )
     };
-    let source = Repository::new(
-        client(
-            &src,
-            credentials(&args.src_creds, &args.src_creds_env, "source")?,
-            "source",
-        )?,
-        src.repository.clone(),
-    );
+    let src_creds = credentials(&args.src_creds, &args.src_creds_env, "source")?;
+    let source = Repository::new(client(&src, src_creds, "source")?, src.repository.clone());
+    let dest_creds = credentials(&args.dest_creds, &args.dest_creds_env, "destination")?;
     let target = Repository::new(
-        client(
-            &dst,
-            credentials(&args.dest_creds, &args.dest_creds_env, "destination")?,
-            "destination",
-        )?,
+        client(&dst, dest_creds, "destination")?,
         dst.repository.clone(),
     );
     let copier = ImageCopier::new(CopyOptions {

@@ -164,24 +164,8 @@ pub fn parse_image_action(
         field: "region",
         reason: format!("not an AWS region (got {:?})", clip(&region, 200)),
     })?;
-    let repository: RepositoryName =
-        d.repository_name
-            .parse()
-            .map_err(
-                |e: ecr_bridge::ids::RepositoryNameError| EventError::Field {
-                    field: "detail.repository-name",
-                    reason: e.to_string(),
-                },
-            )?;
-    let digest: Digest =
-        d.image_digest
-            .parse()
-            .map_err(
-                |e: ecr_bridge::digest::DigestParseError| EventError::Field {
-                    field: "detail.image-digest",
-                    reason: e.to_string(),
-                },
-            )?;
+    let repository: RepositoryName = parse_field(&d.repository_name, "detail.repository-name")?;
+    let digest: Digest = parse_field(&d.image_digest, "detail.image-digest")?;
     // Only a work item names every tag; ECR's own events name one.
     let tags: Vec<String> = match (from_backfill, d.image_tags) {
         (true, Some(tags)) => tags,
@@ -205,6 +189,18 @@ pub fn parse_image_action(
         tags,
         kind,
     }))
+}
+
+/// A field parsed into its type; its error, worded by the type, names the field.
+fn parse_field<T>(value: &str, field: &'static str) -> Result<T, EventError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e: T::Err| EventError::Field {
+        field,
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -20,6 +20,16 @@ fn refuse(doc: Value) -> ConfigError {
 }
 
 /// The message of a refused config, checked to contain `path: ` and `text`.
+/// A document of one rule, `matcher` to one destination named `repository`,
+/// refused with `text` at `path`.
+fn assert_rule_refused(matcher: Value, repository: &str, path: &str, text: &str) {
+    assert_refused(
+        json!({ "rules": [ { "match": matcher, "destinations": [dest(repository)] } ] }),
+        path,
+        text,
+    );
+}
+
 fn assert_refused(doc: Value, path: &str, text: &str) -> ConfigError {
     let err = refuse(doc);
     let message = err.to_string();

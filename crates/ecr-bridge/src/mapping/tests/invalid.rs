@@ -77,8 +77,9 @@ fn given_external_id_without_role_when_loaded_then_it_is_refused() {
 
 #[test]
 fn given_zero_or_two_match_kinds_when_loaded_then_exactly_one_is_demanded() {
-    assert_refused(
-        json!({ "rules": [ { "match": { "exact": "app1", "prefix": "app" }, "destinations": [dest("x1")] } ] }),
+    assert_rule_refused(
+        json!({ "exact": "app1", "prefix": "app" }),
+        "x1",
         "rules[0].match",
         "exactly one of exact, prefix, regex (got exact and prefix)",
     );
@@ -143,13 +144,15 @@ fn given_template_variable_the_match_does_not_provide_when_loaded_then_available
         "rules[1].destinations[0].repository",
         "unknown template variable {suffix} (available: {repository}, {1}, {team})",
     );
-    assert_refused(
-        json!({ "rules": [ { "match": { "exact": "app1" }, "destinations": [dest("x/{name}")] } ] }),
+    assert_rule_refused(
+        json!({ "exact": "app1" }),
+        "x/{name}",
         "rules[0].destinations[0].repository",
         "unknown template variable {name} (available: {repository})",
     );
-    assert_refused(
-        json!({ "rules": [ { "match": { "exact": "app1" }, "destinations": [dest("x/{repository")] } ] }),
+    assert_rule_refused(
+        json!({ "exact": "app1" }),
+        "x/{repository",
         "rules[0].destinations[0].repository",
         "unbalanced braces",
     );
@@ -157,8 +160,9 @@ fn given_template_variable_the_match_does_not_provide_when_loaded_then_available
 
 #[test]
 fn given_group_number_beyond_the_regex_groups_when_loaded_then_it_is_refused() {
-    assert_refused(
-        json!({ "rules": [ { "match": { "regex": "(a+)-(b+)" }, "destinations": [dest("{3}")] } ] }),
+    assert_rule_refused(
+        json!({ "regex": "(a+)-(b+)" }),
+        "{3}",
         "rules[0].destinations[0].repository",
         "unknown template variable {3} (available: {repository}, {1}, {2})",
     );
@@ -166,24 +170,28 @@ fn given_group_number_beyond_the_regex_groups_when_loaded_then_it_is_refused() {
 
 #[test]
 fn given_invalid_or_oversized_regex_when_loaded_then_it_is_refused() {
-    assert_refused(
-        json!({ "rules": [ { "match": { "regex": "team-(" }, "destinations": [dest("x1")] } ] }),
+    assert_rule_refused(
+        json!({ "regex": "team-(" }),
+        "x1",
         "rules[0].match.regex",
         "invalid regex",
     );
-    assert_refused(
-        json!({ "rules": [ { "match": { "regex": "a".repeat(MAX_REGEX_LEN + 1) }, "destinations": [dest("x1")] } ] }),
+    assert_rule_refused(
+        json!({ "regex": "a".repeat(MAX_REGEX_LEN + 1) }),
+        "x1",
         "rules[0].match.regex",
         "longer than 1000 characters",
     );
     // Short but huge once compiled: the size limit catches it.
-    assert_refused(
-        json!({ "rules": [ { "match": { "regex": "(\\w{100}){100}" }, "destinations": [dest("x1")] } ] }),
+    assert_rule_refused(
+        json!({ "regex": "(\\w{100}){100}" }),
+        "x1",
         "rules[0].match.regex",
         "invalid regex",
     );
-    assert_refused(
-        json!({ "rules": [ { "match": { "regex": "(?P<suffix>.+)" }, "destinations": [dest("x1")] } ] }),
+    assert_rule_refused(
+        json!({ "regex": "(?P<suffix>.+)" }),
+        "x1",
         "rules[0].match.regex",
         "reserved",
     );
@@ -347,18 +355,21 @@ fn given_bad_create_repository_settings_when_loaded_then_each_field_is_named() {
 
 #[test]
 fn given_invalid_match_values_when_loaded_then_they_are_refused() {
-    assert_refused(
-        json!({ "rules": [ { "match": { "exact": "Kuali-Coeus" }, "destinations": [dest("x1")] } ] }),
+    assert_rule_refused(
+        json!({ "exact": "Kuali-Coeus" }),
+        "x1",
         "rules[0].match.exact",
         "not a valid ECR repository name",
     );
-    assert_refused(
-        json!({ "rules": [ { "match": { "prefix": "" }, "destinations": [dest("x1")] } ] }),
+    assert_rule_refused(
+        json!({ "prefix": "" }),
+        "x1",
         "rules[0].match.prefix",
         "must not be empty",
     );
-    assert_refused(
-        json!({ "rules": [ { "match": { "prefix": "Team-" }, "destinations": [dest("x1")] } ] }),
+    assert_rule_refused(
+        json!({ "prefix": "Team-" }),
+        "x1",
         "rules[0].match.prefix",
         "lowercase",
     );
