@@ -96,6 +96,16 @@ impl AwsError {
         self.code.as_deref() == Some(code)
     }
 
+    /// `Ok(value)` when the error carries one of `codes` (ECR says the thing
+    /// is already in the state wanted, e.g. gone), else the error itself.
+    pub fn or_when<T>(self, codes: &[&str], value: T) -> Result<T, AwsError> {
+        if codes.iter().any(|c| self.has_code(c)) {
+            Ok(value)
+        } else {
+            Err(self)
+        }
+    }
+
     pub fn permanent(operation: &'static str, message: impl Into<String>) -> AwsError {
         AwsError {
             operation,

@@ -37,6 +37,18 @@ pub struct ImageReference {
     pub digest: Option<Digest>,
 }
 
+impl ImageReference {
+    /// The digest if given, else the tag, else `None` (the caller decides a default).
+    pub fn selector(&self) -> Option<Selector> {
+        match (&self.digest, &self.tag) {
+            (Some(d), _) => Some(Selector::Digest(d.clone())),
+            (None, Some(t)) => Some(Selector::Tag(t.clone())),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Why a text is not an image reference (or one of its parts).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReferenceError {
     #[error("invalid image reference {0:?}: expected host[:port]/repository[:tag|@digest]")]
@@ -49,17 +61,6 @@ pub enum ReferenceError {
     Tag { tag: String },
     #[error(transparent)]
     Digest(#[from] crate::digest::DigestParseError),
-}
-
-impl ImageReference {
-    /// The digest if given, else the tag, else `None` (the caller decides a default).
-    pub fn selector(&self) -> Option<Selector> {
-        match (&self.digest, &self.tag) {
-            (Some(d), _) => Some(Selector::Digest(d.clone())),
-            (None, Some(t)) => Some(Selector::Tag(t.clone())),
-            (None, None) => None,
-        }
-    }
 }
 
 impl FromStr for ImageReference {

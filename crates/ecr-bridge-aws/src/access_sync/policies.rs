@@ -43,16 +43,14 @@ impl RepositoryPolicies {
                 Some(text) if !text.trim().is_empty() => CurrentPolicy::Text(text.to_string()),
                 _ => CurrentPolicy::None,
             }),
-            Err(e) => {
-                let e = AwsError::from_sdk("ecr:GetRepositoryPolicy", e);
-                if e.has_code("RepositoryPolicyNotFoundException") {
-                    Ok(CurrentPolicy::None)
-                } else if e.has_code("RepositoryNotFoundException") {
-                    Ok(CurrentPolicy::NoRepository)
-                } else {
-                    Err(e)
-                }
-            }
+            Err(e) => AwsError::from_sdk("ecr:GetRepositoryPolicy", e)
+                .or_when(&["RepositoryPolicyNotFoundException"], CurrentPolicy::None)
+                .or_else(|e| {
+                    e.or_when(
+                        &["RepositoryNotFoundException"],
+                        CurrentPolicy::NoRepository,
+                    )
+                }),
         }
     }
 
@@ -73,14 +71,8 @@ impl RepositoryPolicies {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) => {
-                let e = AwsError::from_sdk("ecr:SetRepositoryPolicy", e);
-                if e.has_code("RepositoryNotFoundException") {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
+            Err(e) => AwsError::from_sdk("ecr:SetRepositoryPolicy", e)
+                .or_when(&["RepositoryNotFoundException"], false),
         }
     }
 
@@ -95,16 +87,13 @@ impl RepositoryPolicies {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) => {
-                let e = AwsError::from_sdk("ecr:DeleteRepositoryPolicy", e);
-                if e.has_code("RepositoryPolicyNotFoundException")
-                    || e.has_code("RepositoryNotFoundException")
-                {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }
+            Err(e) => AwsError::from_sdk("ecr:DeleteRepositoryPolicy", e).or_when(
+                &[
+                    "RepositoryPolicyNotFoundException",
+                    "RepositoryNotFoundException",
+                ],
+                (),
+            ),
         }
     }
 

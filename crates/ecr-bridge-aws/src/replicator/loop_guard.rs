@@ -105,36 +105,33 @@ mod tests {
         );
     }
 
+    /// No loop for the target at `index` of `repository`'s destinations when
+    /// `tags` are pushed there.
+    fn assert_no_loop(repository: &str, index: usize, tags: &[&str]) {
+        let config = config();
+        let targets = targets(&config, repository);
+        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        assert_eq!(
+            check(&config, &action(repository), &targets[index], &tags),
+            None,
+            "{repository} -> destination {index} with tags {tags:?}"
+        );
+    }
+
     #[test]
     fn given_targets_in_another_account_or_region_when_checked_then_no_loop() {
-        let config = config();
-        let targets = targets(&config, "app-web");
-        for target in &targets[1..] {
-            assert_eq!(
-                check(&config, &action("app-web"), target, &["v1".into()]),
-                None
-            );
-        }
+        assert_no_loop("app-web", 1, &["v1"]);
+        assert_no_loop("app-web", 2, &["v1"]);
     }
 
     #[test]
     fn given_a_target_whose_pushes_the_tag_filter_refuses_when_checked_then_no_loop() {
         // rules[0] takes "app-mirror-web" but only for v* tags and never untagged.
-        let config = config();
-        let targets = targets(&config, "app-web");
-        assert_eq!(
-            check(&config, &action("app-web"), &targets[0], &["latest".into()]),
-            None
-        );
+        assert_no_loop("app-web", 0, &["latest"]);
     }
 
     #[test]
     fn given_a_target_in_the_source_registry_no_rule_matches_when_checked_then_no_loop() {
-        let config = config();
-        let targets = targets(&config, "kuali-coeus");
-        assert_eq!(
-            check(&config, &action("kuali-coeus"), &targets[0], &["v1".into()]),
-            None
-        );
+        assert_no_loop("kuali-coeus", 0, &["v1"]);
     }
 }

@@ -284,17 +284,7 @@ mod tests {
 
         let err = plan(options, &server, &top).await.err().expect("refused");
 
-        assert!(
-            matches!(
-                err,
-                CopyError::LimitExceeded {
-                    limit: Limit::Manifests,
-                    max: 10,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert_refused_at(&err, Limit::Manifests, 10);
         assert!(!err.is_retryable());
         assert!(
             err.to_string().contains("limit max_manifests = 10"),
@@ -324,28 +314,8 @@ mod tests {
         let too_many_blobs = plan(blobs, &server, &top).await.err().expect("refused");
         let too_many_bytes = plan(bytes, &server, &top).await.err().expect("refused");
 
-        assert!(
-            matches!(
-                too_many_blobs,
-                CopyError::LimitExceeded {
-                    limit: Limit::Blobs,
-                    max: 2,
-                    ..
-                }
-            ),
-            "{too_many_blobs:?}"
-        );
-        assert!(
-            matches!(
-                too_many_bytes,
-                CopyError::LimitExceeded {
-                    limit: Limit::ManifestBytes,
-                    max: 300,
-                    ..
-                }
-            ),
-            "{too_many_bytes:?}"
-        );
+        assert_refused_at(&too_many_blobs, Limit::Blobs, 2);
+        assert_refused_at(&too_many_bytes, Limit::ManifestBytes, 300);
         assert!(
             too_many_bytes.to_string().contains("max_manifest_bytes"),
             "{too_many_bytes}"
@@ -367,6 +337,17 @@ mod tests {
         let planned = digests_and_depths(&plan);
         assert_eq!(planned, vec![(image.clone(), 2), (nested, 1), (top, 0)]);
         assert_eq!(server.count(&format!("GET /v2/src/manifests/{image}")), 1);
+    }
+
+    /// Asserts that `err` is the refusal for reaching `limit`, set to `max`.
+    fn assert_refused_at(err: &CopyError, limit: Limit, max: u64) {
+        assert!(
+            matches!(
+                err,
+                CopyError::LimitExceeded { limit: l, max: m, .. } if *l == limit && *m == max
+            ),
+            "{err:?}"
+        );
     }
 
     /// The planned manifests in push order, as (digest, depth).

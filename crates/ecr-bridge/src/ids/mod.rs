@@ -28,7 +28,25 @@ pub use role_arn::{RoleArn, RoleArnError};
 /// What every text identifier has: its text (`as_str`, `AsRef<str>`,
 /// `Display`, `String::from`), comparison with plain text, `TryFrom<&str>`
 /// and `TryFrom<String>` through its `FromStr`, and serde as a string.
+///
+/// With `valid: <predicate>`, also the `FromStr` of an identifier whose rule
+/// is that one predicate and whose error holds the rejected text, clipped.
 macro_rules! text_identifier {
+    ($name:ident, $error:ident, valid: $valid:path) => {
+        $crate::ids::text_identifier!($name, $error);
+
+        impl ::std::str::FromStr for $name {
+            type Err = $error;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                if $valid(s) {
+                    Ok($name(s.to_string()))
+                } else {
+                    Err($error($crate::ids::clip_value(s)))
+                }
+            }
+        }
+    };
     ($name:ident, $error:ty) => {
         impl $name {
             pub fn as_str(&self) -> &str {

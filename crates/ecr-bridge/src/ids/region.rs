@@ -1,7 +1,5 @@
 //! AWS region codes.
 
-use std::str::FromStr;
-
 use super::text_identifier;
 
 /// `us-east-1`, `us-gov-west-1`, `us-isob-east-1`, `cn-north-1`,
@@ -10,23 +8,7 @@ use super::text_identifier;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Region(String);
 
-text_identifier!(Region, RegionError);
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not an AWS region code like us-east-1 or us-gov-west-1")]
-pub struct RegionError(pub String);
-
-impl FromStr for Region {
-    type Err = RegionError;
-
-    fn from_str(r: &str) -> Result<Self, Self::Err> {
-        if is_region(r) {
-            Ok(Region(r.to_string()))
-        } else {
-            Err(RegionError(r.chars().take(64).collect()))
-        }
-    }
-}
+text_identifier!(Region, RegionError, valid: is_region);
 
 fn is_region(r: &str) -> bool {
     let words: Vec<&str> = r.split('-').collect();
@@ -42,6 +24,10 @@ fn is_region(r: &str) -> bool {
             .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
         && (2..=4).contains(&names[0].len())
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an AWS region code like us-east-1 or us-gov-west-1")]
+pub struct RegionError(pub String);
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,8 @@
 //! `#[derive(Deserialize)]`: serde stops at the first wrong type or unknown
 //! field, while a person fixing a config wants every problem at once.
 
+use std::str::FromStr;
+
 use super::confine;
 use super::error::{ConfigError, Problem};
 use super::glob::Glob;
@@ -12,7 +14,10 @@ use super::quote::shown;
 use super::schema::{Destination, NameRegex, RepositoryMatch, Rule, SourceRegistry, TagFilter};
 use super::settings::create_repository;
 use super::template::{Scope, Template, SAME_NAME};
-use super::tree::{as_array, as_string, check_length, child, item, Errors, Json, Object, ROOT};
+use super::tree::{
+    all_items, as_array, as_string, at_most, check_length, child, item, non_empty_array, Errors,
+    Json, Object, ROOT,
+};
 use super::{
     MappingConfig, MAX_DESTINATIONS, MAX_DOCUMENT_BYTES, MAX_GLOBS, MAX_NAME_LEN, MAX_REGEX_LEN,
     MAX_RULES, REGEX_NEST_LIMIT, REGEX_SIZE_LIMIT,
@@ -85,15 +90,8 @@ fn document(tree: &Json, errors: &mut Errors) -> Option<(Vec<Rule>, Option<Sourc
     }
     let rules_path = top.path("rules");
     let items = as_array(top.required("rules", errors)?, &rules_path, errors)?;
-    if items.len() > MAX_RULES {
+    if !at_most(items, MAX_RULES, &rules_path, errors) {
         // Don't compile hundreds of regexes only to refuse the document.
-        errors.add(
-            &rules_path,
-            Problem::TooMany {
-                max: MAX_RULES,
-                found: items.len(),
-            },
-        );
         return None;
     }
     let parsed: Vec<Option<Rule>> = items
@@ -132,23 +130,26 @@ fn source_registry(value: &Json, path: &str, errors: &mut Errors) -> Option<Sour
 }
 
 fn account_field(obj: &Object<'_>, errors: &mut Errors) -> Option<AccountId> {
-    obj.required_string("account", errors).and_then(|a| {
-        let parsed = a.parse::<AccountId>().ok();
-        if parsed.is_none() {
-            errors.add(&obj.path("account"), Problem::Account { got: shown(a) });
-        }
-        parsed
-    })
+    parsed_field(obj, "account", |got| Problem::Account { got }, errors)
 }
 
 fn region_field(obj: &Object<'_>, errors: &mut Errors) -> Option<Region> {
-    obj.required_string("region", errors).and_then(|r| {
-        let parsed = r.parse::<Region>().ok();
-        if parsed.is_none() {
-            errors.add(&obj.path("region"), Problem::Region { got: shown(r) });
-        }
-        parsed
-    })
+    parsed_field(obj, "region", |got| Problem::Region { got }, errors)
+}
+
+/// A required string field read as `T`; `problem` is given the text shown when it is not one.
+fn parsed_field<T: FromStr>(
+    obj: &Object<'_>,
+    key: &str,
+    problem: fn(String) -> Problem,
+    errors: &mut Errors,
+) -> Option<T> {
+    let text = obj.required_string(key, errors)?;
+    let parsed = text.parse::<T>().ok();
+    if parsed.is_none() {
+        errors.add(&obj.path(key), problem(shown(text)));
+    }
+    parsed
 }
 
 /// Mistakes only visible across rules: a reused name, a rule that can never win.
@@ -312,41 +313,22 @@ fn destinations(
     scope: Option<&Scope>,
     errors: &mut Errors,
 ) -> Option<Vec<Destination>> {
-    let items = as_array(value, path, errors)?;
-    if items.is_empty() {
-        errors.add(path, Problem::Empty);
-        return None;
-    }
-    if items.len() > MAX_DESTINATIONS {
-        errors.add(
-            path,
-            Problem::TooMany {
-                max: MAX_DESTINATIONS,
-                found: items.len(),
-            },
-        );
-    }
-    let mut out = Vec::new();
-    let mut complete = true;
-    for (i, v) in items.iter().enumerate() {
-        let item_path = item(path, i);
-        match destination(v, &item_path, scope, errors) {
-            Some(d) => {
-                // Two identical targets would copy every image twice to one place.
-                let same = out.iter().position(|o: &Destination| {
-                    o.access.account == d.access.account
-                        && o.access.region == d.access.region
-                        && o.repository.as_str() == d.repository.as_str()
-                });
-                if let Some(other) = same {
-                    errors.add(&item_path, Problem::DuplicateDestination { other });
-                }
-                out.push(d);
-            }
-            None => complete = false,
+    let items = non_empty_array(value, path, errors)?;
+    // Too many is refused, but each is still read so its own problems show too.
+    at_most(items, MAX_DESTINATIONS, path, errors);
+    all_items(items, path, errors, |v, item_path, earlier, errors| {
+        let d = destination(v, item_path, scope, errors)?;
+        // Two identical targets would copy every image twice to one place.
+        let same = earlier.iter().position(|o: &Destination| {
+            o.access.account == d.access.account
+                && o.access.region == d.access.region
+                && o.repository.as_str() == d.repository.as_str()
+        });
+        if let Some(other) = same {
+            errors.add(item_path, Problem::DuplicateDestination { other });
         }
-    }
-    complete.then_some(out)
+        Some(d)
+    })
 }
 
 fn destination(
@@ -462,39 +444,25 @@ fn globs(obj: &Object<'_>, key: &str, errors: &mut Errors) -> Option<Vec<Glob>> 
     };
     let path = obj.path(key);
     let items = as_array(value, &path, errors)?;
-    if items.len() > MAX_GLOBS {
-        errors.add(
-            &path,
-            Problem::TooMany {
-                max: MAX_GLOBS,
-                found: items.len(),
-            },
-        );
+    if !at_most(items, MAX_GLOBS, &path, errors) {
         return None;
     }
-    let mut out = Vec::new();
-    let mut complete = true;
-    for (i, v) in items.iter().enumerate() {
-        let item_path = item(&path, i);
-        let Some(pattern) = as_string(v, &item_path, errors) else {
-            complete = false;
-            continue;
-        };
+    all_items(items, &path, errors, |v, item_path, _, errors| {
+        let pattern = as_string(v, item_path, errors)?;
         match Glob::new(pattern) {
-            Ok(g) => out.push(g),
+            Ok(g) => Some(g),
             Err(reason) => {
                 errors.add(
-                    &item_path,
+                    item_path,
                     Problem::Glob {
                         got: shown(pattern),
                         reason,
                     },
                 );
-                complete = false;
+                None
             }
         }
-    }
-    complete.then_some(out)
+    })
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use super::error::Problem;
 use super::quote::shown;
 use super::schema::{Encryption, RepositorySettings, TagMutability};
-use super::tree::{as_array, as_string, Errors, Json, Object};
+use super::tree::{all_items, as_string, at_most, non_empty_array, Errors, Json, Object};
 
 const CREATE_FIELDS: &[&str] = &[
     "tag_mutability",
@@ -95,42 +95,22 @@ pub(super) fn create_repository(
 
 /// ECR's `ImageTagMutabilityExclusionFilter`: `^[0-9a-zA-Z._*-]{1,128}$`, WILDCARD.
 fn exclusion_filters(value: &Json, path: &str, errors: &mut Errors) -> Option<Vec<String>> {
-    let items = as_array(value, path, errors)?;
-    if items.is_empty() {
-        errors.add(path, Problem::Empty);
+    let items = non_empty_array(value, path, errors)?;
+    if !at_most(items, MAX_EXCLUSIONS, path, errors) {
         return None;
     }
-    if items.len() > MAX_EXCLUSIONS {
-        errors.add(
-            path,
-            Problem::TooMany {
-                max: MAX_EXCLUSIONS,
-                found: items.len(),
-            },
-        );
-        return None;
-    }
-    let mut out = Vec::new();
-    let mut complete = true;
-    for (i, item) in items.iter().enumerate() {
-        let item_path = format!("{path}[{i}]");
-        match as_string(item, &item_path, errors) {
-            Some(f)
-                if !f.is_empty()
-                    && f.len() <= 128
-                    && f.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._*-".contains(&b)) =>
-            {
-                out.push(f.to_string())
-            }
-            Some(f) => {
-                errors.add(&item_path, Problem::ExclusionFilter { got: shown(f) });
-                complete = false;
-            }
-            None => complete = false,
+    all_items(items, path, errors, |item, item_path, _, errors| {
+        let f = as_string(item, item_path, errors)?;
+        let valid = !f.is_empty()
+            && f.len() <= 128
+            && f.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._*-".contains(&b));
+        if !valid {
+            errors.add(item_path, Problem::ExclusionFilter { got: shown(f) });
+            return None;
         }
-    }
-    complete.then_some(out)
+        Some(f.to_string())
+    })
 }
 
 fn encryption(value: &Json, path: &str, errors: &mut Errors) -> Option<Encryption> {

@@ -19,7 +19,6 @@ fn refuse(doc: Value) -> ConfigError {
     }
 }
 
-/// The message of a refused config, checked to contain `path: ` and `text`.
 /// A document of one rule, `matcher` to one destination named `repository`,
 /// refused with `text` at `path`.
 fn assert_rule_refused(matcher: Value, repository: &str, path: &str, text: &str) {
@@ -30,7 +29,11 @@ fn assert_rule_refused(matcher: Value, repository: &str, path: &str, text: &str)
     );
 }
 
+/// A refused config, checked to have a problem at `path` whose message
+/// contains `text`. A failure shows the document, so that a case in a table
+/// of them is named.
 fn assert_refused(doc: Value, path: &str, text: &str) -> ConfigError {
+    let shown = doc.to_string();
     let err = refuse(doc);
     let message = err.to_string();
     let expected = format!("{path}: ");
@@ -38,7 +41,7 @@ fn assert_refused(doc: Value, path: &str, text: &str) -> ConfigError {
         err.problems()
             .iter()
             .any(|p| p.path == path && p.to_string().contains(text)),
-        "expected a problem at {expected:?} containing {text:?}, got: {message}"
+        "expected a problem at {expected:?} containing {text:?} in {shown}, got: {message}"
     );
     err
 }

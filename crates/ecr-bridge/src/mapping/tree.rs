@@ -231,6 +231,56 @@ pub(super) fn as_array<'a>(value: &'a Json, path: &str, errors: &mut Errors) -> 
     }
 }
 
+/// An array that must hold at least one item.
+pub(super) fn non_empty_array<'a>(
+    value: &'a Json,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<&'a [Json]> {
+    let items = as_array(value, path, errors)?;
+    if items.is_empty() {
+        errors.add(path, Problem::Empty);
+        return None;
+    }
+    Some(items)
+}
+
+/// Reports more than `max` items at `path`; `false` when it did. Whether to
+/// read them anyway is the caller's choice.
+pub(super) fn at_most(items: &[Json], max: usize, path: &str, errors: &mut Errors) -> bool {
+    if items.len() <= max {
+        return true;
+    }
+    errors.add(
+        path,
+        Problem::TooMany {
+            max,
+            found: items.len(),
+        },
+    );
+    false
+}
+
+/// Each item read by `each` (given its path and the items read before it),
+/// or `None` if any was not. All are read either way, so that every item's
+/// problems are reported at once.
+pub(super) fn all_items<T>(
+    items: &[Json],
+    path: &str,
+    errors: &mut Errors,
+    mut each: impl FnMut(&Json, &str, &[T], &mut Errors) -> Option<T>,
+) -> Option<Vec<T>> {
+    let mut out = Vec::new();
+    let mut complete = true;
+    for (i, v) in items.iter().enumerate() {
+        match each(v, &item(path, i), &out, errors) {
+            Some(t) => out.push(t),
+            None => complete = false,
+        }
+    }
+    complete.then_some(out)
+}
+
 pub(super) fn check_length(value: &str, max: usize, path: &str, errors: &mut Errors) -> bool {
     if value.is_empty() {
         errors.add(path, Problem::Empty);

@@ -15,7 +15,7 @@ use super::error::RegistryError;
 use super::retry::{RetryPolicy, RetryState};
 use super::status::Subject;
 use super::timeouts::Timeouts;
-use super::transport::{Request, Transport};
+use super::transport::{Request, Shared, Transport};
 
 /// Client of one registry. Cheap to clone; clones share connections,
 /// credentials and rate limits.
@@ -33,7 +33,13 @@ impl RegistryClient {
         timeouts: Timeouts,
     ) -> Self {
         RegistryClient {
-            transport: Transport::new(http, endpoint, credentials, retry, timeouts),
+            transport: Transport::new(Shared {
+                http,
+                endpoint,
+                credentials,
+                retry,
+                timeouts,
+            }),
         }
     }
 

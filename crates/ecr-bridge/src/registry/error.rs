@@ -226,26 +226,21 @@ impl RegistryError {
     /// anything: network trouble, throttling, 5xx, a truncated or corrupted
     /// transfer. Never a 4xx that states a fact (unknown, denied, invalid).
     pub fn is_retryable(&self) -> bool {
+        // Every variant by name, so that a new one must be classified.
         match self {
-            RegistryError::Throttled { .. }
-            | RegistryError::Server { .. }
-            | RegistryError::Transport { .. }
-            | RegistryError::Timeout { .. }
-            | RegistryError::DigestMismatch { .. }
-            | RegistryError::DeadlineReached { .. }
-            | RegistryError::SizeMismatch { .. } => true,
-            RegistryError::Credentials { retryable, .. } => *retryable,
-            RegistryError::Rejected { status, .. } => *status == 408,
-            RegistryError::InvalidEndpoint { .. }
-            | RegistryError::Unauthorized { .. }
-            | RegistryError::Denied { .. }
-            | RegistryError::TokenExpired { .. }
-            | RegistryError::RepositoryNotFound { .. }
-            | RegistryError::ManifestNotFound { .. }
-            | RegistryError::BlobNotFound { .. }
-            | RegistryError::Certificate { .. }
-            | RegistryError::Protocol { .. }
-            | RegistryError::UnsafeLocation { .. } => false,
+            // The registry's load, the network, a transfer gone wrong, the clock.
+            Self::Throttled { .. } | Self::Server { .. } => true,
+            Self::Transport { .. } | Self::Timeout { .. } => true,
+            Self::DigestMismatch { .. } | Self::SizeMismatch { .. } => true,
+            Self::DeadlineReached { .. } => true,
+            Self::Credentials { retryable, .. } => *retryable,
+            Self::Rejected { status, .. } => *status == 408,
+            // Refused credentials, missing content, a wrong setup or answer.
+            Self::Unauthorized { .. } | Self::Denied { .. } | Self::TokenExpired { .. } => false,
+            Self::RepositoryNotFound { .. } | Self::ManifestNotFound { .. } => false,
+            Self::BlobNotFound { .. } => false,
+            Self::InvalidEndpoint { .. } | Self::Certificate { .. } => false,
+            Self::Protocol { .. } | Self::UnsafeLocation { .. } => false,
         }
     }
 
@@ -400,47 +395,58 @@ X-Amz-Algorithm=AWS4-HMAC-SHA256&amp;X-Amz-Security-Token=SECRET&amp;X-Amz-Signe
         assert_eq!(error_message(b"plain words"), "plain words");
     }
 
+    /// An answer with `status`, typed as the transport types it: 429
+    /// throttled, 5xx a server error, anything else rejected.
+    fn answered(status: u16) -> RegistryError {
+        let (request, message) = ("GET x".to_string(), String::new());
+        match status {
+            429 => RegistryError::Throttled {
+                request,
+                status,
+                message,
+                retry_after: None,
+            },
+            500.. => RegistryError::Server {
+                request,
+                status,
+                message,
+                retry_after: None,
+            },
+            _ => RegistryError::Rejected {
+                request,
+                status,
+                code: String::new(),
+                message,
+            },
+        }
+    }
+
     #[test]
     fn given_each_error_when_classified_then_only_transient_ones_retry() {
         let r = || "GET x".to_string();
-        assert!(RegistryError::Server {
-            request: r(),
-            status: 503,
-            message: String::new(),
-            retry_after: None
+        let cases = [
+            (answered(503), true),
+            (answered(429), true),
+            (answered(408), true),
+            (answered(400), false),
+            (
+                RegistryError::Unauthorized {
+                    request: r(),
+                    message: String::new(),
+                },
+                false,
+            ),
+            (
+                RegistryError::ManifestNotFound {
+                    registry: r(),
+                    repository: r(),
+                    reference: r(),
+                },
+                false,
+            ),
+        ];
+        for (err, retryable) in cases {
+            assert_eq!(err.is_retryable(), retryable, "{err:?}");
         }
-        .is_retryable());
-        assert!(RegistryError::Throttled {
-            request: r(),
-            status: 429,
-            message: String::new(),
-            retry_after: None
-        }
-        .is_retryable());
-        assert!(RegistryError::Rejected {
-            request: r(),
-            status: 408,
-            code: String::new(),
-            message: String::new()
-        }
-        .is_retryable());
-        assert!(!RegistryError::Rejected {
-            request: r(),
-            status: 400,
-            code: String::new(),
-            message: String::new()
-        }
-        .is_retryable());
-        assert!(!RegistryError::Unauthorized {
-            request: r(),
-            message: String::new()
-        }
-        .is_retryable());
-        assert!(!RegistryError::ManifestNotFound {
-            registry: r(),
-            repository: r(),
-            reference: r()
-        }
-        .is_retryable());
     }
 }

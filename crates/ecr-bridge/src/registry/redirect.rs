@@ -65,23 +65,13 @@ mod tests {
     fn given_relative_and_absolute_https_locations_when_followed_then_they_resolve_against_the_request(
     ) {
         let e = Endpoint::parse("registry.example.com", false).unwrap();
-
-        let relative = follow(
-            &e,
-            "POST x",
-            "upload Location",
-            &from(),
+        let (upload, redirect) = (
             "/v2/app/blobs/uploads/u1?_state=s",
-        )
-        .unwrap();
-        let absolute = follow(
-            &e,
-            "GET x",
-            "redirect",
-            &from(),
             "https://bucket.s3.amazonaws.com/k?X-Amz-Signature=1",
-        )
-        .unwrap();
+        );
+
+        let relative = follow(&e, "POST x", "upload Location", &from(), upload).unwrap();
+        let absolute = follow(&e, "GET x", "redirect", &from(), redirect).unwrap();
 
         assert_eq!(
             relative.as_str(),
@@ -94,15 +84,10 @@ mod tests {
     fn given_a_plain_http_location_from_an_https_endpoint_when_followed_then_a_permanent_error_without_the_query(
     ) {
         let e = Endpoint::parse("registry.example.com", true).unwrap();
+        let request = "POST registry.example.com/v2/app/blobs/uploads/";
+        let location = "http://127.0.0.1:9/v2/app/blobs/uploads/u1?X-Amz-Signature=s3cr3t";
 
-        let err = follow(
-            &e,
-            "POST registry.example.com/v2/app/blobs/uploads/",
-            "upload Location",
-            &from(),
-            "http://127.0.0.1:9/v2/app/blobs/uploads/u1?X-Amz-Signature=s3cr3t",
-        )
-        .unwrap_err();
+        let err = follow(&e, request, "upload Location", &from(), location).unwrap_err();
 
         assert!(
             matches!(err, RegistryError::UnsafeLocation { .. }),

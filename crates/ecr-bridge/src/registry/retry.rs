@@ -105,14 +105,12 @@ impl RetryState<'_> {
         // "Equal jitter": half fixed, half random, so concurrent clients spread out
         // without ever retrying immediately.
         let half = exp / 2;
-        let mut delay = half + random_up_to(half);
-        if let Some(ra) = retry_after {
-            delay = delay.max(ra.min(MAX_SERVER_WAIT));
-        }
-        let waited = self.waited.checked_add(delay)?;
-        if waited > self.policy.max_total_wait || !self.fits_deadline(delay) {
-            return None;
-        }
+        let (delay, waited) = self.fit(
+            half + random_up_to(half),
+            retry_after,
+            self.waited,
+            self.policy.max_total_wait,
+        )?;
         self.waited = waited;
         Some(delay)
     }
@@ -124,14 +122,12 @@ impl RetryState<'_> {
     pub fn next_throttle_delay(&mut self, retry_after: Option<Duration>) -> Option<Duration> {
         self.throttled = self.throttled.saturating_add(1);
         let exp = self.backoff(self.throttled, self.policy.max_throttle_backoff);
-        let mut delay = random_up_to(exp);
-        if let Some(ra) = retry_after {
-            delay = delay.max(ra.min(MAX_SERVER_WAIT));
-        }
-        let waited = self.throttle_waited.checked_add(delay)?;
-        if waited > self.policy.max_throttle_wait || !self.fits_deadline(delay) {
-            return None;
-        }
+        let (delay, waited) = self.fit(
+            random_up_to(exp),
+            retry_after,
+            self.throttle_waited,
+            self.policy.max_throttle_wait,
+        )?;
         self.throttle_waited = waited;
         Some(delay)
     }
@@ -147,6 +143,24 @@ impl RetryState<'_> {
         } else {
             self.next_delay(retry_after)
         }
+    }
+
+    /// `delay`, at least the server's `retry_after` (itself at most
+    /// [`MAX_SERVER_WAIT`]), with the total it brings `waited` to; `None`
+    /// when that total passes `limit` or the wait passes the deadline.
+    fn fit(
+        &self,
+        delay: Duration,
+        retry_after: Option<Duration>,
+        waited: Duration,
+        limit: Duration,
+    ) -> Option<(Duration, Duration)> {
+        let delay = retry_after.map_or(delay, |ra| delay.max(ra.min(MAX_SERVER_WAIT)));
+        let waited = waited.checked_add(delay)?;
+        if waited > limit || !self.fits_deadline(delay) {
+            return None;
+        }
+        Some((delay, waited))
     }
 
     /// `initial_backoff * 2^(n-1)`, at most `cap`.

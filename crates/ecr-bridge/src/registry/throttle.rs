@@ -297,6 +297,12 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A fresh rate and the instant it started at.
+    fn start() -> (Instant, AdaptiveRate) {
+        let t0 = Instant::now();
+        (t0, AdaptiveRate::new(t0))
+    }
+
     /// Lasting throttling: three 429s in a row at `t`.
     fn refused(r: &mut AdaptiveRate, t: Instant) {
         for _ in 0..3 {
@@ -304,44 +310,42 @@ mod tests {
         }
     }
 
+    /// A rate that saw `n` requests, one every `step`, then lasting
+    /// throttling right after them; with its start and the rate it cut to.
+    fn refused_after(n: u32, step: Duration) -> (Instant, AdaptiveRate, f64) {
+        let (t0, mut r) = start();
+        for i in 0..n {
+            r.reserve(t0 + step * i);
+        }
+        refused(&mut r, t0 + step * n);
+        let rate = r.rate().expect("limiting");
+        (t0, r, rate)
+    }
+
     #[test]
     fn given_requests_when_classified_then_each_lands_on_its_ecr_quota() {
-        let c = |m: Method, p: &str| ApiClass::of(&m, p);
-        assert_eq!(c(Method::PUT, "/v2/a/b/manifests/v1"), ApiClass::PutImage);
-        assert_eq!(
-            c(Method::HEAD, "/v2/a/manifests/sha256:x"),
-            ApiClass::GetImage
-        );
-        assert_eq!(c(Method::GET, "/v2/a/manifests/v1"), ApiClass::GetImage);
-        assert_eq!(
-            c(Method::HEAD, "/v2/a/blobs/sha256:x"),
-            ApiClass::CheckLayer
-        );
-        assert_eq!(
-            c(Method::GET, "/v2/a/blobs/sha256:x"),
-            ApiClass::DownloadLayer
-        );
-        assert_eq!(
-            c(Method::POST, "/v2/a/blobs/uploads/"),
-            ApiClass::InitiateUpload
-        );
-        assert_eq!(
-            c(Method::PUT, "/v2/a/blobs/uploads/u1"),
-            ApiClass::CompleteUpload
-        );
-        assert_eq!(c(Method::GET, "/v2/"), ApiClass::Other);
-        // A repository named like a route is still routed by the last part.
-        assert_eq!(c(Method::PUT, "/v2/blobs/manifests/v1"), ApiClass::PutImage);
-        assert_eq!(
-            c(Method::HEAD, "/v2/manifests/blobs/sha256:x"),
-            ApiClass::CheckLayer
-        );
+        for (request, class) in [
+            ("PUT /v2/a/b/manifests/v1", ApiClass::PutImage),
+            ("HEAD /v2/a/manifests/sha256:x", ApiClass::GetImage),
+            ("GET /v2/a/manifests/v1", ApiClass::GetImage),
+            ("HEAD /v2/a/blobs/sha256:x", ApiClass::CheckLayer),
+            ("GET /v2/a/blobs/sha256:x", ApiClass::DownloadLayer),
+            ("POST /v2/a/blobs/uploads/", ApiClass::InitiateUpload),
+            ("PUT /v2/a/blobs/uploads/u1", ApiClass::CompleteUpload),
+            ("GET /v2/", ApiClass::Other),
+            // A repository named like a route is still routed by the last part.
+            ("PUT /v2/blobs/manifests/v1", ApiClass::PutImage),
+            ("HEAD /v2/manifests/blobs/sha256:x", ApiClass::CheckLayer),
+        ] {
+            let (method, path) = request.split_once(' ').unwrap();
+            let method: Method = method.parse().unwrap();
+            assert_eq!(ApiClass::of(&method, path), class, "{request}");
+        }
     }
 
     #[test]
     fn given_no_throttling_when_sending_then_never_slowed() {
-        let t0 = Instant::now();
-        let mut r = AdaptiveRate::new(t0);
+        let (t0, mut r) = start();
         for i in 0..1000 {
             assert_eq!(r.reserve(t0 + ms(i)), Duration::ZERO);
             r.on_success(t0 + ms(i));
@@ -351,14 +355,8 @@ mod tests {
 
     #[test]
     fn given_a_throttle_when_sending_fast_then_paced_below_the_rate_that_was_refused() {
-        let t0 = Instant::now();
-        let mut r = AdaptiveRate::new(t0);
         // 20 requests in 100 ms (200/s), then a 429.
-        for i in 0..20 {
-            r.reserve(t0 + ms(i * 5));
-        }
-        refused(&mut r, t0 + ms(100));
-        let rate = r.rate().expect("limiting");
+        let (t0, mut r, rate) = refused_after(20, ms(5));
         assert!((MIN_RATE..200.0).contains(&rate), "{rate}");
         // A caller that asks again as soon as it is told gets far fewer
         // than 200 a second through in the next second.
@@ -381,8 +379,7 @@ mod tests {
 
     #[test]
     fn given_a_stray_429_among_many_successes_when_counted_then_nothing_is_slowed() {
-        let t0 = Instant::now();
-        let mut r = AdaptiveRate::new(t0);
+        let (t0, mut r) = start();
         for i in 0..100 {
             r.reserve(t0 + ms(i));
             if i == 50 {
@@ -396,13 +393,7 @@ mod tests {
 
     #[test]
     fn given_many_requests_refused_together_when_counted_then_the_rate_is_cut_once() {
-        let t0 = Instant::now();
-        let mut r = AdaptiveRate::new(t0);
-        for i in 0..20 {
-            r.reserve(t0 + ms(i));
-        }
-        refused(&mut r, t0 + ms(20));
-        let once = r.rate().expect("limiting");
+        let (t0, mut r, once) = refused_after(20, ms(1));
         for i in 0..19 {
             r.on_throttle(t0 + ms(21 + i));
         }
@@ -411,9 +402,7 @@ mod tests {
 
     #[test]
     fn given_repeated_throttles_then_the_rate_falls_to_the_floor_and_recovers_on_success() {
-        let t0 = Instant::now();
-        let mut r = AdaptiveRate::new(t0);
-        let mut t = t0;
+        let (mut t, mut r) = start();
         // Refused again and again, each time after the limiter's own pace.
         for _ in 0..30 {
             t += r.reserve(t);
@@ -436,9 +425,7 @@ mod tests {
 
     #[test]
     fn given_hostile_timing_when_driven_then_numbers_stay_finite_and_waits_bounded() {
-        let t0 = Instant::now();
-        let mut r = AdaptiveRate::new(t0);
-        let mut t = t0;
+        let (mut t, mut r) = start();
         for i in 0u64..10_000 {
             let w = r.reserve(t);
             assert!(w <= Duration::from_secs(3600), "{w:?}");

@@ -88,13 +88,15 @@ struct Outgoing<'a> {
 
 const WAITING_FOR_RESPONSE: &str = "waiting for the response";
 
+/// What every handle of one registry shares; [`super::RegistryClient::new`]
+/// puts it together.
 #[derive(Debug)]
-struct Shared {
-    http: reqwest::Client,
-    endpoint: Endpoint,
-    credentials: Arc<dyn CredentialSource>,
-    retry: RetryPolicy,
-    timeouts: Timeouts,
+pub(super) struct Shared {
+    pub(super) http: reqwest::Client,
+    pub(super) endpoint: Endpoint,
+    pub(super) credentials: Arc<dyn CredentialSource>,
+    pub(super) retry: RetryPolicy,
+    pub(super) timeouts: Timeouts,
 }
 
 /// One registry's connection pool, credentials and policies, with the
@@ -108,21 +110,9 @@ pub(super) struct Transport {
 }
 
 impl Transport {
-    pub(super) fn new(
-        http: reqwest::Client,
-        endpoint: Endpoint,
-        credentials: Arc<dyn CredentialSource>,
-        retry: RetryPolicy,
-        timeouts: Timeouts,
-    ) -> Self {
+    pub(super) fn new(shared: Shared) -> Self {
         Transport {
-            shared: Arc::new(Shared {
-                http,
-                endpoint,
-                credentials,
-                retry,
-                timeouts,
-            }),
+            shared: Arc::new(shared),
             deadline: None,
         }
     }

@@ -88,6 +88,11 @@ async fn copy_blob(url: &str, blob: &[u8], stats: &Stats) -> Result<(), CopyErro
     copier.copy(&descriptor(blob), stats).await
 }
 
+/// The error [`copy_blob`] ends with, for scripts where it must fail.
+async fn failed_copy(url: &str, blob: &[u8]) -> CopyError {
+    copy_blob(url, blob, &Stats::default()).await.unwrap_err()
+}
+
 #[tokio::test]
 async fn given_credentials_expiring_during_a_blob_upload_when_copied_then_the_blob_is_sent_again() {
     let blob: &'static [u8] = b"layer bytes";
@@ -105,9 +110,7 @@ async fn given_uploads_always_refused_with_401_when_copied_then_a_retryable_cred
 ) {
     let blob: &'static [u8] = b"layer bytes";
     let server = registry_refusing_puts(blob, usize::MAX).await;
-    let err = copy_blob(&server.url, blob, &Stats::default())
-        .await
-        .unwrap_err();
+    let err = failed_copy(&server.url, blob).await;
 
     assert!(
         matches!(
@@ -133,9 +136,7 @@ async fn given_a_blob_head_that_keeps_failing_when_copied_then_it_is_tried_max_a
         _ => answer("404 Not Found", "", b""),
     })
     .await;
-    let err = copy_blob(&server.url, blob, &Stats::default())
-        .await
-        .unwrap_err();
+    let err = failed_copy(&server.url, blob).await;
 
     assert!(
         matches!(

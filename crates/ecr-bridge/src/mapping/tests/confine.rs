@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::{assert_refused, load, A, B};
-use crate::mapping::{Decision, MappingConfig, Replication, TargetNameProblem};
+use crate::mapping::{Decision, InvalidTargetName, MappingConfig, Replication, TargetNameProblem};
 
 fn confined(repository: &str, prefix: &str) -> Value {
     json!({ "account": A, "region": "us-east-1", "repository": repository, "confine_to": prefix })
@@ -15,6 +15,31 @@ fn replication(config: &MappingConfig, repository: &str) -> Replication {
         Decision::Replicate(r) => r,
         other => panic!("expected a replication, got {other:?}"),
     }
+}
+
+/// One rule, `matcher` to a destination rendering `repository` confined to `prefix`.
+fn confined_doc(matcher: Value, repository: &str, prefix: &str) -> Value {
+    json!({ "rules": [ { "match": matcher, "destinations": [confined(repository, prefix)] } ] })
+}
+
+fn confined_rule(matcher: Value, repository: &str, prefix: &str) -> MappingConfig {
+    load(confined_doc(matcher, repository, prefix))
+}
+
+/// What the rule taking `source` renders for its first destination.
+fn first_target(config: &MappingConfig, source: &str) -> Result<String, InvalidTargetName> {
+    replication(config, source).destinations[0]
+        .repository
+        .clone()
+}
+
+/// `confined_doc`, refused at its destination's `repository` with `text`.
+fn assert_template_refused(matcher: Value, repository: &str, prefix: &str, text: &str) {
+    assert_refused(
+        confined_doc(matcher, repository, prefix),
+        "rules[0].destinations[0].repository",
+        text,
+    );
 }
 
 /// The Kuali migration's prefix rule, confined to the names it is for.
@@ -66,15 +91,8 @@ fn given_names_inside_the_prefix_when_decided_then_they_are_accepted() {
 
 #[test]
 fn given_team_without_a_slash_when_a_value_opens_another_namespace_then_teamevil_is_outside() {
-    let config = load(json!({ "rules": [
-        { "match": { "regex": "src/(.+)" }, "destinations": [confined("{1}", "team")] },
-    ]}));
-
-    let verdict = |source: &str| {
-        replication(&config, source).destinations[0]
-            .repository
-            .clone()
-    };
+    let config = confined_rule(json!({ "regex": "src/(.+)" }), "{1}", "team");
+    let verdict = |source| first_target(&config, source);
 
     assert_eq!(verdict("src/team/app"), Ok("team/app".to_string()));
     assert_eq!(verdict("src/team"), Ok("team".to_string()));
@@ -92,15 +110,8 @@ fn given_team_without_a_slash_when_a_value_opens_another_namespace_then_teamevil
 
 #[test]
 fn given_a_prefix_ending_in_a_slash_when_decided_then_only_names_under_it_pass() {
-    let config = load(json!({ "rules": [
-        { "match": { "prefix": "app-" }, "destinations": [confined("{suffix}", "team/")] },
-    ]}));
-
-    let verdict = |source: &str| {
-        replication(&config, source).destinations[0]
-            .repository
-            .clone()
-    };
+    let config = confined_rule(json!({ "prefix": "app-" }), "{suffix}", "team/");
+    let verdict = |source| first_target(&config, source);
 
     assert_eq!(verdict("app-team/web"), Ok("team/web".to_string()));
     assert!(verdict("app-team").is_err());
@@ -127,13 +138,9 @@ fn given_one_destination_outside_when_decided_then_the_other_destinations_still_
 
 #[test]
 fn given_an_invalid_rendered_name_when_confined_then_the_name_problem_is_reported_first() {
-    let config = load(json!({ "rules": [
-        { "match": { "regex": "(.+)-x" }, "destinations": [confined("{1}", "team/")] },
-    ]}));
+    let config = confined_rule(json!({ "regex": "(.+)-x" }), "{1}", "team/");
 
-    let r = replication(&config, "Team/App-x");
-
-    let err = r.destinations[0].repository.clone().unwrap_err();
+    let err = first_target(&config, "Team/App-x").unwrap_err();
     assert_eq!(err.problem, TargetNameProblem::NotAnEcrName);
 }
 
@@ -176,27 +183,27 @@ fn given_a_literal_target_outside_its_own_prefix_when_loaded_then_refused() {
         "{err}"
     );
     // An exact match fixes {repository} as well.
-    assert_refused(
-        json!({ "rules": [ { "match": { "exact": "teamevil" },
-            "destinations": [confined("{repository}/x", "team")] } ] }),
-        "rules[0].destinations[0].repository",
+    assert_template_refused(
+        json!({ "exact": "teamevil" }),
+        "{repository}/x",
+        "team",
         "always renders \"teamevil/x\"",
     );
 }
 
 #[test]
 fn given_a_template_whose_fixed_start_leaves_the_prefix_when_loaded_then_refused() {
-    assert_refused(
-        json!({ "rules": [ { "match": { "prefix": "app-" },
-            "destinations": [confined("mirror/{suffix}", "team/")] } ] }),
-        "rules[0].destinations[0].repository",
+    assert_template_refused(
+        json!({ "prefix": "app-" }),
+        "mirror/{suffix}",
+        "team/",
         "every name it renders starts with \"mirror/\", outside confine_to \"team/\"",
     );
     // {repository} of a prefix rule starts with the prefix.
-    assert_refused(
-        json!({ "rules": [ { "match": { "prefix": "app-" },
-            "destinations": [confined("{repository}", "team/")] } ] }),
-        "rules[0].destinations[0].repository",
+    assert_template_refused(
+        json!({ "prefix": "app-" }),
+        "{repository}",
+        "team/",
         "starts with \"app-\"",
     );
 }

@@ -17,21 +17,23 @@ fn given_bad_accounts_when_loaded_then_the_account_path_is_named() {
         err.to_string(),
         "rules[0].destinations[0].account: must be 12 digits (got \"12345\")"
     );
-    assert_refused(
-        with_destination(json!({ "account": "12345678901x", "region": "us-east-1" })),
-        "rules[0].destinations[0].account",
-        "must be 12 digits",
-    );
-    assert_refused(
-        with_destination(json!({ "account": 222222222222u64, "region": "us-east-1" })),
-        "rules[0].destinations[0].account",
-        "invalid type: integer 222222222222, expected a string",
-    );
-    assert_refused(
-        with_destination(json!({ "region": "us-east-1" })),
-        "rules[0].destinations[0].account",
-        "missing required field",
-    );
+    for (destination, text) in [
+        (
+            json!({ "account": "12345678901x", "region": "us-east-1" }),
+            "must be 12 digits",
+        ),
+        (
+            json!({ "account": 222222222222u64, "region": "us-east-1" }),
+            "invalid type: integer 222222222222, expected a string",
+        ),
+        (json!({ "region": "us-east-1" }), "missing required field"),
+    ] {
+        assert_refused(
+            with_destination(destination),
+            "rules[0].destinations[0].account",
+            text,
+        );
+    }
 }
 
 #[test]
@@ -144,18 +146,20 @@ fn given_template_variable_the_match_does_not_provide_when_loaded_then_available
         "rules[1].destinations[0].repository",
         "unknown template variable {suffix} (available: {repository}, {1}, {team})",
     );
-    assert_rule_refused(
-        json!({ "exact": "app1" }),
-        "x/{name}",
-        "rules[0].destinations[0].repository",
-        "unknown template variable {name} (available: {repository})",
-    );
-    assert_rule_refused(
-        json!({ "exact": "app1" }),
-        "x/{repository",
-        "rules[0].destinations[0].repository",
-        "unbalanced braces",
-    );
+    for (repository, text) in [
+        (
+            "x/{name}",
+            "unknown template variable {name} (available: {repository})",
+        ),
+        ("x/{repository", "unbalanced braces"),
+    ] {
+        assert_rule_refused(
+            json!({ "exact": "app1" }),
+            repository,
+            "rules[0].destinations[0].repository",
+            text,
+        );
+    }
 }
 
 #[test]
@@ -170,31 +174,20 @@ fn given_group_number_beyond_the_regex_groups_when_loaded_then_it_is_refused() {
 
 #[test]
 fn given_invalid_or_oversized_regex_when_loaded_then_it_is_refused() {
-    assert_rule_refused(
-        json!({ "regex": "team-(" }),
-        "x1",
-        "rules[0].match.regex",
-        "invalid regex",
-    );
-    assert_rule_refused(
-        json!({ "regex": "a".repeat(MAX_REGEX_LEN + 1) }),
-        "x1",
-        "rules[0].match.regex",
-        "longer than 1000 characters",
-    );
-    // Short but huge once compiled: the size limit catches it.
-    assert_rule_refused(
-        json!({ "regex": "(\\w{100}){100}" }),
-        "x1",
-        "rules[0].match.regex",
-        "invalid regex",
-    );
-    assert_rule_refused(
-        json!({ "regex": "(?P<suffix>.+)" }),
-        "x1",
-        "rules[0].match.regex",
-        "reserved",
-    );
+    for (regex, text) in [
+        ("team-(".to_string(), "invalid regex"),
+        ("a".repeat(MAX_REGEX_LEN + 1), "longer than 1000 characters"),
+        // Short but huge once compiled: the size limit catches it.
+        ("(\\w{100}){100}".to_string(), "invalid regex"),
+        ("(?P<suffix>.+)".to_string(), "reserved"),
+    ] {
+        assert_rule_refused(
+            json!({ "regex": regex }),
+            "x1",
+            "rules[0].match.regex",
+            text,
+        );
+    }
     // ... while realistic bounded repetitions stay well inside the limit.
     load(
         json!({ "rules": [ { "match": { "regex": "(?P<env>dev|staging|prod)-[a-z0-9-]{1,63}/(.{1,200})" },
@@ -293,22 +286,19 @@ fn given_too_many_rules_when_loaded_then_it_is_refused() {
 
 #[test]
 fn given_unreachable_rule_when_loaded_then_it_is_refused_with_the_rule_that_shadows_it() {
-    assert_refused(
-        json!({ "rules": [
-            { "name": "all-kuali", "match": { "prefix": "kuali-" }, "destinations": [dest("{suffix}")] },
-            { "match": { "exact": "kuali-coeus" }, "destinations": [dest("coeus")] },
-        ]}),
-        "rules[1].match",
-        "unreachable: every name it matches is matched first by rules[0] (all-kuali)",
-    );
-    assert_refused(
-        json!({ "rules": [
-            { "match": { "regex": "kuali-.*" }, "destinations": [dest("x1")] },
-            { "match": { "exact": "kuali-coeus" }, "destinations": [dest("coeus")] },
-        ]}),
-        "rules[1].match",
-        "unreachable",
-    );
+    for (earlier, text) in [
+        (
+            json!({ "name": "all-kuali", "match": { "prefix": "kuali-" }, "destinations": [dest("{suffix}")] }),
+            "unreachable: every name it matches is matched first by rules[0] (all-kuali)",
+        ),
+        (
+            json!({ "match": { "regex": "kuali-.*" }, "destinations": [dest("x1")] }),
+            "unreachable",
+        ),
+    ] {
+        let later = json!({ "match": { "exact": "kuali-coeus" }, "destinations": [dest("coeus")] });
+        assert_refused(json!({ "rules": [earlier, later] }), "rules[1].match", text);
+    }
 }
 
 #[test]
@@ -326,51 +316,49 @@ fn given_reused_rule_name_when_loaded_then_it_is_refused() {
 #[test]
 fn given_bad_create_repository_settings_when_loaded_then_each_field_is_named() {
     let with = |create: Value| json!({ "rules": [ { "match": { "exact": "app1" }, "destinations": [dest("x1")], "create_repository": create } ] });
-    assert_refused(
-        with(json!({ "tag_mutability": "immutable" })),
-        "rules[0].create_repository.tag_mutability",
-        "must be one of \"MUTABLE\", \"IMMUTABLE\", \"IMMUTABLE_WITH_EXCLUSION\", \"MUTABLE_WITH_EXCLUSION\" (got \"immutable\")",
-    );
-    assert_refused(
-        with(json!({ "encryption": { "type": "AES256", "kms_key": "alias/x" } })),
-        "rules[0].create_repository.encryption.kms_key",
-        "only allowed with \"type\": \"KMS\"",
-    );
-    assert_refused(
-        with(json!({ "encryption": { "type": "DSSE" } })),
-        "rules[0].create_repository.encryption.type",
-        "must be one of",
-    );
-    assert_refused(
-        with(json!("yes")),
-        "rules[0].create_repository",
-        "must be one of true, false, \"registry\" or an object of settings (got \"yes\")",
-    );
-    assert_refused(
-        with(json!({ "scan_on_push": "true" })),
-        "rules[0].create_repository.scan_on_push",
-        "expected a boolean",
-    );
+    for (create, path, text) in [
+        (
+            json!({ "tag_mutability": "immutable" }),
+            "rules[0].create_repository.tag_mutability",
+            "must be one of \"MUTABLE\", \"IMMUTABLE\", \"IMMUTABLE_WITH_EXCLUSION\", \"MUTABLE_WITH_EXCLUSION\" (got \"immutable\")",
+        ),
+        (
+            json!({ "encryption": { "type": "AES256", "kms_key": "alias/x" } }),
+            "rules[0].create_repository.encryption.kms_key",
+            "only allowed with \"type\": \"KMS\"",
+        ),
+        (
+            json!({ "encryption": { "type": "DSSE" } }),
+            "rules[0].create_repository.encryption.type",
+            "must be one of",
+        ),
+        (
+            json!("yes"),
+            "rules[0].create_repository",
+            "must be one of true, false, \"registry\" or an object of settings (got \"yes\")",
+        ),
+        (
+            json!({ "scan_on_push": "true" }),
+            "rules[0].create_repository.scan_on_push",
+            "expected a boolean",
+        ),
+    ] {
+        assert_refused(with(create), path, text);
+    }
 }
 
 #[test]
 fn given_invalid_match_values_when_loaded_then_they_are_refused() {
-    assert_rule_refused(
-        json!({ "exact": "Kuali-Coeus" }),
-        "x1",
-        "rules[0].match.exact",
-        "not a valid ECR repository name",
-    );
-    assert_rule_refused(
-        json!({ "prefix": "" }),
-        "x1",
-        "rules[0].match.prefix",
-        "must not be empty",
-    );
-    assert_rule_refused(
-        json!({ "prefix": "Team-" }),
-        "x1",
-        "rules[0].match.prefix",
-        "lowercase",
-    );
+    for (kind, value, text) in [
+        ("exact", "Kuali-Coeus", "not a valid ECR repository name"),
+        ("prefix", "", "must not be empty"),
+        ("prefix", "Team-", "lowercase"),
+    ] {
+        assert_rule_refused(
+            json!({ kind: value }),
+            "x1",
+            &format!("rules[0].match.{kind}"),
+            text,
+        );
+    }
 }

@@ -66,28 +66,27 @@ fn given_an_exact_rule_keeping_its_name_in_the_source_registry_when_loaded_then_
 }
 
 #[test]
-fn given_a_prefix_rule_whose_names_a_later_prefix_rule_routes_when_loaded_then_refused() {
-    assert_refused(
-        sourced(json!([
-            { "name": "kuali", "match": { "prefix": "kuali-" }, "destinations": [home("mirror/{suffix}")] },
-            { "name": "mirror", "match": { "prefix": "mirror/" }, "destinations": [at(B, "eu-west-1", "{suffix}")] },
-        ])),
-        "rules[0].destinations[0]",
-        "names that rules[1] (mirror) routes again",
-    );
-}
-
-#[test]
-fn given_a_prefix_rule_whose_names_an_exact_rule_routes_when_loaded_then_the_example_is_that_name()
-{
-    assert_refused(
-        sourced(json!([
-            { "name": "kuali", "match": { "prefix": "kuali-" }, "destinations": [home("copies/{suffix}-copy")] },
-            { "name": "special", "match": { "exact": "copies/research-copy" }, "destinations": [at(B, "eu-west-1", "x1")] },
-        ])),
-        "rules[0].destinations[0]",
-        "names that rules[1] (special) routes again (e.g. \"kuali-research\" to \"copies/research-copy\")",
-    );
+fn given_a_prefix_rule_whose_names_a_later_rule_routes_when_loaded_then_refused_naming_it() {
+    for (earlier, later, text) in [
+        // A later prefix rule.
+        (
+            json!({ "name": "kuali", "match": { "prefix": "kuali-" }, "destinations": [home("mirror/{suffix}")] }),
+            json!({ "name": "mirror", "match": { "prefix": "mirror/" }, "destinations": [at(B, "eu-west-1", "{suffix}")] }),
+            "names that rules[1] (mirror) routes again",
+        ),
+        // A later exact rule: the example is that name.
+        (
+            json!({ "name": "kuali", "match": { "prefix": "kuali-" }, "destinations": [home("copies/{suffix}-copy")] }),
+            json!({ "name": "special", "match": { "exact": "copies/research-copy" }, "destinations": [at(B, "eu-west-1", "x1")] }),
+            "names that rules[1] (special) routes again (e.g. \"kuali-research\" to \"copies/research-copy\")",
+        ),
+    ] {
+        assert_refused(
+            sourced(json!([earlier, later])),
+            "rules[0].destinations[0]",
+            text,
+        );
+    }
 }
 
 #[test]

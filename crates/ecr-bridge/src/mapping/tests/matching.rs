@@ -4,27 +4,32 @@
 use super::*;
 
 #[test]
-fn given_prefix_rule_when_template_uses_repository_and_suffix_then_both_render() {
-    let config = load(json!({ "rules": [
-        { "match": { "prefix": "gen3/" },
-          "destinations": [dest("mirror/{suffix}"), dest("all/{repository}")] },
-    ]}));
-    assert_eq!(
-        targets(&config.decide("gen3/fence", Some("1.0"))),
-        ["mirror/fence", "all/gen3/fence"]
-    );
-}
-
-#[test]
-fn given_regex_rule_with_numbered_and_named_groups_when_matched_then_template_uses_both() {
-    let config = load(json!({ "rules": [
-        { "match": { "regex": "team-(?P<team>[a-z0-9]+)/(.+)" },
-          "destinations": [dest("mirror/{team}/{2}"), dest("by-number/{1}/{2}")] },
-    ]}));
-    assert_eq!(
-        targets(&config.decide("team-ml/trainer/gpu", Some("v1"))),
-        ["mirror/ml/trainer/gpu", "by-number/ml/trainer/gpu"]
-    );
+fn given_templates_using_the_match_variables_when_matched_then_each_renders() {
+    for (rule, source, tag, expected) in [
+        // A prefix rule's {suffix} and {repository}.
+        (
+            json!({ "match": { "prefix": "gen3/" },
+              "destinations": [dest("mirror/{suffix}"), dest("all/{repository}")] }),
+            "gen3/fence",
+            "1.0",
+            ["mirror/fence", "all/gen3/fence"],
+        ),
+        // A regex rule's named and numbered groups.
+        (
+            json!({ "match": { "regex": "team-(?P<team>[a-z0-9]+)/(.+)" },
+              "destinations": [dest("mirror/{team}/{2}"), dest("by-number/{1}/{2}")] }),
+            "team-ml/trainer/gpu",
+            "v1",
+            ["mirror/ml/trainer/gpu", "by-number/ml/trainer/gpu"],
+        ),
+    ] {
+        let config = load(json!({ "rules": [rule] }));
+        assert_eq!(
+            targets(&config.decide(source, Some(tag))),
+            expected,
+            "{source}"
+        );
+    }
 }
 
 #[test]

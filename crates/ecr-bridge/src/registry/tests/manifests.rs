@@ -21,11 +21,7 @@ async fn given_a_manifest_body_cut_short_when_fetched_then_it_is_fetched_again()
     })
     .await;
 
-    let got = client(&server.url)
-        .repository("app")
-        .manifest_get(&tag("v1"))
-        .await
-        .unwrap();
+    let got = get_v1(&client(&server.url), "app").await.unwrap();
 
     assert_eq!(&got.bytes[..], &manifest[..]);
     assert_eq!(server.count("GET /v2/app/manifests/v1"), 2);
@@ -39,11 +35,7 @@ async fn given_manifest_bodies_that_always_break_when_fetched_then_a_retryable_e
     })
     .await;
 
-    let err = client(&server.url)
-        .repository("app")
-        .manifest_get(&tag("v1"))
-        .await
-        .unwrap_err();
+    let err = get_v1(&client(&server.url), "app").await.unwrap_err();
 
     assert!(err.is_retryable(), "{err:?}");
     assert_eq!(server.count("GET "), quick_retry().max_attempts as usize);

@@ -88,6 +88,32 @@ fn client_with(
     )
 }
 
+/// The manifest `<repository>:v1` through `client`: what most tests ask for.
+async fn get_v1(
+    client: &RegistryClient,
+    repository: &str,
+) -> Result<FetchedManifest, RegistryError> {
+    client.repository(repository).manifest_get(&tag("v1")).await
+}
+
+/// A HEAD of the manifest `<repository>:v1` through `client`.
+async fn head_v1(
+    client: &RegistryClient,
+    repository: &str,
+) -> Result<Option<ManifestHead>, RegistryError> {
+    client
+        .repository(repository)
+        .manifest_head(&tag("v1"))
+        .await
+}
+
+/// A client whose credentials rotate as ECR's do, with their source (to
+/// count the refreshes).
+fn rotating_client(url: &str) -> (Arc<Rotating>, RegistryClient) {
+    let source = Arc::new(Rotating::default());
+    (source.clone(), client_with(url, source, quick_retry()))
+}
+
 /// ECR as it behaves once `tok-0` has expired: 403 with DENIED in the body
 /// (no body for a HEAD), and `tok-1` accepted.
 async fn registry_where_tok0_expired() -> test_server::TestServer {

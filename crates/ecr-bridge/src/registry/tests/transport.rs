@@ -5,13 +5,9 @@ use super::*;
 async fn given_a_token_expired_as_ecr_says_it_with_403_when_requesting_then_it_is_refreshed_once_and_the_request_succeeds(
 ) {
     let server = registry_where_tok0_expired().await;
-    let source = Arc::new(Rotating::default());
+    let (source, client) = rotating_client(&server.url);
 
-    let got = client_with(&server.url, source.clone(), quick_retry())
-        .repository("app")
-        .manifest_get(&tag("v1"))
-        .await
-        .unwrap();
+    let got = get_v1(&client, "app").await.unwrap();
 
     assert_eq!(&got.bytes[..], MANIFEST);
     assert_eq!(source.generation.load(Ordering::SeqCst), 1, "one refresh");
@@ -22,13 +18,9 @@ async fn given_a_token_expired_as_ecr_says_it_with_403_when_requesting_then_it_i
 async fn given_an_expired_token_and_a_head_which_has_no_body_when_requesting_then_v2_explains_the_403_and_the_token_is_refreshed(
 ) {
     let server = registry_where_tok0_expired().await;
-    let source = Arc::new(Rotating::default());
+    let (source, client) = rotating_client(&server.url);
 
-    let head = client_with(&server.url, source.clone(), quick_retry())
-        .repository("app")
-        .manifest_head(&tag("v1"))
-        .await
-        .unwrap();
+    let head = head_v1(&client, "app").await.unwrap();
 
     assert!(head.is_some_and(|h| h.digest.is_some()));
     assert_eq!(source.generation.load(Ordering::SeqCst), 1);
@@ -44,11 +36,9 @@ async fn given_fixed_credentials_whose_token_expired_when_requesting_then_a_perm
         "AWS", "tok-0",
     ))));
 
-    let err = client_with(&server.url, fixed, quick_retry())
-        .repository("app")
-        .manifest_head(&tag("v1"))
-        .await
-        .unwrap_err();
+    let client = client_with(&server.url, fixed, quick_retry());
+
+    let err = head_v1(&client, "app").await.unwrap_err();
 
     assert!(matches!(err, RegistryError::TokenExpired { .. }), "{err:?}");
     assert!(!err.is_retryable());
@@ -70,13 +60,9 @@ async fn given_a_403_for_one_repository_with_a_valid_token_when_requesting_then_
         _ => answer("403 Forbidden", "", b""),
     })
     .await;
-    let source = Arc::new(Rotating::default());
+    let (source, client) = rotating_client(&server.url);
 
-    let err = client_with(&server.url, source.clone(), quick_retry())
-        .repository("secret")
-        .manifest_head(&tag("v1"))
-        .await
-        .unwrap_err();
+    let err = head_v1(&client, "secret").await.unwrap_err();
 
     assert!(matches!(err, RegistryError::Denied { .. }), "{err:?}");
     assert!(err.to_string().contains("valid for the registry"), "{err}");
@@ -108,11 +94,9 @@ async fn given_throttling_without_retry_after_past_the_attempt_budget_when_reque
         ..quick_retry()
     };
 
-    let got = client_with(&server.url, Arc::new(StaticCredentials(None)), retry)
-        .repository("quota")
-        .manifest_get(&tag("v1"))
-        .await
-        .unwrap();
+    let client = client_with(&server.url, Arc::new(StaticCredentials(None)), retry);
+
+    let got = get_v1(&client, "quota").await.unwrap();
 
     assert_eq!(&got.bytes[..], MANIFEST);
     // Three attempts is the failure budget; throttled ones do not count.
@@ -126,31 +110,18 @@ async fn given_a_registry_that_never_answers_when_the_deadline_is_near_then_the_
     let deadline = Instant::now() + Duration::from_millis(300);
 
     let started = Instant::now();
-    let err = client(&server.url)
-        .with_deadline(Some(deadline))
-        .repository("app")
-        .manifest_head(&tag("v1"))
-        .await
-        .unwrap_err();
+    let bounded = client(&server.url).with_deadline(Some(deadline));
+    let err = head_v1(&bounded, "app").await.unwrap_err();
 
     assert!(
         matches!(err, RegistryError::DeadlineReached { .. }),
         "{err:?}"
     );
-    assert!(err.is_retryable());
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_retryable_within(&err, started, Duration::from_secs(2));
     // A passed deadline stops the next request before it is sent.
     let before = server.count("");
-    let again = client(&server.url)
-        .with_deadline(Some(Instant::now()))
-        .repository("app")
-        .manifest_head(&tag("v1"))
-        .await
-        .unwrap_err();
+    let passed = client(&server.url).with_deadline(Some(Instant::now()));
+    let again = head_v1(&passed, "app").await.unwrap_err();
     assert!(
         matches!(again, RegistryError::DeadlineReached { .. }),
         "{again:?}"
@@ -181,20 +152,18 @@ async fn given_a_hostile_retry_after_when_retrying_then_no_panic_and_a_retryable
     };
 
     let started = Instant::now();
-    let err = client_with(&server.url, Arc::new(StaticCredentials(None)), retry)
-        .repository("app")
-        .manifest_head(&tag("v1"))
-        .await
-        .unwrap_err();
+    let client = client_with(&server.url, Arc::new(StaticCredentials(None)), retry);
+    let err = head_v1(&client, "app").await.unwrap_err();
 
     assert!(
         matches!(err, RegistryError::Server { status: 503, .. }),
         "{err:?}"
     );
-    assert!(err.is_retryable());
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_retryable_within(&err, started, Duration::from_secs(5));
+}
+
+/// Asserts that `err` may be retried and came within `limit` of `started`.
+fn assert_retryable_within(err: &RegistryError, started: Instant, limit: Duration) {
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(started.elapsed() < limit, "{:?}", started.elapsed());
 }
