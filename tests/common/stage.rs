@@ -56,6 +56,7 @@ pub struct StageBuilder {
     ecr_front: Option<ProxyOptions>,
     aws_front: bool,
     front_tokens: bool,
+    ecr_page_cap: Option<usize>,
 }
 
 impl StageBuilder {
@@ -86,6 +87,15 @@ impl StageBuilder {
     /// is given as its AWS endpoint ([`Stage::aws_url`]).
     pub fn aws_front(mut self) -> Self {
         self.aws_front = true;
+        self
+    }
+
+    /// An AWS front ([`Self::aws_front`]) cutting ECR list pages at `cap`
+    /// ([`AwsFrontOptions::ecr_page_cap`]), so a few dozen entries already
+    /// span several pages.
+    pub fn ecr_page_cap(mut self, cap: usize) -> Self {
+        self.aws_front = true;
+        self.ecr_page_cap = Some(cap);
         self
     }
 
@@ -126,7 +136,11 @@ impl StageBuilder {
             FaultProxy::start(target, opts)
         });
         let aws = self.aws_front.then(|| {
-            let aws = AwsFront::start_with(&moto.url(), AwsFrontOptions::default());
+            let opts = AwsFrontOptions {
+                ecr_page_cap: self.ecr_page_cap,
+                ..AwsFrontOptions::default()
+            };
+            let aws = AwsFront::start_with(&moto.url(), opts);
             if self.front_tokens {
                 let front = front.as_ref().expect("front tokens need an ECR front");
                 aws.set_tokens_for(&self.accounts[1], front.tokens());

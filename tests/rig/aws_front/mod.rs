@@ -26,6 +26,12 @@
 //! which principal), and a `policyText` over its documented
 //! 10,240-character length constraint.
 //!
+//! And it pages ECR's `DescribeRepositories`, `DescribeImages` and
+//! `ListImages` as ECR does and moto does not (`paging.rs`): moto answers
+//! the whole list at once, the front one page of it (100 by default,
+//! `maxResults` up to 1000, at most [`AwsFrontOptions::ecr_page_cap`]) with
+//! an opaque `nextToken`; each page is one logged call, its body as sent.
+//!
 //! Every call is logged ([`AwsCall`]: operation, body, status), so "no
 //! write" and "calls per user" are what moto was asked; and where moto
 //! cannot play a part the front does: [`AwsFront::fail`] answers chosen
@@ -35,6 +41,7 @@
 //! One request per connection (`Connection: close`), bodies buffered whole
 //! (a chunked request body is de-chunked and sent on with `Content-Length`).
 
+mod paging;
 mod policies;
 
 use std::collections::HashMap;
@@ -64,6 +71,9 @@ pub struct AwsFrontOptions {
     pub default_account: String,
     /// The region when the request has no SigV4 credential scope.
     pub default_region: String,
+    /// ECR list pages are cut at this size even when `maxResults` asks for
+    /// more (ECR may return fewer), so small test data spans several pages.
+    pub ecr_page_cap: Option<usize>,
 }
 
 impl Default for AwsFrontOptions {
@@ -72,6 +82,7 @@ impl Default for AwsFrontOptions {
             tokens: None,
             default_account: DEFAULT_ACCOUNT.to_string(),
             default_region: "us-east-1".to_string(),
+            ecr_page_cap: None,
         }
     }
 }
@@ -324,6 +335,9 @@ impl FrontShared {
             if let Some(refusal) = self.policy_refusal(body) {
                 return refusal;
             }
+        }
+        if let Some(page) = target.and_then(|t| self.ecr_page(head, body, t)) {
+            return page;
         }
         match exchange(&self.moto, head, body, &["expect"], None) {
             Ok(resp) => {
