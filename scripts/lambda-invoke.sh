@@ -23,6 +23,7 @@ log "moto on :$MOTO_PORT, source registry $SRC_HOST, target registry $DST_HOST"
 push_image 2501.0001 kuali-coeus 42 4M,1M,64K
 FIRST=$DIGEST
 BACKFILL_QUEUE=$(local_aws create-queue ecr-bridge-backfill)
+local_aws create-backfill-table ecr-bridge-backfill-runs
 log "pushed kuali-coeus:2501.0001 = $FIRST"
 for f in image-push-tagged image-push-untagged image-delete image-push-failure image-scan; do
     sample_event "$f" "$f.json" "$FIRST"
@@ -40,6 +41,7 @@ REGISTRY_ENDPOINTS='123456789012.dkr.ecr.us-east-1.amazonaws.com=http://$SRC_HOS
 MAPPING_JSON='{"rules":[{"name":"kuali-coeus","match":{"exact":"kuali-coeus"},"propagate_deletes":true,"create_repository":{"tag_mutability":"MUTABLE","scan_on_push":true},"destinations":[{"account":"222222222222","region":"us-east-1","role_arn":"arn:aws:iam::222222222222:role/ecr-bridge-push","external_id":"kuali-sync","repository":"coeus"}]}]}'
 RUST_LOG=info
 BACKFILL_QUEUE_URL=$BACKFILL_QUEUE
+BACKFILL_TABLE=ecr-bridge-backfill-runs
 EOF
 log "cargo lambda watch (the first invoke compiles the function)"
 start_watch "$WORK/function.env"
@@ -89,8 +91,10 @@ echo "$OUT" | grep -q "InvalidEvent" || fail "malformed event: unexpected error:
 log "malformed event: rejected as InvalidEvent"
 
 # --- backfill through the CLI: ecr-bridge backfill -> Lambda Invoke API (cargo lambda
-# watch's) -> the replicator enqueues on SQS (moto); drain-queue plays the SQS event
-# source mapping, invoking the function per work item; --wait follows until done.
+# watch's) -> the replicator records a run (DynamoDB, moto) and enqueues a listing step
+# on SQS (moto); drain-queue plays the SQS event source mapping, invoking the function
+# per message (the listing step enqueues one work item per image; each work item
+# copies or finds its image present); --wait follows the run's counts until done.
 push_image 2501.0003 kuali-coeus 44 2M,512K
 THIRD=$DIGEST
 for t in 1 2 3; do local_aws record-image kuali-coeus 2501.000$t "$WORK/img-4$((t + 1)).json"; done
@@ -111,7 +115,11 @@ echo "$OUT" | python3 -c 'import json,sys; o=json.load(sys.stdin)["outcome"]; as
     || fail "backfill --wait: $OUT"
 GOT=$(skopeo inspect --raw --tls-verify=false --creds "$DST_CREDS" "docker://$DST_HOST/coeus:2501.0003" | sha256sum | cut -d' ' -f1)
 [ "sha256:$GOT" = "$THIRD" ] || fail "backfilled digest sha256:$GOT != $THIRD"
-log "ecr-bridge backfill --wait: 1 enqueued, $(cat "$WORK/drain.out"), copied 1, failed 0; coeus:2501.0003 = $THIRD"
+log "ecr-bridge backfill --wait: 1 listing step and 3 work items, $(cat "$WORK/drain.out"), 2 already present, copied 1, failed 0; coeus:2501.0003 = $THIRD"
+OUT=$(backfill --json) || fail "second backfill: $OUT"
+echo "$OUT" | python3 -c 'import json,sys; r=json.load(sys.stdin)["summary"]["run"]; assert (r["joined"], r["state"]) == (True, "finished"), r' \
+    || fail "second backfill: $OUT"
+log "ecr-bridge backfill again: the finished run of this scope is joined, nothing enqueued"
 
 # The two backfill samples as they are (a check of kuali-coeus), and pointed at the third image.
 cp "$ROOT/events/backfill-request.json" "$WORK/backfill-request.json"

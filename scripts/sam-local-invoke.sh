@@ -142,8 +142,10 @@ json.dump({
         "REGISTRY_ENDPOINTS": "123456789012.dkr.ecr.us-east-1.amazonaws.com=http://$SRC_HOST,"
                               "222222222222.dkr.ecr.us-east-1.amazonaws.com=http://$DST_HOST",
         "MAPPING_PARAMETER": "/ecr-bridge/mapping",
-        # Locally SAM cannot resolve !Ref BackfillQueue; a push event never uses it.
+        # Locally SAM cannot resolve !Ref BackfillQueue or BackfillRunTable;
+        # a push event never uses them.
         "BACKFILL_QUEUE_URL": endpoint + "/123456789012/ecr-bridge-backfill",
+        "BACKFILL_TABLE": "ecr-bridge-backfill-runs",
         "RUST_LOG": "info",
     },
     "AccessSyncFunction": {

@@ -89,6 +89,7 @@ impl Backfill {
             .expect("queue url")
             .to_string();
 
+        create_run_table(&sdk).await;
         let ecr = aws_sdk_ecr::Client::new(&sdk);
         ecr.create_repository()
             .repository_name(REPOSITORY)
@@ -136,12 +137,44 @@ impl Backfill {
     }
 }
 
-/// The replicator of the stage, with the mapping and the work queue.
+/// The run table the template creates (`BackfillRunTable`).
+const RUN_TABLE: &str = "ecr-bridge-backfill-runs";
+
+async fn create_run_table(sdk: &aws_config::SdkConfig) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    aws_sdk_dynamodb::Client::new(sdk)
+        .create_table()
+        .table_name(RUN_TABLE)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("run")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("run")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("create the run table in moto");
+}
+
+/// The replicator of the stage, with the mapping, the work queue and the
+/// run table.
 async fn replicator(stage: &Stage, queue_url: &str) -> (Replicator, Config) {
     stage
         .replicator_with_env(&[
             ("MAPPING_JSON", &mapping().to_string()),
             ("BACKFILL_QUEUE_URL", queue_url),
+            ("BACKFILL_TABLE", RUN_TABLE),
             ("MAX_ATTEMPTS", "3"),
         ])
         .await
@@ -282,9 +315,17 @@ async fn given_a_repository_of_54_images_12_already_in_the_target_when_backfille
     let mark = stage.target().request_mark();
     let started = Instant::now();
     let start = backfill(&replicator, &config, "start").await;
-    assert_eq!(start["enqueued"], IMAGES - PRE_EXISTING, "{start}");
-    assert_eq!(start["enqueue_failed"], 0, "{start}");
+    // The start lists repositories; the images are listed by its step.
+    assert_eq!(start["repositories_matched"], 1, "{start}");
+    assert_eq!(start["listings_open"], 1, "{start}");
+    assert_eq!(start["run"]["state"], "listing", "{start}");
+    assert_eq!(start["run"]["joined"], false, "{start}");
     let enqueue_ms = started.elapsed().as_millis();
+
+    // A second start while the run is going joins it.
+    let joined = backfill(&replicator, &config, "start").await;
+    assert_eq!(joined["run"]["id"], start["run"]["id"], "{joined}");
+    assert_eq!(joined["run"]["joined"], true, "{joined}");
 
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let shared = (replicator, config);
@@ -292,11 +333,22 @@ async fn given_a_repository_of_54_images_12_already_in_the_target_when_backfille
     let total_ms = started.elapsed().as_millis();
     let (replicator, config) = &shared;
 
-    // Then: one invocation per missing image, none retried, queue empty.
-    assert_eq!(invocations, IMAGES - PRE_EXISTING);
+    // Then: one listing step and one work item per replicated image (the
+    // present ones cost a HEAD each), none retried, queue empty, and the
+    // run's counts say so.
+    assert_eq!(invocations, 1 + IMAGES);
     assert_eq!(retried, 0);
     let status = backfill(replicator, config, "status").await;
     assert_eq!(status["queue"], json!({"waiting": 0, "in_flight": 0}));
+    assert_eq!(status["run"]["state"], "finished", "{status}");
+    assert_eq!(status["images_found"], IMAGES + 1, "{status}");
+    assert_eq!(status["filtered"], 1, "{status}");
+    assert_eq!(status["enqueued"], IMAGES, "{status}");
+    assert_eq!(status["copied"], IMAGES - PRE_EXISTING, "{status}");
+    assert_eq!(status["already_present"], PRE_EXISTING, "{status}");
+    assert_eq!(status["failed"], 0, "{status}");
+    assert_eq!(status["repositories_listed"], 1, "{status}");
+    assert_eq!(status["listings_open"], 0, "{status}");
 
     // Every image is in the target under its tag with the source's digest.
     let target = target_client(&stage);
@@ -348,15 +400,25 @@ async fn given_a_repository_of_54_images_12_already_in_the_target_when_backfille
     let puts = common::blob_puts(&stage.target().requests_since(mark));
     assert_eq!(puts, missing_blobs.len(), "each blob uploaded once");
 
-    // And a second run finds everything present and enqueues nothing.
+    // And a second start, the run having finished cleanly under the same
+    // mapping, joins it and enqueues nothing; a check finds all present.
     let again = backfill(replicator, config, "start").await;
-    assert_eq!(again["already_present"], IMAGES, "{again}");
-    assert_eq!(again["missing"], 0, "{again}");
-    assert_eq!(again["enqueued"], 0, "{again}");
+    assert_eq!(again["run"]["id"], start["run"]["id"], "{again}");
+    assert_eq!(again["run"]["joined"], true, "{again}");
+    assert_eq!(again["run"]["state"], "finished", "{again}");
+    let status = backfill(replicator, config, "status").await;
+    assert_eq!(
+        status["queue"],
+        json!({"waiting": 0, "in_flight": 0}),
+        "nothing enqueued"
+    );
+    let recheck = backfill(replicator, config, "check").await;
+    assert_eq!(recheck["already_present"], IMAGES, "{recheck}");
+    assert_eq!(recheck["missing"], 0, "{recheck}");
 
     eprintln!(
-        "backfill: {} images found, {} filtered, {} already present, {} enqueued and copied by {invocations} invocations ({WORKERS} at a time), {} blobs uploaded; enqueue {enqueue_ms} ms, enqueue + copy {total_ms} ms",
-        check["images_found"], check["filtered"], check["already_present"], start["enqueued"], uploaded.len()
+        "backfill: {} images found, {} filtered, {} already present, {} copied by {invocations} invocations ({WORKERS} at a time), {} blobs uploaded; start {enqueue_ms} ms, start + list + copy {total_ms} ms",
+        check["images_found"], check["filtered"], check["already_present"], IMAGES - PRE_EXISTING, uploaded.len()
     );
 }
 
@@ -423,6 +485,7 @@ async fn given_an_sqs_batch_with_a_bad_record_when_handled_then_the_good_one_rep
         REPOSITORY,
         &digest,
         std::slice::from_ref(tag),
+        None,
     );
     let record = |id: &str, body: &str| json!({"messageId": id, "receiptHandle": "h", "body": body, "eventSource": "aws:sqs", "awsRegion": REGION});
     let event = json!({"Records": [

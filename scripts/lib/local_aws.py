@@ -9,6 +9,7 @@
     local_aws.py MOTO_URL policy ROLE_ARN REPOSITORY      -> the policy document, indented
     local_aws.py MOTO_URL repository ROLE_ARN REPOSITORY  -> "uri tags=... scan_on_push=..."
     local_aws.py MOTO_URL create-queue NAME                -> the queue URL
+    local_aws.py MOTO_URL create-backfill-table NAME      (the template's BackfillRunTable)
     local_aws.py MOTO_URL record-image REPOSITORY TAG LAYOUT_JSON
                  (ECR's record of an image pushed to the local registry: what DescribeImages lists)
     local_aws.py MOTO_URL drain-queue QUEUE_URL INVOKE_URL -> "N invocations, M retried"
@@ -84,6 +85,12 @@ def main(url, op, *args):
     elif op == "create-queue":
         (name,) = args
         print(client(url, "sqs").create_queue(QueueName=name)["QueueUrl"])
+    elif op == "create-backfill-table":
+        (name,) = args
+        client(url, "dynamodb").create_table(
+            TableName=name, BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "run", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "run", "AttributeType": "S"}])
     elif op == "record-image":
         repository, tag, layout_json = args
         layout = json.load(open(layout_json))

@@ -114,6 +114,13 @@ impl AwsError {
             retryable: false,
         }
     }
+
+    pub fn transient(operation: &'static str, message: impl Into<String>) -> AwsError {
+        AwsError {
+            retryable: true,
+            ..AwsError::permanent(operation, message)
+        }
+    }
 }
 
 /// An error and its sources on one line (the SDK's top-level messages alone

@@ -41,7 +41,8 @@ impl MappingError {
 pub struct MappingStore {
     source: MappingSource,
     ttl: Duration,
-    cached: Mutex<Option<(Instant, Arc<MappingConfig>)>>,
+    /// When read, the config and the document's digest.
+    cached: Mutex<Option<(Instant, Arc<MappingConfig>, String)>>,
 }
 
 impl MappingStore {
@@ -62,10 +63,16 @@ impl MappingStore {
 
     /// The current config: cached while younger than the TTL.
     pub async fn get(&self) -> Result<Arc<MappingConfig>, MappingError> {
+        Ok(self.current().await?.0)
+    }
+
+    /// The current config and the digest of its document (`sha256:…`),
+    /// which tells whether two backfills ran under the same mapping.
+    pub async fn current(&self) -> Result<(Arc<MappingConfig>, String), MappingError> {
         let mut cached = self.cached.lock().await;
-        if let Some((at, config)) = cached.as_ref() {
+        if let Some((at, config, digest)) = cached.as_ref() {
             if at.elapsed() < self.ttl {
-                return Ok(config.clone());
+                return Ok((config.clone(), digest.clone()));
             }
         }
         let text = self.read().await?;
@@ -76,8 +83,9 @@ impl MappingStore {
                     source,
                 })?,
             );
-        *cached = Some((Instant::now(), config.clone()));
-        Ok(config)
+        let digest = ecr_bridge::Digest::sha256_of(text.as_bytes()).to_string();
+        *cached = Some((Instant::now(), config.clone(), digest.clone()));
+        Ok((config, digest))
     }
 
     async fn read(&self) -> Result<String, MappingError> {

@@ -94,6 +94,12 @@ impl Replicator {
         }
     }
 
+    /// Where the backfill records its runs.
+    pub fn with_backfill_runs(mut self, runs: Arc<dyn crate::backfill::runs::RunStore>) -> Self {
+        self.backfill = self.backfill.with_runs(runs);
+        self
+    }
+
     /// Where the backfill puts its work items.
     pub fn with_backfill_queue(mut self, queue: Arc<dyn WorkQueue>) -> Self {
         self.backfill = self.backfill.with_queue(queue);

@@ -25,8 +25,75 @@ pub struct ListedRepository {
     pub registry_id: String,
 }
 
+/// One page of a list call and where the next starts (`None`: the last).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_token: Option<String>,
+}
+
+/// ECR's largest page for DescribeRepositories and DescribeImages.
+const MAX_RESULTS: i32 = 1000;
+
+fn next(token: Option<&str>) -> Option<String> {
+    token.filter(|t| !t.is_empty()).map(str::to_string)
+}
+
+/// One DescribeRepositories page from `token` (it cannot filter by prefix).
+pub async fn repositories_page(
+    ecr: &aws_sdk_ecr::Client,
+    token: Option<String>,
+) -> Result<Page<ListedRepository>, AwsError> {
+    let out = ecr
+        .describe_repositories()
+        .max_results(MAX_RESULTS)
+        .set_next_token(token)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("ecr:DescribeRepositories", e))?;
+    Ok(Page {
+        items: out.repositories().iter().filter_map(listed).collect(),
+        next_token: next(out.next_token()),
+    })
+}
+
+fn listed(r: &aws_sdk_ecr::types::Repository) -> Option<ListedRepository> {
+    Some(ListedRepository {
+        name: r.repository_name()?.to_string(),
+        registry_id: r.registry_id().unwrap_or_default().to_string(),
+    })
+}
+
+/// The named repositories, or the first name that does not exist. One name
+/// a call: ECR refuses a whole call for one unknown name without saying
+/// which, and the operator wants the name.
+pub async fn named_repositories(
+    ecr: &aws_sdk_ecr::Client,
+    names: &[String],
+) -> Result<Result<Vec<ListedRepository>, String>, AwsError> {
+    let mut found = Vec::with_capacity(names.len());
+    for name in names {
+        match ecr
+            .describe_repositories()
+            .repository_names(name)
+            .send()
+            .await
+        {
+            Ok(out) => found.extend(out.repositories().iter().filter_map(listed)),
+            Err(e) => {
+                let e = AwsError::from_sdk("ecr:DescribeRepositories", e);
+                if e.has_code("RepositoryNotFoundException") {
+                    return Ok(Err(name.clone()));
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(Ok(found))
+}
+
 /// Every repository of the client's account and region, sorted by name, and
-/// how many DescribeRepositories pages that took (it cannot filter by prefix).
+/// how many DescribeRepositories pages that took.
 pub async fn list_repositories(
     ecr: &aws_sdk_ecr::Client,
 ) -> Result<(Vec<ListedRepository>, u32), AwsError> {
@@ -35,22 +102,11 @@ pub async fn list_repositories(
     let mut token: Option<String> = None;
     loop {
         pages += 1;
-        let out = ecr
-            .describe_repositories()
-            .max_results(1000)
-            .set_next_token(token.take())
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ecr:DescribeRepositories", e))?;
-        listed.extend(out.repositories().iter().filter_map(|r| {
-            Some(ListedRepository {
-                name: r.repository_name()?.to_string(),
-                registry_id: r.registry_id().unwrap_or_default().to_string(),
-            })
-        }));
-        match out.next_token() {
-            Some(t) if !t.is_empty() => token = Some(t.to_string()),
-            _ => break,
+        let page = repositories_page(ecr, token.take()).await?;
+        listed.extend(page.items);
+        match page.next_token {
+            Some(t) => token = Some(t),
+            None => break,
         }
     }
     listed.sort_by(|a, b| a.name.cmp(&b.name));
@@ -91,12 +147,13 @@ pub enum ImageListing {
     All,
 }
 
-/// Every image of a repository (all pages).
-pub async fn list_images(
+/// One DescribeImages page of `repository` from `token`.
+pub async fn images_page(
     ecr: &aws_sdk_ecr::Client,
     repository: &str,
     listing: ImageListing,
-) -> Result<Vec<SourceImage>, AwsError> {
+    token: Option<String>,
+) -> Result<Page<SourceImage>, AwsError> {
     let filter = match listing {
         ImageListing::Active => None,
         ImageListing::All => Some(
@@ -105,22 +162,39 @@ pub async fn list_images(
                 .build(),
         ),
     };
+    let out = ecr
+        .describe_images()
+        .repository_name(repository)
+        .set_filter(filter)
+        .set_next_token(token)
+        .max_results(MAX_RESULTS)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("ecr:DescribeImages", e))?;
+    Ok(Page {
+        items: out
+            .image_details()
+            .iter()
+            .map(SourceImage::from_detail)
+            .collect(),
+        next_token: next(out.next_token()),
+    })
+}
+
+/// Every image of a repository (all pages).
+pub async fn list_images(
+    ecr: &aws_sdk_ecr::Client,
+    repository: &str,
+    listing: ImageListing,
+) -> Result<Vec<SourceImage>, AwsError> {
     let mut images = Vec::new();
     let mut token = None;
     loop {
-        let out = ecr
-            .describe_images()
-            .repository_name(repository)
-            .set_filter(filter.clone())
-            .set_next_token(token)
-            .max_results(1000)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ecr:DescribeImages", e))?;
-        images.extend(out.image_details().iter().map(SourceImage::from_detail));
-        token = out.next_token().map(str::to_string);
-        if token.is_none() {
-            break;
+        let page = images_page(ecr, repository, listing, token.take()).await?;
+        images.extend(page.items);
+        match page.next_token {
+            Some(t) => token = Some(t),
+            None => break,
         }
     }
     Ok(images)
@@ -135,14 +209,8 @@ pub async fn repository_exists(ecr: &aws_sdk_ecr::Client, name: &str) -> Result<
         .await
     {
         Ok(out) => Ok(!out.repositories().is_empty()),
-        Err(e) => {
-            let e = AwsError::from_sdk("ecr:DescribeRepositories", e);
-            if e.has_code("RepositoryNotFoundException") {
-                Ok(false)
-            } else {
-                Err(e)
-            }
-        }
+        Err(e) => AwsError::from_sdk("ecr:DescribeRepositories", e)
+            .or_when(&["RepositoryNotFoundException"], false),
     }
 }
 
@@ -195,14 +263,10 @@ pub async fn create_repository(
         .await;
     match result {
         Ok(_) => Ok(RepositoryState::Created),
-        Err(e) => {
-            let e = AwsError::from_sdk("ecr:CreateRepository", e);
-            if e.has_code("RepositoryAlreadyExistsException") {
-                Ok(RepositoryState::Existed)
-            } else {
-                Err(e)
-            }
-        }
+        Err(e) => AwsError::from_sdk("ecr:CreateRepository", e).or_when(
+            &["RepositoryAlreadyExistsException"],
+            RepositoryState::Existed,
+        ),
     }
 }
 
@@ -254,14 +318,8 @@ pub async fn delete_image(
                 }
             }
         }
-        Err(e) => {
-            let e = AwsError::from_sdk("ecr:BatchDeleteImage", e);
-            if e.has_code("RepositoryNotFoundException") {
-                Ok(false)
-            } else {
-                Err(e)
-            }
-        }
+        Err(e) => AwsError::from_sdk("ecr:BatchDeleteImage", e)
+            .or_when(&["RepositoryNotFoundException"], false),
     }
 }
 

@@ -1,17 +1,19 @@
 //! The work queue backfill fills and the replicator drains, and the work
 //! item's format with its parser ([`item`]): one image to replicate per
-//! message.
+//! message; and the backfill's listing steps ([`step`]), which fill it.
 
 mod item;
+mod step;
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AwsError;
 pub use item::{
-    as_object, parse_image_action, work_item, Envelope, EventError, ImageActionDetail, Parsed,
-    BACKFILL_SOURCE, DETAIL_TYPE,
+    as_object, parse_image_action, run_of, work_item, Envelope, EventError, ImageActionDetail,
+    Parsed, BACKFILL_SOURCE, DETAIL_TYPE, RUN_FIELD,
 };
+pub use step::{Listing, ListingStep, RunId, STEP_FIELD};
 
 /// SQS takes at most 10 messages per SendMessageBatch.
 const SEND_BATCH: usize = 10;

@@ -1,11 +1,12 @@
 //! `ecr-bridge backfill`: sends a backfill request to the deployed image
-//! replicator (Lambda Invoke) and, with `--wait`, follows the work queue
-//! until it drains, then prints what was copied and what failed.
+//! replicator (Lambda Invoke) and, with `--wait`, follows the run's durable
+//! counts (listing, then copying) until it finishes, then prints what was
+//! copied and what failed.
 
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use ecr_bridge_aws::backfill::{BackfillAction, BackfillRequest, BackfillSummary};
+use ecr_bridge_aws::backfill::{BackfillAction, BackfillRequest, BackfillSummary, RunState};
 use serde_json::{json, Value};
 
 use crate::Failure;
@@ -18,14 +19,19 @@ pub struct BackfillArgs {
     /// Only this source repository (repeat for more; default: every repository a rule matches).
     #[arg(long = "repository", value_name = "NAME")]
     repositories: Vec<String>,
-    /// Only count: images found, already present, missing. Nothing is enqueued.
-    #[arg(long, conflicts_with = "wait")]
+    /// Only count: images found, already present, missing. Nothing is
+    /// enqueued. One invocation: a registry too large for it gets partial
+    /// counts, said so.
+    #[arg(long, conflicts_with_all = ["wait", "rerun"])]
     check: bool,
-    /// Follow the work queue until it drains, then count again and print
-    /// copied and failed.
+    /// Start a new run even if the last one of this scope finished cleanly
+    /// under the same mapping (which otherwise makes `start` a no-op).
+    #[arg(long)]
+    rerun: bool,
+    /// Follow the run until it finishes, then print copied and failed.
     #[arg(long)]
     wait: bool,
-    /// With --wait: seconds between queue checks.
+    /// With --wait: seconds between status checks.
     #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     poll_seconds: u64,
     /// With --wait: give up waiting after this long (the work goes on).
@@ -36,15 +42,17 @@ pub struct BackfillArgs {
     json: bool,
 }
 
-/// What `--wait` concludes.
+/// What `--wait` concludes, from the run's counts.
 #[derive(Debug, serde::Serialize)]
 struct WaitReport {
-    images_found: usize,
-    filtered: usize,
-    archived: usize,
-    already_present: usize,
-    copied: usize,
-    failed: usize,
+    images_found: i64,
+    filtered: i64,
+    archived: i64,
+    already_present: i64,
+    copied: i64,
+    skipped: i64,
+    /// Failed for good, refused by the queue, or lost to the dead-letter queue.
+    failed: i64,
     duration_ms: u64,
 }
 
@@ -71,43 +79,32 @@ pub async fn run(args: BackfillArgs) -> Result<(), Failure> {
     }
 
     let deadline = started + Duration::from_secs(args.timeout_seconds);
-    // Approximate counts: only two empty readings in a row mean drained.
-    let mut empty_readings = 0;
-    while first.enqueued > 0 && empty_readings < 2 {
+    let mut last = first.clone();
+    while !finished(&last) {
         if Instant::now() >= deadline {
             return Err(Failure {
                 message: format!(
-                    "the queue did not drain within {} s; the work goes on: run again with --check to count, or --wait to follow",
+                    "the backfill did not finish within {} s; the work goes on: run `backfill --wait` again to follow it (it joins the run)",
                     args.timeout_seconds
                 ),
                 retryable: true,
             });
         }
         tokio::time::sleep(Duration::from_secs(args.poll_seconds)).await;
-        let status = invoke(&lambda, &args, BackfillAction::Status).await?;
-        let depth = status.queue.unwrap_or_default();
-        if depth.waiting + depth.in_flight == 0 {
-            empty_readings += 1;
-        } else {
-            empty_readings = 0;
-            if !args.json {
-                eprintln!(
-                    "waiting: {} queued, {} in progress ({} s)",
-                    depth.waiting,
-                    depth.in_flight,
-                    started.elapsed().as_secs()
-                );
-            }
+        last = invoke(&lambda, &args, BackfillAction::Status).await?;
+        if !args.json && !finished(&last) {
+            eprintln!("{} ({} s)", progress(&last), started.elapsed().as_secs());
         }
     }
-    let last = invoke(&lambda, &args, BackfillAction::Check).await?;
+    let c = &last.counts;
     let outcome = WaitReport {
-        images_found: last.images_found,
-        filtered: last.filtered,
-        archived: last.archived,
-        already_present: first.already_present,
-        copied: last.already_present.saturating_sub(first.already_present),
-        failed: last.missing,
+        images_found: c.images_found,
+        filtered: c.filtered,
+        archived: c.archived,
+        already_present: c.already_present,
+        copied: c.copied,
+        skipped: c.skipped,
+        failed: c.failed + c.enqueue_failed + last.unaccounted(),
         duration_ms: started.elapsed().as_millis() as u64,
     };
     if args.json {
@@ -117,52 +114,86 @@ pub async fn run(args: BackfillArgs) -> Result<(), Failure> {
         );
     } else {
         println!(
-            "done in {:.1} s: {} images found, {} filtered out, {} archived (not copied), {} already present, {} copied, {} failed",
+            "done in {:.1} s: {} images found, {} filtered out, {} archived (not copied), {} already present, {} copied, {} no longer routed, {} failed",
             outcome.duration_ms as f64 / 1000.0,
             outcome.images_found,
             outcome.filtered,
             outcome.archived,
             outcome.already_present,
             outcome.copied,
+            outcome.skipped,
             outcome.failed
         );
     }
     if outcome.failed > 0 {
         return Err(Failure::permanent(format!(
-            "{} images are still missing in a destination: see the function's log (outcome \"failed\" or \"dropped\") and the backfill dead-letter queue, fix, and run backfill again",
+            "{} images were not copied: see the function's log (outcome \"failed\" or \"dropped\") and the backfill dead-letter queue, fix, and run `backfill --rerun`",
             outcome.failed
         )));
     }
     Ok(())
 }
 
+/// Whether the run is over (a `start` that found nothing to do is too).
+fn finished(s: &BackfillSummary) -> bool {
+    s.run.as_ref().is_none_or(|r| r.state == RunState::Finished)
+}
+
+/// One line of `--wait` progress.
+fn progress(s: &BackfillSummary) -> String {
+    let c = &s.counts;
+    let state = match s.run.as_ref().map(|r| r.state) {
+        Some(RunState::Listing) => "listing",
+        Some(RunState::Copying) => "copying",
+        _ => "finished",
+    };
+    format!(
+        "{state}: {} of {} repositories listed, {} images found, {} enqueued; {} copied, {} already present, {} failed",
+        c.repositories_listed,
+        c.repositories_matched,
+        c.images_found,
+        c.enqueued,
+        c.copied,
+        c.already_present,
+        c.failed
+    )
+}
+
 fn describe(s: &BackfillSummary) -> String {
-    let head = format!(
-        "{} images in {} repositories ({} unmatched repositories): {} filtered out, {}, {} already present, {} missing",
-        s.images_found,
-        s.repositories_matched,
-        s.repositories_unmatched,
-        s.filtered,
-        archived(s.archived),
-        s.already_present,
-        s.missing
-    );
-    match s.action {
-        BackfillAction::Start => format!(
-            "{head}; {} enqueued{}",
-            s.enqueued,
-            if s.enqueue_failed > 0 {
-                format!(", {} refused by the queue (run again)", s.enqueue_failed)
+    let c = &s.counts;
+    match (s.action, &s.run) {
+        (BackfillAction::Check, _) => format!(
+            "{} images in {} repositories ({} unmatched repositories): {} filtered out, {}, {} already present, {} missing{}",
+            c.images_found,
+            c.repositories_matched,
+            c.repositories_unmatched,
+            c.filtered,
+            archived(c.archived),
+            c.already_present,
+            s.missing,
+            if s.complete {
+                ""
             } else {
-                String::new()
+                " (partial: the check ran out of time; `backfill` itself has no such limit)"
             }
         ),
-        _ => head,
+        (_, Some(run)) if run.joined && run.state == RunState::Finished => format!(
+            "backfill run {} of this scope already finished under this mapping ({} copied, {} already present): nothing to do; --rerun starts a new one",
+            run.id, c.copied, c.already_present
+        ),
+        (_, Some(run)) => format!(
+            "backfill run {}{}: {}{}",
+            run.id,
+            if run.joined { " (joined: it was already going)" } else { "" },
+            progress(s),
+            if c.archived > 0 { format!("; {}", archived(c.archived)) } else { String::new() }
+        ),
+        (_, None) => "no backfill has run".to_string(),
     }
 }
 
 /// Archived images cannot be pulled until restored: say what to do.
-fn archived(count: usize) -> String {
+fn archived(count: i64) -> String {
     if count == 0 {
         "0 archived".to_string()
     } else {
@@ -180,6 +211,7 @@ async fn invoke(
     let request = BackfillRequest {
         action,
         repositories: args.repositories.clone(),
+        rerun: args.rerun && action == BackfillAction::Start,
     };
     let payload = json!({ "backfill": request }).to_string();
     let out = lambda

@@ -7,6 +7,7 @@ use std::time::Duration;
 use ecr_bridge::copy::CopyOptions;
 use ecr_bridge::mapping::MappingConfig;
 use ecr_bridge::registry::{RetryPolicy, Timeouts};
+use ecr_bridge_aws::backfill::runs::{DynamoRunStore, RunStore};
 use ecr_bridge_aws::env::{self, EnvError, Vars};
 use ecr_bridge_aws::mapping_store::{MappingSource, MappingStore};
 use ecr_bridge_aws::registries::{EcrRegistries, RegistryEndpoints, SourceRole};
@@ -34,6 +35,8 @@ pub struct Config {
     pub metrics_namespace: String,
     /// `BACKFILL_QUEUE_URL`: the SQS queue backfill work items go to.
     pub backfill_queue_url: Option<String>,
+    /// `BACKFILL_TABLE`: the DynamoDB table backfill runs are recorded in.
+    pub backfill_table: Option<String>,
 }
 
 impl Config {
@@ -104,6 +107,15 @@ impl Config {
                 }
                 other => other,
             },
+            backfill_table: match env::optional(vars, "BACKFILL_TABLE") {
+                Some(name) if !valid_table_name(&name) => {
+                    return Err(EnvError::new(
+                        "BACKFILL_TABLE",
+                        format!("expected a DynamoDB table name (3-255 of A-Z a-z 0-9 _ - .), got {:?}", ecr_bridge::text::clip(&name, 100)),
+                    ))
+                }
+                other => other,
+            },
         })
     }
 
@@ -133,6 +145,12 @@ impl Config {
             .backfill_queue_url
             .as_ref()
             .map(|url| Arc::new(SqsWorkQueue::new(&sdk, url)) as Arc<dyn WorkQueue>);
+        let runs = self.backfill_table.as_ref().map(|table| {
+            Arc::new(DynamoRunStore::new(
+                aws_sdk_dynamodb::Client::new(&sdk),
+                table,
+            )) as Arc<dyn RunStore>
+        });
         let registries = EcrRegistries::new(
             sdk,
             self.endpoints.clone(),
@@ -149,11 +167,23 @@ impl Config {
             },
             self.source_role.clone(),
         );
-        Ok(match queue {
+        let replicator = match queue {
             Some(q) => replicator.with_backfill_queue(q),
+            None => replicator,
+        };
+        Ok(match runs {
+            Some(r) => replicator.with_backfill_runs(r),
             None => replicator,
         })
     }
+}
+
+/// DynamoDB's table name rule.
+fn valid_table_name(name: &str) -> bool {
+    (3..=255).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 #[cfg(test)]
@@ -214,6 +244,8 @@ mod tests {
             ("ROLE_SESSION_NAME", "has spaces"),
             ("SOURCE_ROLE_EXTERNAL_ID", "needs-a-role"),
             ("BACKFILL_QUEUE_URL", "my-queue"),
+            ("BACKFILL_TABLE", "no spaces allowed"),
+            ("BACKFILL_TABLE", "ab"),
         ] {
             let e = Config::from_env(&vars(&[base, (var, value)])).unwrap_err();
             assert_eq!(e.variable, var, "{e}");

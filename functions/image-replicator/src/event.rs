@@ -7,7 +7,7 @@ use ecr_bridge::text::{clip, json_kind};
 use ecr_bridge_aws::backfill::BackfillRequest;
 use ecr_bridge_aws::image_action::ImageAction;
 use ecr_bridge_aws::work_queue::{
-    self, as_object, Envelope, EventError, ImageActionDetail, Parsed,
+    self, as_object, Envelope, EventError, ImageActionDetail, ListingStep, Parsed, RunId,
 };
 use serde_json::Value;
 
@@ -19,14 +19,19 @@ pub enum Incoming {
     Ignored(String),
     /// An operator's `{"backfill": {...}}`.
     Backfill(BackfillRequest),
-    /// Backfill work items delivered by SQS, each judged on its own.
+    /// Backfill work items and listing steps delivered by SQS, each judged
+    /// on its own.
     Queued(Vec<QueuedItem>),
+    /// A backfill listing step (only inside `Queued`).
+    Listing(ListingStep),
 }
 
 /// One SQS message: its id (to report it failed) and what its body asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedItem {
     pub message_id: String,
+    /// The backfill run a work item counts in.
+    pub run: Option<RunId>,
     pub body: Result<Incoming, EventError>,
 }
 
@@ -94,15 +99,24 @@ fn parse_queued(records: &Value) -> Result<Incoming, EventError> {
                 field: "Records[].body",
                 reason: format!("record {i} has no string body"),
             }),
-            Some(body) => serde_json::from_str::<Value>(body)
-                .map_err(|e| EventError::Field {
-                    field: "Records[].body",
-                    reason: format!("not JSON: {}", clip(&e.to_string(), 200)),
-                })
-                .and_then(|v| parse_image_action(&v)),
+            Some(body) => serde_json::from_str::<Value>(body).map_err(|e| EventError::Field {
+                field: "Records[].body",
+                reason: format!("not JSON: {}", clip(&e.to_string(), 200)),
+            }),
+        };
+        let (run, body) = match body {
+            Err(e) => (None, Err(e)),
+            Ok(v) => match ListingStep::from_body(&v) {
+                Some(step) => (None, step.map(Incoming::Listing)),
+                None => match work_queue::run_of(&v) {
+                    Ok(run) => (run, parse_image_action(&v)),
+                    Err(e) => (None, Err(e)),
+                },
+            },
         };
         items.push(QueuedItem {
             message_id: clip(message_id, 200),
+            run,
             body,
         });
     }
@@ -320,6 +334,7 @@ mod tests {
             "team/app",
             DIGEST,
             &tags,
+            None,
         )
     }
 
@@ -348,6 +363,40 @@ mod tests {
         assert!(err(1).contains("not JSON"), "{}", err(1));
         assert!(err(2).contains("detail.image-tags"), "{}", err(2));
         assert!(err(3).contains("no string body"), "{}", err(3));
+    }
+
+    #[test]
+    fn given_a_batch_with_a_listing_step_and_a_run_s_work_item_when_parsed_then_each_is_told_apart()
+    {
+        use ecr_bridge_aws::work_queue::Listing;
+        let run = RunId::new();
+        let step = ListingStep {
+            run: run.clone(),
+            listing: Listing::Repositories { next_token: None },
+        };
+        let item = ecr_bridge_aws::work_queue::work_item(
+            "123456789012",
+            "us-east-1",
+            "team/app",
+            DIGEST,
+            &["v1".to_string()],
+            Some(&run),
+        );
+        let bad_run = item.replace(run.as_str(), "not-a-run");
+        let batch = sqs(json!([
+            {"messageId": "s", "eventSource": "aws:sqs", "body": step.to_body()},
+            {"messageId": "w", "eventSource": "aws:sqs", "body": item},
+            {"messageId": "b", "eventSource": "aws:sqs", "body": bad_run},
+        ]));
+        let Incoming::Queued(items) = parse(&batch).unwrap() else {
+            panic!("expected a queued batch")
+        };
+        assert_eq!(items[0].body, Ok(Incoming::Listing(step)));
+        assert_eq!(items[0].run, None);
+        assert!(matches!(items[1].body, Ok(Incoming::Action(_))));
+        assert_eq!(items[1].run, Some(run));
+        let err = items[2].body.clone().unwrap_err().to_string();
+        assert!(err.contains("detail.backfill-run"), "{err}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ecr_bridge_aws::backfill::BackfillError;
+use ecr_bridge_aws::backfill::{BackfillError, ItemResult};
 use ecr_bridge_aws::emf::MetricSet;
 use ecr_bridge_aws::replicator::{
     copy_deadline, ActionReport, DestinationOutcome, DestinationStatus, ReplicationError,
@@ -96,14 +96,17 @@ async fn run(
 ) -> Result<Value, HandlerError> {
     match event::parse(&payload) {
         Ok(Incoming::Backfill(request)) => {
-            let summary = replicator.backfill().run(&request).await.inspect_err(|e| {
-                tracing::error!(error = %e, retryable = e.is_retryable(), outcome = "failed", "backfill failed");
-            })?;
-            metrics.count("BackfillEnqueued", summary.enqueued as u64);
+            let summary = replicator
+                .backfill()
+                .run(&request, deadline)
+                .await
+                .inspect_err(|e| {
+                    tracing::error!(error = %e, retryable = e.is_retryable(), outcome = "failed", "backfill failed");
+                })?;
             Ok(json!({"result": "backfill", "summary": summary}))
         }
         Ok(Incoming::Queued(items)) => Ok(run_queued(replicator, items, deadline, metrics).await),
-        Ok(other) => run_one(replicator, other, deadline, metrics).await,
+        Ok(other) => Ok(run_one(replicator, other, deadline, metrics).await?.0),
         Err(e) => {
             tracing::error!(error = %e, outcome = "invalid_event", "event rejected");
             metrics.count("EventsInvalid", 1);
@@ -112,12 +115,12 @@ async fn run(
     }
 }
 
-/// Backfill work items from SQS, one after another (the event source
-/// mapping sends one per invocation; more is fine). Only a failure a retry
-/// can fix goes back to the queue (`batchItemFailures`), and from there to
-/// its dead-letter queue once retries run out. A permanent failure is
-/// logged and dropped: retrying cannot help, and re-running the backfill
-/// (which counts it as missing) picks the image up again once fixed.
+/// Backfill work items and listing steps from SQS, one after another (the
+/// event source mapping sends one per invocation; more is fine). Only a
+/// failure a retry can fix goes back to the queue (`batchItemFailures`),
+/// and from there to its dead-letter queue once retries run out. A
+/// permanent failure is logged, counted in its run and dropped: retrying
+/// cannot help, and a new run (`rerun`) picks the image up once fixed.
 async fn run_queued(
     replicator: &Replicator,
     items: Vec<QueuedItem>,
@@ -139,13 +142,37 @@ async fn run_queued(
             continue;
         }
         let result = match item.body {
-            Ok(body) => run_one(replicator, body, deadline, metrics).await,
+            Ok(Incoming::Listing(step)) => {
+                metrics.count("BackfillListingSteps", 1);
+                replicator
+                    .backfill()
+                    .list(&step, deadline)
+                    .await
+                    .map(|()| None)
+                    .map_err(HandlerError::from)
+            }
+            Ok(body) => run_one(replicator, body, deadline, metrics)
+                .await
+                .map(|(_, result)| Some(result)),
             Err(e) => {
                 tracing::error!(message_id, error = %e, outcome = "invalid_event", "work item rejected");
                 metrics.count("EventsInvalid", 1);
                 Err(e.into())
             }
         };
+        let counted = match &result {
+            Ok(result) => *result,
+            Err(e) if e.is_retryable() => None,
+            Err(_) => Some(ItemResult::Failed),
+        };
+        if let (Some(run), Some(counted)) = (&item.run, counted) {
+            // The copy stands whatever the count: a lost count only makes
+            // `status` wait for the queue to drain instead.
+            if let Err(e) = replicator.backfill().record(run, counted).await {
+                tracing::warn!(message_id, run = %run, error = %e, "work item not counted in its backfill run");
+                metrics.count("BackfillCountsLost", 1);
+            }
+        }
         match result {
             Ok(_) => done += 1,
             Err(e) if e.is_retryable() => failures.push(json!({ "itemIdentifier": message_id })),
@@ -162,20 +189,24 @@ async fn run_queued(
     })
 }
 
+/// One image action: the answer, and what it counts as in a backfill run.
 async fn run_one(
     replicator: &Replicator,
     incoming: Incoming,
     deadline: Option<Instant>,
     metrics: &mut MetricSet,
-) -> Result<Value, HandlerError> {
+) -> Result<(Value, ItemResult), HandlerError> {
     let action = match incoming {
         Incoming::Action(a) => a,
         Incoming::Ignored(reason) => {
             tracing::debug!(reason, outcome = "ignored", "event ignored");
             metrics.count("EventsIgnored", 1);
-            return Ok(json!({"result": "ignored", "reason": reason}));
+            return Ok((
+                json!({"result": "ignored", "reason": reason}),
+                ItemResult::Skipped,
+            ));
         }
-        Incoming::Backfill(_) | Incoming::Queued(_) => {
+        Incoming::Backfill(_) | Incoming::Queued(_) | Incoming::Listing(_) => {
             // parse_image_action never yields these.
             return Err(EventError::Shape("expected an ECR Image Action".into()).into());
         }
@@ -205,7 +236,21 @@ async fn run_one(
                     }
                 }
             }
-            Ok(serde_json::to_value(&handled).unwrap_or(Value::Null))
+            let counted = match &handled {
+                ActionReport::Done { destinations, .. }
+                    if destinations
+                        .iter()
+                        .any(|d| d.outcome == DestinationStatus::Replicated) =>
+                {
+                    ItemResult::Copied
+                }
+                ActionReport::Done { .. } => ItemResult::AlreadyPresent,
+                _ => ItemResult::Skipped,
+            };
+            Ok((
+                serde_json::to_value(&handled).unwrap_or(Value::Null),
+                counted,
+            ))
         }
         Err(e) => {
             if let ReplicationError::Destinations { outcomes, .. } = &e {

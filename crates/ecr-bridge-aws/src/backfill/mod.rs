@@ -1,49 +1,61 @@
 //! Backfill: replicate the images that existed before ecr-bridge (or a new
 //! rule) did. Push events only cover what is pushed from now on.
 //!
-//! The coordinator enumerates the source repositories the mapping routes
-//! (DescribeRepositories, DescribeImages, all pages), applies the rules' tag
-//! filters, skips every image each destination already has (one manifest
-//! HEAD by digest, one per tag), and puts one work item per remaining image
-//! on a [`WorkQueue`]. Each item is an image action shaped like the ECR
-//! event ([`crate::work_queue`] owns the format and its parser), so the
-//! replicator handles it through the same code path as a push, one
-//! invocation per image, as many at once as the queue's consumer allows.
+//! A fan-out over the work queue, so that no registry is too large for one
+//! invocation:
+//! - `start` records a run ([`runs`]) and lists the source repositories
+//!   page by page, enqueuing one listing step per repository the mapping
+//!   routes ([`listing`]);
+//! - each listing step pages DescribeImages, applies the rules' tag filters
+//!   (and leaves ARCHIVED images), enqueues one work item per image, and
+//!   near its invocation's deadline enqueues its own continuation instead
+//!   of running on;
+//! - each work item is an image action shaped like the ECR event
+//!   ([`crate::work_queue`] owns both formats), so the replicator handles
+//!   it as a push: a destination that already has the image costs one HEAD;
+//! - every step and item adds to the run's durable counts, which `status`
+//!   and `ecr-bridge backfill --wait` read.
 //!
-//! Resumable because replication is idempotent: running it again finds what
-//! was copied already present and enqueues only the rest.
+//! A second `start` while a run of the same scope is going joins it; after
+//! it finished cleanly under the same mapping it enqueues nothing (`rerun`
+//! forces a new run). `check` only counts, in one invocation, and says
+//! whether it got through before its deadline ([`check`]).
+
+mod check;
+mod listing;
+pub mod runs;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use ecr_bridge::mapping::{ImageDecision, MappingConfig, Replication};
-use ecr_bridge::reference::Selector;
-use ecr_bridge::registry::ManifestHead;
-use ecr_bridge::Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AwsError;
 use crate::mapping_store::{MappingError, MappingStore};
 use crate::registries::{EcrRegistries, SourceRole};
-use crate::repositories::{
-    list_images, list_repositories, ImageListing, ListedRepository, SourceImage,
-};
-use crate::work_queue::{work_item, QueueDepth, WorkQueue};
+use crate::work_queue::{QueueDepth, RunId, WorkQueue};
+use runs::{now_ms, BackfillRun, Began, RunCounts, RunStore};
 
-/// Target presence checks in flight at once (manifest HEADs).
-const CHECK_CONCURRENCY: usize = 16;
+/// A run whose counts say it is unfinished but whose queue is empty and
+/// which nobody has updated for this long is over: a listing step or work
+/// item went to the dead-letter queue without counting.
+const STALE_AFTER: Duration = Duration::from_secs(300);
 
 /// What an operator asks for (`{"backfill": {...}}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackfillRequest {
-    /// `start` (default) enqueues; `check` only counts; `status` reports the
-    /// queue's depth.
+    /// `start` (default) starts or joins a run; `check` only counts;
+    /// `status` reports the current run.
     #[serde(default)]
     pub action: BackfillAction,
     /// Only these source repositories (default: every repository a rule routes).
     #[serde(default)]
     pub repositories: Vec<String>,
+    /// With `start`: a new run even if the last one of this scope finished
+    /// cleanly under the same mapping.
+    #[serde(default)]
+    pub rerun: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -55,32 +67,76 @@ pub enum BackfillAction {
     Status,
 }
 
-/// Counts for the operator. `images_found` = `filtered` + `archived` +
-/// `already_present` + `missing`; after a `start`, `enqueued` +
-/// `enqueue_failed` = `missing`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Listing steps are open: more work items may come.
+    Listing,
+    /// Listing is done; work items are waiting or running.
+    Copying,
+    Finished,
+}
+
+/// The run a `start` or `status` answers about.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct RunInfo {
+    pub id: RunId,
+    pub state: RunState,
+    pub scope: Vec<String>,
+    pub started_at_ms: u64,
+    pub updated_at_ms: u64,
+    /// This `start` joined a run that was going (or had finished cleanly)
+    /// instead of starting one.
+    #[serde(default)]
+    pub joined: bool,
+}
+
+/// Counts for the operator. For a run (`start`, `status`): `images_found` =
+/// `filtered` + `archived` + `enqueued` + `enqueue_failed`, and once
+/// finished `enqueued` = `copied` + `already_present` + `skipped` + `failed`
+/// (+ items lost to the dead-letter queue). For a `check`: `enqueued` is 0
+/// and the images that would be are `already_present` or `missing`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackfillSummary {
     pub action: BackfillAction,
-    pub repositories_matched: usize,
-    pub repositories_unmatched: usize,
-    /// Images in the matched repositories.
-    pub images_found: usize,
-    /// Images no tag of which passes the rule's tag filter.
-    pub filtered: usize,
-    /// Images that would replicate but are in ECR's archive storage class
-    /// (or being restored from it): a pull answers 404, so they are not
-    /// enqueued. Restore them and run the backfill again.
+    #[serde(flatten)]
+    pub counts: RunCounts,
+    /// `check`: images some destination lacks.
     #[serde(default)]
-    pub archived: usize,
-    /// Images every destination already has, with every replicated tag.
-    pub already_present: usize,
-    /// Images some destination lacks.
-    pub missing: usize,
-    pub enqueued: usize,
-    pub enqueue_failed: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing: i64,
+    /// `check`: false when the deadline came first (the counts cover part).
+    #[serde(default = "yes")]
+    pub complete: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueDepth>,
     pub duration_ms: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl BackfillSummary {
+    fn new(action: BackfillAction) -> Self {
+        BackfillSummary {
+            action,
+            counts: RunCounts::default(),
+            missing: 0,
+            complete: true,
+            run: None,
+            queue: None,
+            duration_ms: 0,
+        }
+    }
+
+    /// Work items enqueued that never reported back (in the dead-letter
+    /// queue, or lost): failures too, once the run has finished.
+    pub fn unaccounted(&self) -> i64 {
+        (self.counts.enqueued - self.counts.items_done()).max(0)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,41 +147,70 @@ pub enum BackfillError {
     Source(AwsError),
     #[error("the work queue: {0}")]
     Queue(AwsError),
+    #[error("the backfill run table: {0}")]
+    Runs(AwsError),
     #[error("backfill needs a work queue: set BACKFILL_QUEUE_URL (the template does)")]
     NoQueue,
+    #[error("backfill needs a run table: set BACKFILL_TABLE (the template does)")]
+    NoRunTable,
     #[error("source repository {0} does not exist")]
     UnknownRepository(String),
+    #[error("backfill run {id} over {} is still going ({state:?}): wait for it (`status`) or start the same scope to join it", describe_scope(scope))]
+    Busy {
+        id: RunId,
+        scope: Vec<String>,
+        state: RunState,
+    },
     #[error("the function's own region (AWS_REGION): {0}")]
     HomeRegion(ecr_bridge::ids::RegionError),
+}
+
+fn describe_scope(scope: &[String]) -> String {
+    if scope.is_empty() {
+        "every routed repository".to_string()
+    } else {
+        format!("repositories {}", scope.join(", "))
+    }
 }
 
 impl BackfillError {
     pub fn is_retryable(&self) -> bool {
         match self {
             BackfillError::Mapping(e) => e.is_retryable(),
-            BackfillError::Source(e) | BackfillError::Queue(e) => e.retryable,
+            BackfillError::Source(e) | BackfillError::Queue(e) | BackfillError::Runs(e) => {
+                e.retryable
+            }
+            // The other run ends by itself; asking again later can succeed.
+            BackfillError::Busy { .. } => true,
             BackfillError::NoQueue
+            | BackfillError::NoRunTable
             | BackfillError::UnknownRepository(_)
             | BackfillError::HomeRegion(_) => false,
         }
     }
 }
 
-/// The backfill coordinator: reads the mapping and the source registry,
-/// checks the destinations, fills the work queue.
+/// What became of one work item of a run, counted in the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemResult {
+    /// Some destination received it.
+    Copied,
+    /// Every destination had it.
+    AlreadyPresent,
+    /// No longer routed, filtered or ignored when handled.
+    Skipped,
+    /// Failed for good (a retry cannot help).
+    Failed,
+}
+
+/// The backfill: starts runs, runs their listing steps, counts their work
+/// items, reports.
 pub struct Backfill {
     mapping: Arc<MappingStore>,
     registries: Arc<EcrRegistries>,
     source_role: SourceRole,
     queue: Option<Arc<dyn WorkQueue>>,
-}
-
-struct Candidate {
-    account: String,
-    repository: String,
-    image: SourceImage,
-    tags: Vec<String>,
-    replication: Replication,
+    runs: Option<Arc<dyn RunStore>>,
 }
 
 impl Backfill {
@@ -139,190 +224,266 @@ impl Backfill {
             registries,
             source_role,
             queue: None,
+            runs: None,
         }
     }
 
-    /// Where work items go; `start` and `status` need it.
+    /// Where listing steps and work items go; `start` and `status` need it.
     pub fn with_queue(mut self, queue: Arc<dyn WorkQueue>) -> Self {
         self.queue = Some(queue);
         self
     }
 
-    /// Runs a backfill request.
-    pub async fn run(&self, request: &BackfillRequest) -> Result<BackfillSummary, BackfillError> {
-        let queue = self.queue.as_deref();
-        let started = Instant::now();
-        let mut summary = BackfillSummary {
-            action: request.action,
-            ..BackfillSummary::default()
-        };
-        if request.action == BackfillAction::Status {
-            let queue = queue.ok_or(BackfillError::NoQueue)?;
-            summary.queue = Some(queue.depth().await.map_err(BackfillError::Queue)?);
-            summary.duration_ms = started.elapsed().as_millis() as u64;
-            return Ok(summary);
-        }
-        if request.action == BackfillAction::Start && queue.is_none() {
-            return Err(BackfillError::NoQueue);
-        }
-        let config = self.mapping.get().await?;
+    /// Where runs are recorded; `start` and `status` need it.
+    pub fn with_runs(mut self, runs: Arc<dyn RunStore>) -> Self {
+        self.runs = Some(runs);
+        self
+    }
+
+    fn queue(&self) -> Result<&dyn WorkQueue, BackfillError> {
+        self.queue.as_deref().ok_or(BackfillError::NoQueue)
+    }
+
+    fn runs(&self) -> Result<&dyn RunStore, BackfillError> {
+        self.runs.as_deref().ok_or(BackfillError::NoRunTable)
+    }
+
+    /// The source registry's ECR API, in the function's region.
+    async fn source_ecr(
+        &self,
+    ) -> Result<(aws_sdk_ecr::Client, ecr_bridge::ids::Region), BackfillError> {
         let region = self
             .registries
             .home_region()
             .map_err(BackfillError::HomeRegion)?;
-        // The account is unknown until DescribeRepositories names the
-        // registry; the ECR API client does not need it.
         let ecr = self
             .registries
             .ecr_in(&region, self.source_role.assume.as_ref())
             .await;
+        Ok((ecr, region))
+    }
 
-        let candidates = enumerate(&config, &ecr, request, &mut summary).await?;
-        // Which of them every destination already has, a bounded number at once.
-        let permits = tokio::sync::Semaphore::new(CHECK_CONCURRENCY);
-        let present = futures_util::future::join_all(candidates.iter().map(|c| {
-            let permits = &permits;
-            async move {
-                let _permit = permits.acquire().await;
-                self.present_everywhere(c).await
-            }
-        }))
-        .await;
-        let checks = candidates.into_iter().zip(present);
-        let mut bodies = Vec::new();
-        for (c, present) in checks {
-            if present {
-                summary.already_present += 1;
-            } else {
-                summary.missing += 1;
-                bodies.push(work_item(
-                    &c.account,
-                    region.as_str(),
-                    &c.repository,
-                    &c.image.digest,
-                    &c.tags,
-                ));
-            }
-        }
-        if request.action == BackfillAction::Start {
-            let queue = queue.ok_or(BackfillError::NoQueue)?;
-            summary.enqueued = queue.send(&bodies).await.map_err(BackfillError::Queue)?;
-            summary.enqueue_failed = bodies.len() - summary.enqueued;
-        }
+    /// Runs a backfill request; listing stops at `deadline` and hands the
+    /// rest to the queue (`start`), or reports what it covered (`check`).
+    pub async fn run(
+        &self,
+        request: &BackfillRequest,
+        deadline: Option<Instant>,
+    ) -> Result<BackfillSummary, BackfillError> {
+        let started = Instant::now();
+        let mut summary = match request.action {
+            BackfillAction::Status => self.status().await?,
+            BackfillAction::Start => self.start(request, deadline).await?,
+            BackfillAction::Check => self.check(request, deadline).await?,
+        };
         summary.duration_ms = started.elapsed().as_millis() as u64;
+        let c = &summary.counts;
         tracing::info!(
-            action = ?summary.action, images_found = summary.images_found, filtered = summary.filtered,
-            archived = summary.archived, already_present = summary.already_present, missing = summary.missing, enqueued = summary.enqueued,
-            enqueue_failed = summary.enqueue_failed, duration_ms = summary.duration_ms, outcome = "backfill",
-            "backfill"
+            action = ?summary.action, run = summary.run.as_ref().map(|r| r.id.to_string()),
+            state = ?summary.run.as_ref().map(|r| r.state), joined = summary.run.as_ref().is_some_and(|r| r.joined),
+            repositories_matched = c.repositories_matched, images_found = c.images_found, filtered = c.filtered,
+            archived = c.archived, enqueued = c.enqueued, copied = c.copied, already_present = c.already_present,
+            failed = c.failed, missing = summary.missing, complete = summary.complete,
+            duration_ms = summary.duration_ms, outcome = "backfill", "backfill"
         );
         Ok(summary)
     }
 
-    /// Whether every destination has the image by digest and each replicated
-    /// tag points at it. A manifest a registry accepted has all its blobs and
-    /// children, so one HEAD per manifest is proof enough. Any doubt (an
-    /// error, an invalid target name) counts as missing: the replicator will
-    /// then say what is wrong.
-    async fn present_everywhere(&self, c: &Candidate) -> bool {
-        for target in &c.replication.destinations {
-            let Ok(repository) = &target.repository else {
-                return false;
-            };
-            let Ok(client) = self.registries.registry(&target.access).await else {
-                return false;
-            };
-            let Ok(digest) = c.image.digest.parse::<Digest>() else {
-                return false;
-            };
-            let target = client.repository(repository.as_str());
-            let same = |head: Result<Option<ManifestHead>, _>| matches!(head, Ok(Some(h)) if h.digest.as_ref() == Some(&digest));
-            if !same(
-                target
-                    .manifest_head(&Selector::Digest(digest.clone()))
-                    .await,
-            ) {
-                return false;
-            }
-            for tag in &c.tags {
-                if !same(target.manifest_head(&Selector::Tag(tag.clone())).await) {
-                    return false;
+    /// The current run and the queue.
+    async fn status(&self) -> Result<BackfillSummary, BackfillError> {
+        let depth = self.queue()?.depth().await.map_err(BackfillError::Queue)?;
+        let run = self.runs()?.current().await.map_err(BackfillError::Runs)?;
+        let mut summary = BackfillSummary::new(BackfillAction::Status);
+        summary.queue = Some(depth);
+        if let Some(run) = run {
+            summary.run = Some(info(&run, state_of(&run, Some(depth)), false));
+            summary.counts = run.counts;
+        }
+        Ok(summary)
+    }
+
+    /// Starts a run, or joins the one going (or done) for the same scope.
+    async fn start(
+        &self,
+        request: &BackfillRequest,
+        deadline: Option<Instant>,
+    ) -> Result<BackfillSummary, BackfillError> {
+        let queue = self.queue()?;
+        let runs = self.runs()?;
+        let (config, mapping_digest) = self.mapping.current().await?;
+        let mut scope = request.repositories.clone();
+        scope.sort();
+        scope.dedup();
+        let (ecr, region) = self.source_ecr().await?;
+        let named = match crate::repositories::named_repositories(&ecr, &scope)
+            .await
+            .map_err(BackfillError::Source)?
+        {
+            Ok(named) => named,
+            Err(unknown) => return Err(BackfillError::UnknownRepository(unknown)),
+        };
+
+        // Two starts at once: the conditional write lets one win; the other
+        // reads again and joins it.
+        let mut attempts = 0;
+        let run = loop {
+            attempts += 1;
+            let current = runs.current().await.map_err(BackfillError::Runs)?;
+            if let Some(current) = &current {
+                let depth = queue.depth().await.map_err(BackfillError::Queue)?;
+                let state = state_of(current, Some(depth));
+                let clean_same = state == RunState::Finished
+                    && !request.rerun
+                    && current.scope == scope
+                    && current.mapping == mapping_digest
+                    && current.counts.failed == 0
+                    && current.counts.enqueue_failed == 0
+                    && current.counts.items_done() >= current.counts.enqueued;
+                if state != RunState::Finished && current.scope != scope {
+                    return Err(BackfillError::Busy {
+                        id: current.id.clone(),
+                        scope: current.scope.clone(),
+                        state,
+                    });
+                }
+                if state != RunState::Finished || clean_same {
+                    let mut summary = BackfillSummary::new(BackfillAction::Start);
+                    summary.counts = current.counts;
+                    summary.run = Some(info(current, state, true));
+                    summary.queue = Some(depth);
+                    return Ok(summary);
                 }
             }
-        }
-        true
-    }
-}
-
-/// The source images the mapping routes, with the tags that replicate.
-async fn enumerate(
-    config: &MappingConfig,
-    ecr: &aws_sdk_ecr::Client,
-    request: &BackfillRequest,
-    summary: &mut BackfillSummary,
-) -> Result<Vec<Candidate>, BackfillError> {
-    let (repositories, _) = list_repositories(ecr)
-        .await
-        .map_err(BackfillError::Source)?;
-    for wanted in &request.repositories {
-        if !repositories.iter().any(|r| &r.name == wanted) {
-            return Err(BackfillError::UnknownRepository(wanted.clone()));
-        }
-    }
-    let mut candidates = Vec::new();
-    for ListedRepository {
-        name: repository,
-        registry_id: account,
-    } in repositories
-    {
-        if !request.repositories.is_empty() && !request.repositories.contains(&repository) {
-            continue;
-        }
-        let Some(replication) = config.route(&repository) else {
-            summary.repositories_unmatched += 1;
-            continue;
-        };
-        summary.repositories_matched += 1;
-        let images = list_images(ecr, &repository, ImageListing::All)
-            .await
-            .map_err(BackfillError::Source)?;
-        for image in images {
-            summary.images_found += 1;
-            let ImageDecision::Replicate { tags, .. } =
-                config.decide_image(&repository, &image.tags)
-            else {
-                summary.filtered += 1;
-                continue;
+            let now = now_ms();
+            let run = BackfillRun {
+                id: RunId::new(),
+                scope: scope.clone(),
+                mapping: mapping_digest.clone(),
+                started_at_ms: now,
+                updated_at_ms: now,
+                // The listing this invocation does now is the first step.
+                counts: RunCounts {
+                    listings_open: 1,
+                    ..RunCounts::default()
+                },
             };
-            if !should_enqueue(&image) {
-                summary.archived += 1;
-                continue;
+            match runs
+                .begin(&run, current.as_ref().map(|c| &c.id))
+                .await
+                .map_err(BackfillError::Runs)?
+            {
+                Began::New(run) => break run,
+                Began::Lost if attempts < 3 => continue,
+                Began::Lost => {
+                    return Err(BackfillError::Runs(AwsError::transient(
+                        "dynamodb:PutItem",
+                        "the backfill run changed under three starts in a row",
+                    )))
+                }
             }
-            candidates.push(Candidate {
-                account: account.clone(),
-                repository: repository.clone(),
-                image,
-                tags,
-                replication: replication.clone(),
-            });
+        };
+        tracing::info!(run = %run.id, scope = ?run.scope, "backfill run started");
+        let lister = listing::Lister {
+            config: &config,
+            ecr: &ecr,
+            region: &region,
+            queue,
+            runs,
+            run: &run.id,
+            deadline,
+        };
+        if scope.is_empty() {
+            lister.repositories(None).await?;
+        } else {
+            lister.named(&named).await?;
         }
+        let now = runs.current().await.map_err(BackfillError::Runs)?;
+        let mut summary = BackfillSummary::new(BackfillAction::Start);
+        let stored = now.filter(|r| r.id == run.id).unwrap_or(run);
+        summary.counts = stored.counts;
+        summary.run = Some(info(&stored, state_of(&stored, None), false));
+        Ok(summary)
     }
-    Ok(candidates)
+
+    /// Runs one listing step from the queue.
+    pub async fn list(
+        &self,
+        step: &crate::work_queue::ListingStep,
+        deadline: Option<Instant>,
+    ) -> Result<(), BackfillError> {
+        let queue = self.queue()?;
+        let runs = self.runs()?;
+        let config = self.mapping.get().await?;
+        let (ecr, region) = self.source_ecr().await?;
+        let lister = listing::Lister {
+            config: &config,
+            ecr: &ecr,
+            region: &region,
+            queue,
+            runs,
+            run: &step.run,
+            deadline,
+        };
+        lister.step(&step.listing).await
+    }
+
+    /// Counts one work item of run `run`.
+    pub async fn record(&self, run: &RunId, result: ItemResult) -> Result<(), BackfillError> {
+        let mut counts = RunCounts::default();
+        match result {
+            ItemResult::Copied => counts.copied = 1,
+            ItemResult::AlreadyPresent => counts.already_present = 1,
+            ItemResult::Skipped => counts.skipped = 1,
+            ItemResult::Failed => counts.failed = 1,
+        }
+        let counted = self
+            .runs()?
+            .add(run, &counts)
+            .await
+            .map_err(BackfillError::Runs)?;
+        if !counted {
+            tracing::info!(run = %run, "work item of an earlier backfill run; not counted");
+        }
+        Ok(())
+    }
 }
 
-/// Whether an image that replicates can be copied now: an archived one
-/// would only come back as a 404 from every work item.
-fn should_enqueue(image: &SourceImage) -> bool {
-    !image.archived
+fn info(run: &BackfillRun, state: RunState, joined: bool) -> RunInfo {
+    RunInfo {
+        id: run.id.clone(),
+        state,
+        scope: run.scope.clone(),
+        started_at_ms: run.started_at_ms,
+        updated_at_ms: run.updated_at_ms,
+        joined,
+    }
+}
+
+/// Where `run` is. Its counts say whether work is open; an empty queue and
+/// no update for [`STALE_AFTER`] say the open work was lost (a step or item
+/// in the dead-letter queue). Without a queue reading, the counts decide.
+fn state_of(run: &BackfillRun, depth: Option<QueueDepth>) -> RunState {
+    let c = &run.counts;
+    let open = c.listings_open > 0 || c.items_done() < c.enqueued;
+    let queue_empty = depth.is_some_and(|d| d.waiting + d.in_flight == 0);
+    let stale = now_ms().saturating_sub(run.updated_at_ms) > STALE_AFTER.as_millis() as u64;
+    if !open || (queue_empty && stale) {
+        RunState::Finished
+    } else if c.listings_open > 0 {
+        RunState::Listing
+    } else {
+        RunState::Copying
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repositories::SourceImage;
     use aws_sdk_ecr::types::{ImageDetail, ImageStatus};
 
     #[test]
-    fn given_sdk_image_details_when_classified_then_only_pullable_images_are_enqueued() {
+    fn given_sdk_image_details_when_classified_then_archived_and_restoring_images_are_marked() {
         let image = |status: Option<ImageStatus>| {
             SourceImage::from_detail(
                 &ImageDetail::builder()
@@ -332,25 +493,31 @@ mod tests {
                     .build(),
             )
         };
-        assert!(should_enqueue(&image(Some(ImageStatus::Active))));
-        assert!(should_enqueue(&image(None)));
-        assert!(!should_enqueue(&image(Some(ImageStatus::Archived))));
-        assert!(!should_enqueue(&image(Some(ImageStatus::Activating))));
+        assert!(!image(Some(ImageStatus::Active)).archived);
+        assert!(!image(None).archived);
+        assert!(image(Some(ImageStatus::Archived)).archived);
+        assert!(image(Some(ImageStatus::Activating)).archived);
     }
 
     #[test]
-    fn given_a_summary_when_serialized_then_archived_is_a_field_and_old_answers_still_parse() {
-        let summary = BackfillSummary {
-            archived: 2,
-            ..BackfillSummary::default()
-        };
+    fn given_a_summary_when_serialized_then_counts_are_top_level_fields_and_old_answers_still_parse(
+    ) {
+        let mut summary = BackfillSummary::new(BackfillAction::Check);
+        summary.counts.archived = 2;
+        summary.missing = 3;
         let value = serde_json::to_value(&summary).unwrap();
         assert_eq!(value["archived"], 2);
-        // A replicator deployed before the field existed answers without it.
+        assert_eq!(value["missing"], 3);
+        assert_eq!(value["complete"], true);
+        assert!(value.get("run").is_none(), "{value}");
+        // A replicator deployed before a field existed answers without it.
         let mut old = value.clone();
-        old.as_object_mut().unwrap().remove("archived");
+        for field in ["archived", "complete", "copied", "listings_open"] {
+            old.as_object_mut().unwrap().remove(field);
+        }
         let parsed: BackfillSummary = serde_json::from_value(old).unwrap();
-        assert_eq!(parsed.archived, 0);
+        assert_eq!(parsed.counts.archived, 0);
+        assert!(parsed.complete);
     }
 
     #[test]
@@ -358,12 +525,73 @@ mod tests {
         let r: BackfillRequest = serde_json::from_str("{}").unwrap();
         assert_eq!(r.action, BackfillAction::Start);
         assert!(r.repositories.is_empty());
+        assert!(!r.rerun);
         let r: BackfillRequest =
-            serde_json::from_str(r#"{"action":"check","repositories":["a"]}"#).unwrap();
+            serde_json::from_str(r#"{"action":"check","repositories":["a"],"rerun":true}"#)
+                .unwrap();
         assert_eq!(r.action, BackfillAction::Check);
+        assert!(r.rerun);
         let e = serde_json::from_str::<BackfillRequest>(r#"{"acton":"check"}"#).unwrap_err();
         assert!(e.to_string().contains("acton"), "{e}");
         let e = serde_json::from_str::<BackfillRequest>(r#"{"action":"go"}"#).unwrap_err();
         assert!(e.to_string().contains("go"), "{e}");
+    }
+
+    fn run(counts: RunCounts, idle: Duration) -> BackfillRun {
+        BackfillRun {
+            id: RunId::new(),
+            scope: vec![],
+            mapping: String::new(),
+            started_at_ms: 0,
+            updated_at_ms: now_ms() - idle.as_millis() as u64,
+            counts,
+        }
+    }
+
+    #[test]
+    fn given_run_counts_and_queue_readings_when_judged_then_open_work_keeps_a_run_going_until_lost()
+    {
+        let listing = RunCounts {
+            listings_open: 2,
+            enqueued: 10,
+            ..RunCounts::default()
+        };
+        let copying = RunCounts {
+            enqueued: 10,
+            copied: 6,
+            failed: 1,
+            ..RunCounts::default()
+        };
+        let done = RunCounts {
+            enqueued: 10,
+            copied: 9,
+            skipped: 1,
+            ..RunCounts::default()
+        };
+        let busy = Some(QueueDepth {
+            waiting: 3,
+            in_flight: 1,
+        });
+        let empty = Some(QueueDepth::default());
+        let recent = Duration::from_secs(10);
+        let long_ago = STALE_AFTER + Duration::from_secs(1);
+        for (counts, idle, depth, expected) in [
+            (listing, recent, busy, RunState::Listing),
+            (listing, long_ago, busy, RunState::Listing),
+            // An empty queue right after a start may be SQS's approximation.
+            (listing, recent, empty, RunState::Listing),
+            (copying, recent, busy, RunState::Copying),
+            (copying, long_ago, None, RunState::Copying),
+            // Nothing queued and nothing heard for long: the rest was lost.
+            (copying, long_ago, empty, RunState::Finished),
+            (listing, long_ago, empty, RunState::Finished),
+            (done, recent, busy, RunState::Finished),
+        ] {
+            assert_eq!(
+                state_of(&run(counts, idle), depth),
+                expected,
+                "{counts:?} idle {idle:?} queue {depth:?}"
+            );
+        }
     }
 }

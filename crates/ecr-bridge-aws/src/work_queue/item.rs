@@ -11,6 +11,7 @@ use ecr_bridge::text::{clip, json_kind};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use super::RunId;
 use crate::image_action::{ActionKind, ImageAction};
 
 pub const DETAIL_TYPE: &str = "ECR Image Action";
@@ -70,6 +71,7 @@ pub fn work_item(
     repository: &str,
     digest: &str,
     tags: &[String],
+    run: Option<&RunId>,
 ) -> String {
     let short: String = digest
         .rsplit(':')
@@ -88,6 +90,9 @@ pub fn work_item(
     if let Some(first) = tags.first() {
         detail["image-tag"] = json!(first);
     }
+    if let Some(run) = run {
+        detail[RUN_FIELD] = json!(run);
+    }
     json!({
         "version": "0",
         "id": format!("backfill-{short}"),
@@ -99,6 +104,23 @@ pub fn work_item(
         "detail": detail,
     })
     .to_string()
+}
+
+/// Where a work item names the backfill run that enqueued it (counted
+/// there when it is done). Not an ECR field: ECR's events have none.
+pub const RUN_FIELD: &str = "backfill-run";
+
+/// The backfill run a work item belongs to, if it names one.
+pub fn run_of(body: &Value) -> Result<Option<RunId>, EventError> {
+    match body.get("detail").and_then(|d| d.get(RUN_FIELD)) {
+        None => Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(|e| EventError::Field {
+                field: "detail.backfill-run",
+                reason: clip(&e.to_string(), 200),
+            }),
+    }
 }
 
 /// The payload as a JSON object, or why it is not one.
@@ -228,6 +250,7 @@ mod tests {
             "team/app",
             &digest,
             &["v1".into(), "latest".into()],
+            None,
         ))
         .unwrap();
         assert_eq!(body["detail-type"], "ECR Image Action");
@@ -243,9 +266,15 @@ mod tests {
     #[test]
     fn given_an_untagged_image_when_made_a_work_item_then_no_tag_field() {
         let digest = format!("sha256:{}", "cd".repeat(32));
-        let body: serde_json::Value =
-            serde_json::from_str(&work_item("123456789012", "us-east-1", "a", &digest, &[]))
-                .unwrap();
+        let body: serde_json::Value = serde_json::from_str(&work_item(
+            "123456789012",
+            "us-east-1",
+            "a",
+            &digest,
+            &[],
+            None,
+        ))
+        .unwrap();
         assert!(body["detail"].get("image-tag").is_none());
         assert_eq!(body["detail"]["image-tags"], json!([]));
     }
@@ -254,14 +283,17 @@ mod tests {
     fn given_a_work_item_when_parsed_back_then_it_is_the_push_of_every_tag() {
         let digest = format!("sha256:{}", "ef".repeat(32));
         let tags = vec!["v1".to_string(), "latest".to_string()];
+        let run = RunId::new();
         let body: Value = serde_json::from_str(&work_item(
             "123456789012",
             "eu-west-1",
             "team/app",
             &digest,
             &tags,
+            Some(&run),
         ))
         .unwrap();
+        assert_eq!(run_of(&body), Ok(Some(run)));
 
         let parsed = parse_image_action(&body, plain_envelope).unwrap();
 

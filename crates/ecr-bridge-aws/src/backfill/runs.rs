@@ -1,0 +1,349 @@
+//! The durable record of a backfill run: one DynamoDB item (key `run` =
+//! `backfill`) with the run's id, scope, mapping fingerprint and counters.
+//! Listing steps and work items add to the counters as they finish
+//! (`ADD`, conditional on the run's id so a late item of an earlier run
+//! never counts in a later one); `status` and `--wait` read them, and a
+//! second `start` reads them to join the run instead of doubling it.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::error::AwsError;
+pub use crate::work_queue::RunId;
+
+/// The item's key: there is one current run per deployment.
+const RUN_KEY: &str = "backfill";
+
+/// What a run has done so far. Listing adds `repositories_*`, `images_found`,
+/// `filtered`, `archived`, `enqueued`, `enqueue_failed`; work items add
+/// `copied`, `already_present`, `skipped` (no longer routed when handled) and
+/// `failed` (permanently). `listings_open` counts listing steps enqueued or
+/// running and not finished.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunCounts {
+    pub repositories_matched: i64,
+    pub repositories_unmatched: i64,
+    pub repositories_listed: i64,
+    pub listings_open: i64,
+    pub images_found: i64,
+    pub filtered: i64,
+    pub archived: i64,
+    pub enqueued: i64,
+    pub enqueue_failed: i64,
+    pub copied: i64,
+    pub already_present: i64,
+    pub skipped: i64,
+    pub failed: i64,
+}
+
+impl RunCounts {
+    fn fields(&self) -> [(&'static str, i64); 13] {
+        [
+            ("repositories_matched", self.repositories_matched),
+            ("repositories_unmatched", self.repositories_unmatched),
+            ("repositories_listed", self.repositories_listed),
+            ("listings_open", self.listings_open),
+            ("images_found", self.images_found),
+            ("filtered", self.filtered),
+            ("archived", self.archived),
+            ("enqueued", self.enqueued),
+            ("enqueue_failed", self.enqueue_failed),
+            ("copied", self.copied),
+            ("already_present", self.already_present),
+            ("skipped", self.skipped),
+            ("failed", self.failed),
+        ]
+    }
+
+    fn set(&mut self, name: &str, value: i64) {
+        let slot = match name {
+            "repositories_matched" => &mut self.repositories_matched,
+            "repositories_unmatched" => &mut self.repositories_unmatched,
+            "repositories_listed" => &mut self.repositories_listed,
+            "listings_open" => &mut self.listings_open,
+            "images_found" => &mut self.images_found,
+            "filtered" => &mut self.filtered,
+            "archived" => &mut self.archived,
+            "enqueued" => &mut self.enqueued,
+            "enqueue_failed" => &mut self.enqueue_failed,
+            "copied" => &mut self.copied,
+            "already_present" => &mut self.already_present,
+            "skipped" => &mut self.skipped,
+            "failed" => &mut self.failed,
+            _ => return,
+        };
+        *slot = value;
+    }
+
+    /// Work items that have reported back, one way or another.
+    pub fn items_done(&self) -> i64 {
+        self.copied + self.already_present + self.skipped + self.failed
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.fields().iter().all(|(_, v)| *v == 0)
+    }
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackfillRun {
+    pub id: RunId,
+    /// The repositories asked for, sorted (empty: every routed repository).
+    pub scope: Vec<String>,
+    /// The mapping document's digest when the run started.
+    pub mapping: String,
+    pub started_at_ms: u64,
+    pub updated_at_ms: u64,
+    pub counts: RunCounts,
+}
+
+/// How a `start` went against the stored run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Began {
+    /// A new run, stored; the caller lists.
+    New(BackfillRun),
+    /// Another invocation stored a run first, or the stored one changed
+    /// since it was read: the caller reads again and decides.
+    Lost,
+}
+
+/// Where runs are kept: DynamoDB in AWS and in the tests (moto).
+pub trait RunStore: Send + Sync {
+    /// The current (or last) run, read consistently.
+    fn current(&self) -> BoxFuture<'_, Result<Option<BackfillRun>, AwsError>>;
+    /// Stores `run` as the current one if the stored one is still `replaces`.
+    fn begin<'a>(
+        &'a self,
+        run: &'a BackfillRun,
+        replaces: Option<&'a RunId>,
+    ) -> BoxFuture<'a, Result<Began, AwsError>>;
+    /// Adds `counts` to run `id`'s; `Ok(false)` when `id` is no longer the
+    /// current run (a late item of an earlier one: nothing is counted).
+    fn add<'a>(
+        &'a self,
+        id: &'a RunId,
+        counts: &'a RunCounts,
+    ) -> BoxFuture<'a, Result<bool, AwsError>>;
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The run table (`BACKFILL_TABLE`): partition key `run` (string).
+pub struct DynamoRunStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoRunStore {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        DynamoRunStore {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn key() -> HashMap<String, AttributeValue> {
+    HashMap::from([("run".to_string(), s(RUN_KEY))])
+}
+
+fn conditional_failed(e: &AwsError) -> bool {
+    e.has_code("ConditionalCheckFailedException")
+}
+
+/// The stored item as a run; `None` for an item this code did not write.
+fn from_item(item: &HashMap<String, AttributeValue>) -> Option<BackfillRun> {
+    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+    let number = |k: &str| {
+        item.get(k)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    let mut counts = RunCounts::default();
+    for (name, _) in RunCounts::default().fields() {
+        counts.set(name, number(name).unwrap_or(0));
+    }
+    Some(BackfillRun {
+        id: RunId::try_from(text("id")?).ok()?,
+        scope: serde_json::from_str(&text("scope")?).ok()?,
+        mapping: text("mapping").unwrap_or_default(),
+        started_at_ms: number("started_at_ms").unwrap_or(0).max(0) as u64,
+        updated_at_ms: number("updated_at_ms").unwrap_or(0).max(0) as u64,
+        counts,
+    })
+}
+
+impl RunStore for DynamoRunStore {
+    fn current(&self) -> BoxFuture<'_, Result<Option<BackfillRun>, AwsError>> {
+        Box::pin(async move {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key()))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("dynamodb:GetItem", e))?;
+            Ok(out.item().and_then(from_item))
+        })
+    }
+
+    fn begin<'a>(
+        &'a self,
+        run: &'a BackfillRun,
+        replaces: Option<&'a RunId>,
+    ) -> BoxFuture<'a, Result<Began, AwsError>> {
+        Box::pin(async move {
+            let mut item = key();
+            item.insert("id".into(), s(run.id.as_str()));
+            item.insert(
+                "scope".into(),
+                s(&serde_json::to_string(&run.scope).unwrap_or_else(|_| "[]".into())),
+            );
+            item.insert("mapping".into(), s(&run.mapping));
+            item.insert("started_at_ms".into(), n(run.started_at_ms as i64));
+            item.insert("updated_at_ms".into(), n(run.updated_at_ms as i64));
+            for (name, value) in run.counts.fields() {
+                item.insert(name.into(), n(value));
+            }
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item));
+            let put = match replaces {
+                None => put
+                    .condition_expression("attribute_not_exists(#run)")
+                    .expression_attribute_names("#run", "run"),
+                Some(old) => put
+                    .condition_expression("#id = :old")
+                    .expression_attribute_names("#id", "id")
+                    .expression_attribute_values(":old", s(old.as_str())),
+            };
+            match put.send().await {
+                Ok(_) => Ok(Began::New(run.clone())),
+                Err(e) => {
+                    let e = AwsError::from_sdk("dynamodb:PutItem", e);
+                    if conditional_failed(&e) {
+                        Ok(Began::Lost)
+                    } else {
+                        Err(e)
+                    }
+                }
+            }
+        })
+    }
+
+    fn add<'a>(
+        &'a self,
+        id: &'a RunId,
+        counts: &'a RunCounts,
+    ) -> BoxFuture<'a, Result<bool, AwsError>> {
+        Box::pin(async move {
+            let mut names = HashMap::from([
+                ("#id".to_string(), "id".to_string()),
+                ("#updated".to_string(), "updated_at_ms".to_string()),
+            ]);
+            let mut values = HashMap::from([
+                (":id".to_string(), s(id.as_str())),
+                (":now".to_string(), n(now_ms() as i64)),
+            ]);
+            let mut adds = Vec::new();
+            for (i, (name, value)) in counts.fields().into_iter().enumerate() {
+                if value != 0 {
+                    names.insert(format!("#c{i}"), name.to_string());
+                    values.insert(format!(":c{i}"), n(value));
+                    adds.push(format!("#c{i} :c{i}"));
+                }
+            }
+            let mut expression = "SET #updated = :now".to_string();
+            if !adds.is_empty() {
+                expression.push_str(" ADD ");
+                expression.push_str(&adds.join(", "));
+            }
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key()))
+                .update_expression(expression)
+                .condition_expression("#id = :id")
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(Some(values))
+                .send()
+                .await;
+            match result {
+                Ok(_) => Ok(true),
+                Err(e) => {
+                    let e = AwsError::from_sdk("dynamodb:UpdateItem", e);
+                    if conditional_failed(&e) {
+                        Ok(false)
+                    } else {
+                        Err(e)
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_run_ids_when_parsed_then_only_the_generated_shape_is_accepted() {
+        let id = RunId::new();
+        assert_eq!(RunId::try_from(id.to_string()), Ok(id));
+        for bad in [
+            "",
+            "bf-xyz",
+            "run-00",
+            "bf-00\"}",
+            &format!("bf-{}", "0".repeat(70)),
+        ] {
+            assert!(RunId::try_from(bad.to_string()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn given_stored_counts_when_read_back_then_every_field_round_trips() {
+        let mut counts = RunCounts::default();
+        for (i, (name, _)) in RunCounts::default().fields().iter().enumerate() {
+            counts.set(name, i as i64 + 1);
+        }
+        let mut item = key();
+        item.insert("id".into(), s("bf-01"));
+        item.insert("scope".into(), s("[\"a\"]"));
+        for (name, value) in counts.fields() {
+            item.insert(name.into(), n(value));
+        }
+        let run = from_item(&item).expect("a run");
+        assert_eq!(run.counts, counts);
+        assert_eq!(run.scope, vec!["a".to_string()]);
+        assert_eq!(items_done_of(&run), 10 + 11 + 12 + 13);
+    }
+
+    fn items_done_of(run: &BackfillRun) -> i64 {
+        run.counts.items_done()
+    }
+}
