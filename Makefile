@@ -5,10 +5,12 @@
 # and:
 #   make bench  - issue 7's table: ecr-bridge vs skopeo vs the registry's floor, cold
 #                 start, zip sizes, access sync calls (BENCH_ARGS=--quick for a fast check)
+#   make scale  - backfill of 20,000 image records over 200 repositories (50 real), paged
+#                 listings, short deadlines (~30 min; CI runs the same test at 1,000)
 SHELL := /bin/bash
 NEXTEST_PROFILE ?= default
 
-.PHONY: setup demo test check-templates sam-local-invoke bench lint fmt fuzz
+.PHONY: setup demo test check-templates sam-local-invoke bench scale lint fmt fuzz
 
 setup:
 	@scripts/setup.sh
@@ -33,6 +35,14 @@ sam-local-invoke: setup
 BENCH_ARGS ?=
 bench: setup
 	scripts/bench.sh $(BENCH_ARGS)
+
+SCALE_IMAGES ?= 20000
+SCALE_REPOSITORIES ?= 200
+SCALE_REAL ?= 50
+scale: setup
+	BACKFILL_SCALE_IMAGES=$(SCALE_IMAGES) BACKFILL_SCALE_REPOSITORIES=$(SCALE_REPOSITORIES) \
+	BACKFILL_SCALE_REAL=$(SCALE_REAL) \
+	cargo nextest run -p ecr-bridge-tests --test backfill_scale --profile scale --no-capture
 
 lint:
 	cargo fmt --all -- --check

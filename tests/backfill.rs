@@ -89,7 +89,7 @@ impl Backfill {
             .expect("queue url")
             .to_string();
 
-        create_run_table(&sdk).await;
+        common::backfill::create_run_table(&sdk, RUN_TABLE).await;
         let ecr = aws_sdk_ecr::Client::new(&sdk);
         ecr.create_repository()
             .repository_name(REPOSITORY)
@@ -139,33 +139,6 @@ impl Backfill {
 
 /// The run table the template creates (`BackfillRunTable`).
 const RUN_TABLE: &str = "ecr-bridge-backfill-runs";
-
-async fn create_run_table(sdk: &aws_config::SdkConfig) {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    };
-    aws_sdk_dynamodb::Client::new(sdk)
-        .create_table()
-        .table_name(RUN_TABLE)
-        .billing_mode(BillingMode::PayPerRequest)
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("run")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("run")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .expect("create the run table in moto");
-}
 
 /// The replicator of the stage, with the mapping, the work queue and the
 /// run table.

@@ -1,6 +1,7 @@
 //! Glue between the rig (processes, images, skopeo) and the ecr-bridge library.
 #![allow(dead_code)]
 
+pub mod backfill;
 pub mod events;
 pub mod stage;
 

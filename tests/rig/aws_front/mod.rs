@@ -122,6 +122,11 @@ struct FrontShared {
     calls: Mutex<Vec<AwsCall>>,
     failures: Mutex<Vec<Failure>>,
     delays: Mutex<HashMap<String, Duration>>,
+    /// Held while moto handles a DynamoDB write: DynamoDB applies each
+    /// write to an item atomically (an `ADD` never loses a concurrent one);
+    /// moto reads, changes and stores without a lock, so concurrent
+    /// UpdateItems on one item lose updates unless they go one at a time.
+    dynamodb_writes: Mutex<()>,
 }
 
 impl AwsFront {
@@ -150,6 +155,7 @@ impl AwsFront {
             calls: Mutex::new(Vec::new()),
             failures: Mutex::new(Vec::new()),
             delays: Mutex::new(HashMap::new()),
+            dynamodb_writes: Mutex::new(()),
         });
         let serving = shared.clone();
         let listener = Listener::start("rig-aws-front", None, move |conn| serving.serve(conn));
@@ -339,6 +345,16 @@ impl FrontShared {
         if let Some(page) = target.and_then(|t| self.ecr_page(head, body, t)) {
             return page;
         }
+        let atomic = target.is_some_and(|t| {
+            ["UpdateItem", "PutItem", "DeleteItem"]
+                .iter()
+                .any(|w| t == format!("DynamoDB_20120810.{w}"))
+        });
+        let _one_at_a_time = atomic.then(|| {
+            self.dynamodb_writes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        });
         match exchange(&self.moto, head, body, &["expect"], None) {
             Ok(resp) => {
                 self.forwarded.fetch_add(1, Ordering::Relaxed);

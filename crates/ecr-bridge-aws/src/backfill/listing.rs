@@ -6,7 +6,8 @@
 //! step adds its children (`+n`) before it counts itself done (`-1`), and a
 //! continuation replaces its step (`+1 -1`).
 
-use std::time::Instant;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use ecr_bridge::ids::{AccountId, Region, RepositoryName};
 use ecr_bridge::mapping::{ImageDecision, MappingConfig};
@@ -23,7 +24,39 @@ pub(super) struct Lister<'a> {
     pub queue: &'a dyn WorkQueue,
     pub runs: &'a dyn RunStore,
     pub run: &'a RunId,
-    pub deadline: Option<Instant>,
+    pub clock: PageClock,
+}
+
+/// Whether another page fits before the deadline: a page starts only if
+/// the longest page so far would still end before it, so a step ends in
+/// time unless one page is far slower than the ones before. The first page
+/// always runs: every step makes progress.
+pub(super) struct PageClock {
+    deadline: Option<Instant>,
+    longest: Mutex<Option<Duration>>,
+}
+
+impl PageClock {
+    pub fn new(deadline: Option<Instant>) -> Self {
+        PageClock {
+            deadline,
+            longest: Mutex::new(None),
+        }
+    }
+
+    fn page_done(&self, started: Instant) {
+        let took = started.elapsed();
+        let mut longest = self.longest.lock().unwrap_or_else(|e| e.into_inner());
+        *longest = Some(longest.map_or(took, |l| l.max(took)));
+    }
+
+    fn room_for_another(&self) -> bool {
+        let longest = self.longest.lock().unwrap_or_else(|e| e.into_inner());
+        match (self.deadline, *longest) {
+            (None, _) | (_, None) => true,
+            (Some(deadline), Some(page)) => Instant::now() + page < deadline,
+        }
+    }
 }
 
 /// What one page enqueued: the bodies accepted and refused.
@@ -45,7 +78,7 @@ impl Lister<'_> {
     }
 
     fn out_of_time(&self) -> bool {
-        self.deadline.is_some_and(|d| Instant::now() >= d)
+        !self.clock.room_for_another()
     }
 
     async fn send(&self, bodies: &[String]) -> Result<Sent, BackfillError> {
@@ -161,12 +194,14 @@ impl Lister<'_> {
     /// The registry's repositories from `token`, page by page.
     pub async fn repositories(&self, mut token: Option<String>) -> Result<(), BackfillError> {
         loop {
+            let started = Instant::now();
             let page = repositories_page(self.ecr, token.take())
                 .await
                 .map_err(BackfillError::Source)?;
             let mut counts = RunCounts::default();
             let bodies = self.image_steps(&page.items, &mut counts);
             self.enqueue_steps(&bodies, &mut counts).await?;
+            self.clock.page_done(started);
             match page.next_token {
                 None => {
                     counts.listings_open -= 1;
@@ -211,6 +246,7 @@ impl Lister<'_> {
                 .await;
         }
         loop {
+            let started = Instant::now();
             let page = images_page(self.ecr, name, ImageListing::All, token.take())
                 .await
                 .map_err(BackfillError::Source)?;
@@ -242,6 +278,7 @@ impl Lister<'_> {
             counts.enqueued += sent.accepted as i64;
             counts.enqueue_failed += sent.refused as i64;
             drop(bodies);
+            self.clock.page_done(started);
             match page.next_token {
                 None => {
                     counts.repositories_listed += 1;

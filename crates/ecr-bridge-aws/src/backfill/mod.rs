@@ -390,7 +390,7 @@ impl Backfill {
             queue,
             runs,
             run: &run.id,
-            deadline,
+            clock: listing::PageClock::new(deadline),
         };
         if scope.is_empty() {
             lister.repositories(None).await?;
@@ -422,7 +422,7 @@ impl Backfill {
             queue,
             runs,
             run: &step.run,
-            deadline,
+            clock: listing::PageClock::new(deadline),
         };
         lister.step(&step.listing).await
     }
