@@ -29,10 +29,14 @@ use image_replicator::handler;
 use rig::{assert_same_image, build_layout, skopeo_push, ImageSpec};
 use serde_json::{json, Value};
 
-/// A listing invocation's time: short, so that listing must continue
-/// itself (a repository's 10 pages take longer than this here; a page
-/// takes a few hundred milliseconds).
-const LISTING_INVOCATION: Duration = Duration::from_secs(2);
+/// A listing invocation's time: shorter than a repository's listing, so
+/// that listing must continue itself. Each DescribeImages page is held
+/// back `PAGE_DELAY` (as a slow ECR would answer), so a repository's 10
+/// pages take at least 10 s on any machine, past this invocation's 6 s of
+/// listing; the 2 s margin leaves room for pages slower than the slowest
+/// so far on a loaded machine.
+const LISTING_INVOCATION: Duration = Duration::from_secs(8);
+const PAGE_DELAY: Duration = Duration::from_secs(1);
 /// A work item's: enough for a first copy into a new repository.
 const INVOCATION: Duration = Duration::from_secs(5);
 const PAGE_CAP: usize = 10;
@@ -190,6 +194,7 @@ async fn given_a_registry_larger_than_one_invocation_when_backfilled_with_short_
     let sdk = stage.sdk().await;
     let ecr = aws_sdk_ecr::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
+    stage.aws().delay("DescribeImages", PAGE_DELAY);
     let queue_url = sqs
         .create_queue()
         .queue_name("ecr-bridge-backfill")
@@ -320,7 +325,7 @@ async fn given_a_registry_larger_than_one_invocation_when_backfilled_with_short_
         .count();
     eprintln!(
         "backfill scale: {total} images in {repositories} repositories (pages of {PAGE_CAP}): start {start_took:?}; \
-         {} listing steps + {} work items in {} invocations ({} retried) of at most {INVOCATION:?} (longest {:?}); {describe_pages} DescribeImages pages; \
+         {} listing steps + {} work items in {} invocations ({} retried; listing steps allowed {LISTING_INVOCATION:?}, work items {INVOCATION:?}; longest {:?}); {describe_pages} DescribeImages pages; \
          all done in {took:?} ({:.0} invocations/s with {WORKERS} workers)",
         seen.steps.len(),
         seen.items.len(),
