@@ -127,6 +127,10 @@ struct FrontShared {
     /// moto reads, changes and stores without a lock, so concurrent
     /// UpdateItems on one item lose updates unless they go one at a time.
     dynamodb_writes: Mutex<()>,
+    /// The same for SQS ReceiveMessage: concurrent receives from moto can
+    /// hand one message to two receivers inside its visibility timeout,
+    /// which SQS does only rarely; the tests count deliveries.
+    sqs_receives: Mutex<()>,
 }
 
 impl AwsFront {
@@ -156,6 +160,7 @@ impl AwsFront {
             failures: Mutex::new(Vec::new()),
             delays: Mutex::new(HashMap::new()),
             dynamodb_writes: Mutex::new(()),
+            sqs_receives: Mutex::new(()),
         });
         let serving = shared.clone();
         let listener = Listener::start("rig-aws-front", None, move |conn| serving.serve(conn));
@@ -350,6 +355,8 @@ impl FrontShared {
                 .iter()
                 .any(|w| t == format!("DynamoDB_20120810.{w}"))
         });
+        let _one_receive_at_a_time = (target == Some("AmazonSQS.ReceiveMessage"))
+            .then(|| self.sqs_receives.lock().unwrap_or_else(|e| e.into_inner()));
         let _one_at_a_time = atomic.then(|| {
             self.dynamodb_writes
                 .lock()

@@ -35,14 +35,8 @@ impl Backfill {
                 .await
                 .map_err(BackfillError::Source)?
                 .map_err(BackfillError::UnknownRepository)?;
-            for r in &named {
-                if !self
-                    .check_repository(&config, &ecr, r, &mut summary, deadline)
-                    .await?
-                {
-                    break;
-                }
-            }
+            self.check_each(&config, &ecr, &named, &mut summary, deadline)
+                .await?;
             return Ok(summary);
         }
         let mut token = None;
@@ -50,13 +44,11 @@ impl Backfill {
             let page = repositories_page(&ecr, token.take())
                 .await
                 .map_err(BackfillError::Source)?;
-            for r in &page.items {
-                if !self
-                    .check_repository(&config, &ecr, r, &mut summary, deadline)
-                    .await?
-                {
-                    return Ok(summary);
-                }
+            if !self
+                .check_each(&config, &ecr, &page.items, &mut summary, deadline)
+                .await?
+            {
+                return Ok(summary);
             }
             match page.next_token {
                 None => return Ok(summary),
@@ -67,6 +59,26 @@ impl Backfill {
                 Some(next) => token = Some(next),
             }
         }
+    }
+
+    /// Counts each repository in turn; `false` when the deadline stopped it.
+    async fn check_each(
+        &self,
+        config: &MappingConfig,
+        ecr: &aws_sdk_ecr::Client,
+        repositories: &[ListedRepository],
+        summary: &mut BackfillSummary,
+        deadline: Option<Instant>,
+    ) -> Result<bool, BackfillError> {
+        for r in repositories {
+            if !self
+                .check_repository(config, ecr, r, summary, deadline)
+                .await?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Counts one repository; `false` when the deadline stopped it.

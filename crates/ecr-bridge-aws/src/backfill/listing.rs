@@ -105,6 +105,34 @@ impl Lister<'_> {
         Ok(())
     }
 
+    /// After a page, with its counts: on the last page the step finishes
+    /// (`finished` adds its own end to the counts); near the deadline it
+    /// hands the rest to a `continuation`; else it goes on from the token
+    /// returned. `None`: the step is over.
+    async fn after_page(
+        &self,
+        mut counts: RunCounts,
+        next: Option<String>,
+        finished: impl FnOnce(&mut RunCounts),
+        continuation: impl FnOnce(String) -> Listing,
+    ) -> Result<Option<String>, BackfillError> {
+        match next {
+            None => {
+                finished(&mut counts);
+                self.add(&counts).await?;
+                Ok(None)
+            }
+            Some(next) if self.out_of_time() => {
+                self.continue_at(continuation(next), counts).await?;
+                Ok(None)
+            }
+            Some(next) => {
+                self.add(&counts).await?;
+                Ok(Some(next))
+            }
+        }
+    }
+
     /// Enqueues a continuation of this step at `listing` (`+1`, against
     /// this step's `-1`: net 0).
     async fn continue_at(&self, listing: Listing, counts: RunCounts) -> Result<(), BackfillError> {
@@ -202,25 +230,16 @@ impl Lister<'_> {
             let bodies = self.image_steps(&page.items, &mut counts);
             self.enqueue_steps(&bodies, &mut counts).await?;
             self.clock.page_done(started);
-            match page.next_token {
-                None => {
-                    counts.listings_open -= 1;
-                    return self.add(&counts).await;
-                }
-                Some(next) if self.out_of_time() => {
-                    return self
-                        .continue_at(
-                            Listing::Repositories {
-                                next_token: Some(next),
-                            },
-                            counts,
-                        )
-                        .await;
-                }
-                Some(next) => {
-                    self.add(&counts).await?;
-                    token = Some(next);
-                }
+            let finished = |c: &mut RunCounts| c.listings_open -= 1;
+            let continuation = |next| Listing::Repositories {
+                next_token: Some(next),
+            };
+            match self
+                .after_page(counts, page.next_token, finished, continuation)
+                .await?
+            {
+                Some(next) => token = Some(next),
+                None => return Ok(()),
             }
         }
     }
@@ -279,28 +298,21 @@ impl Lister<'_> {
             counts.enqueue_failed += sent.refused as i64;
             drop(bodies);
             self.clock.page_done(started);
-            match page.next_token {
-                None => {
-                    counts.repositories_listed += 1;
-                    counts.listings_open -= 1;
-                    return self.add(&counts).await;
-                }
-                Some(next) if self.out_of_time() => {
-                    return self
-                        .continue_at(
-                            Listing::Images {
-                                account: account.clone(),
-                                repository: repository.clone(),
-                                next_token: Some(next),
-                            },
-                            counts,
-                        )
-                        .await;
-                }
-                Some(next) => {
-                    self.add(&counts).await?;
-                    token = Some(next);
-                }
+            let finished = |c: &mut RunCounts| {
+                c.repositories_listed += 1;
+                c.listings_open -= 1;
+            };
+            let continuation = |next| Listing::Images {
+                account: account.clone(),
+                repository: repository.clone(),
+                next_token: Some(next),
+            };
+            match self
+                .after_page(counts, page.next_token, finished, continuation)
+                .await?
+            {
+                Some(next) => token = Some(next),
+                None => return Ok(()),
             }
         }
     }

@@ -24,6 +24,7 @@
 mod check;
 mod listing;
 pub mod runs;
+mod summary;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +36,7 @@ use crate::mapping_store::{MappingError, MappingStore};
 use crate::registries::{EcrRegistries, SourceRole};
 use crate::work_queue::{QueueDepth, RunId, WorkQueue};
 use runs::{now_ms, BackfillRun, Began, RunCounts, RunStore};
+pub use summary::{BackfillSummary, ItemResult, RunInfo, RunState};
 
 /// A run whose counts say it is unfinished but whose queue is empty and
 /// which nobody has updated for this long is over: a listing step or work
@@ -65,78 +67,6 @@ pub enum BackfillAction {
     Start,
     Check,
     Status,
-}
-
-/// Where a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunState {
-    /// Listing steps are open: more work items may come.
-    Listing,
-    /// Listing is done; work items are waiting or running.
-    Copying,
-    Finished,
-}
-
-/// The run a `start` or `status` answers about.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-pub struct RunInfo {
-    pub id: RunId,
-    pub state: RunState,
-    pub scope: Vec<String>,
-    pub started_at_ms: u64,
-    pub updated_at_ms: u64,
-    /// This `start` joined a run that was going (or had finished cleanly)
-    /// instead of starting one.
-    #[serde(default)]
-    pub joined: bool,
-}
-
-/// Counts for the operator. For a run (`start`, `status`): `images_found` =
-/// `filtered` + `archived` + `enqueued` + `enqueue_failed`, and once
-/// finished `enqueued` = `copied` + `already_present` + `skipped` + `failed`
-/// (+ items lost to the dead-letter queue). For a `check`: `enqueued` is 0
-/// and the images that would be are `already_present` or `missing`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackfillSummary {
-    pub action: BackfillAction,
-    #[serde(flatten)]
-    pub counts: RunCounts,
-    /// `check`: images some destination lacks.
-    #[serde(default)]
-    pub missing: i64,
-    /// `check`: false when the deadline came first (the counts cover part).
-    #[serde(default = "yes")]
-    pub complete: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run: Option<RunInfo>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queue: Option<QueueDepth>,
-    pub duration_ms: u64,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl BackfillSummary {
-    fn new(action: BackfillAction) -> Self {
-        BackfillSummary {
-            action,
-            counts: RunCounts::default(),
-            missing: 0,
-            complete: true,
-            run: None,
-            queue: None,
-            duration_ms: 0,
-        }
-    }
-
-    /// Work items enqueued that never reported back (in the dead-letter
-    /// queue, or lost): failures too, once the run has finished.
-    pub fn unaccounted(&self) -> i64 {
-        (self.counts.enqueued - self.counts.items_done()).max(0)
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -190,19 +120,6 @@ impl BackfillError {
     }
 }
 
-/// What became of one work item of a run, counted in the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ItemResult {
-    /// Some destination received it.
-    Copied,
-    /// Every destination had it.
-    AlreadyPresent,
-    /// No longer routed, filtered or ignored when handled.
-    Skipped,
-    /// Failed for good (a retry cannot help).
-    Failed,
-}
-
 /// The backfill: starts runs, runs their listing steps, counts their work
 /// items, reports.
 pub struct Backfill {
@@ -246,6 +163,25 @@ impl Backfill {
 
     fn runs(&self) -> Result<&dyn RunStore, BackfillError> {
         self.runs.as_deref().ok_or(BackfillError::NoRunTable)
+    }
+
+    fn lister<'a>(
+        &'a self,
+        config: &'a ecr_bridge::mapping::MappingConfig,
+        ecr: &'a aws_sdk_ecr::Client,
+        region: &'a ecr_bridge::ids::Region,
+        run: &'a RunId,
+        deadline: Option<Instant>,
+    ) -> Result<listing::Lister<'a>, BackfillError> {
+        Ok(listing::Lister {
+            config,
+            ecr,
+            region,
+            queue: self.queue()?,
+            runs: self.runs()?,
+            run,
+            clock: listing::PageClock::new(deadline),
+        })
     }
 
     /// The source registry's ECR API, in the function's region.
@@ -383,15 +319,7 @@ impl Backfill {
             }
         };
         tracing::info!(run = %run.id, scope = ?run.scope, "backfill run started");
-        let lister = listing::Lister {
-            config: &config,
-            ecr: &ecr,
-            region: &region,
-            queue,
-            runs,
-            run: &run.id,
-            clock: listing::PageClock::new(deadline),
-        };
+        let lister = self.lister(&config, &ecr, &region, &run.id, deadline)?;
         if scope.is_empty() {
             lister.repositories(None).await?;
         } else {
@@ -411,20 +339,11 @@ impl Backfill {
         step: &crate::work_queue::ListingStep,
         deadline: Option<Instant>,
     ) -> Result<(), BackfillError> {
-        let queue = self.queue()?;
-        let runs = self.runs()?;
         let config = self.mapping.get().await?;
         let (ecr, region) = self.source_ecr().await?;
-        let lister = listing::Lister {
-            config: &config,
-            ecr: &ecr,
-            region: &region,
-            queue,
-            runs,
-            run: &step.run,
-            clock: listing::PageClock::new(deadline),
-        };
-        lister.step(&step.listing).await
+        self.lister(&config, &ecr, &region, &step.run, deadline)?
+            .step(&step.listing)
+            .await
     }
 
     /// Counts one work item of run `run`.

@@ -18,68 +18,53 @@ pub use crate::work_queue::RunId;
 /// The item's key: there is one current run per deployment.
 const RUN_KEY: &str = "backfill";
 
-/// What a run has done so far. Listing adds `repositories_*`, `images_found`,
-/// `filtered`, `archived`, `enqueued`, `enqueue_failed`; work items add
-/// `copied`, `already_present`, `skipped` (no longer routed when handled) and
-/// `failed` (permanently). `listings_open` counts listing steps enqueued or
-/// running and not finished.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RunCounts {
-    pub repositories_matched: i64,
-    pub repositories_unmatched: i64,
-    pub repositories_listed: i64,
-    pub listings_open: i64,
-    pub images_found: i64,
-    pub filtered: i64,
-    pub archived: i64,
-    pub enqueued: i64,
-    pub enqueue_failed: i64,
-    pub copied: i64,
-    pub already_present: i64,
-    pub skipped: i64,
-    pub failed: i64,
+/// Declares the counts once: the struct and its (name, value) list, so the
+/// stored item, the ADD expression and the reader cannot disagree on a name.
+macro_rules! run_counts {
+    ($($field:ident),+ $(,)?) => {
+        /// What a run has done so far. Listing adds `repositories_*`,
+        /// `images_found`, `filtered`, `archived`, `enqueued`,
+        /// `enqueue_failed`; work items add `copied`, `already_present`,
+        /// `skipped` (no longer routed when handled) and `failed`
+        /// (permanently). `listings_open` counts listing steps enqueued or
+        /// running and not finished.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(default)]
+        pub struct RunCounts {
+            $(pub $field: i64,)+
+        }
+
+        impl RunCounts {
+            fn fields(&self) -> Vec<(&'static str, i64)> {
+                vec![$((stringify!($field), self.$field)),+]
+            }
+
+            fn set(&mut self, name: &str, value: i64) {
+                $(if name == stringify!($field) {
+                    self.$field = value;
+                })+
+            }
+        }
+    };
 }
 
+run_counts!(
+    repositories_matched,
+    repositories_unmatched,
+    repositories_listed,
+    listings_open,
+    images_found,
+    filtered,
+    archived,
+    enqueued,
+    enqueue_failed,
+    copied,
+    already_present,
+    skipped,
+    failed,
+);
+
 impl RunCounts {
-    fn fields(&self) -> [(&'static str, i64); 13] {
-        [
-            ("repositories_matched", self.repositories_matched),
-            ("repositories_unmatched", self.repositories_unmatched),
-            ("repositories_listed", self.repositories_listed),
-            ("listings_open", self.listings_open),
-            ("images_found", self.images_found),
-            ("filtered", self.filtered),
-            ("archived", self.archived),
-            ("enqueued", self.enqueued),
-            ("enqueue_failed", self.enqueue_failed),
-            ("copied", self.copied),
-            ("already_present", self.already_present),
-            ("skipped", self.skipped),
-            ("failed", self.failed),
-        ]
-    }
-
-    fn set(&mut self, name: &str, value: i64) {
-        let slot = match name {
-            "repositories_matched" => &mut self.repositories_matched,
-            "repositories_unmatched" => &mut self.repositories_unmatched,
-            "repositories_listed" => &mut self.repositories_listed,
-            "listings_open" => &mut self.listings_open,
-            "images_found" => &mut self.images_found,
-            "filtered" => &mut self.filtered,
-            "archived" => &mut self.archived,
-            "enqueued" => &mut self.enqueued,
-            "enqueue_failed" => &mut self.enqueue_failed,
-            "copied" => &mut self.copied,
-            "already_present" => &mut self.already_present,
-            "skipped" => &mut self.skipped,
-            "failed" => &mut self.failed,
-            _ => return,
-        };
-        *slot = value;
-    }
-
     /// Work items that have reported back, one way or another.
     pub fn items_done(&self) -> i64 {
         self.copied + self.already_present + self.skipped + self.failed
