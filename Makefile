@@ -6,7 +6,7 @@
 #   make bench  - issue 7's table: ecr-bridge vs skopeo vs the registry's floor, cold
 #                 start, zip sizes, access sync calls (BENCH_ARGS=--quick for a fast check)
 #   make scale  - backfill of 20,000 image records over 200 repositories (50 real), paged
-#                 listings, short deadlines (~30 min; CI runs the same test at 1,000)
+#                 listings, short deadlines (~30 min; CI runs the same test at 400)
 SHELL := /bin/bash
 NEXTEST_PROFILE ?= default
 

@@ -4,9 +4,9 @@
 //! several), every invocation given a short deadline so that listing must
 //! hand on to continuation steps.
 //!
-//! Sizes: `BACKFILL_SCALE_IMAGES` image records (default 1,000) over
-//! `BACKFILL_SCALE_REPOSITORIES` repositories (default 10), of which
-//! `BACKFILL_SCALE_REAL` (default 5) are real images in the source
+//! Sizes: `BACKFILL_SCALE_IMAGES` image records (default 400) over
+//! `BACKFILL_SCALE_REPOSITORIES` repositories (default 4), of which
+//! `BACKFILL_SCALE_REAL` (default 3) are real images in the source
 //! registry; `make scale` runs 20,000 / 200 / 50. The records are moto's
 //! (what DescribeImages lists): their work items fail permanently at the
 //! source (no such manifest), which is what this test also counts.
@@ -175,9 +175,9 @@ fn record(i: usize) -> (String, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn given_a_registry_larger_than_one_invocation_when_backfilled_with_short_deadlines_then_every_image_is_enqueued_once_and_the_real_ones_land(
 ) {
-    let images = size("BACKFILL_SCALE_IMAGES", 1_000);
-    let repositories = size("BACKFILL_SCALE_REPOSITORIES", 10);
-    let real = size("BACKFILL_SCALE_REAL", 5);
+    let images = size("BACKFILL_SCALE_IMAGES", 400);
+    let repositories = size("BACKFILL_SCALE_REPOSITORIES", 4);
+    let real = size("BACKFILL_SCALE_REAL", 3);
     let per_repository = images / repositories;
     assert!(
         per_repository > real,
