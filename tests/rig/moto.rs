@@ -24,6 +24,7 @@ pub const DEFAULT_ACCOUNT: &str = "123456789012";
 pub struct Moto {
     child: Child,
     port: u16,
+    _lease: wire::PortLease,
     dir: tempfile::TempDir,
 }
 
@@ -54,7 +55,8 @@ impl Moto {
             .tempdir()
             .expect("tempdir");
         for _ in 0..5 {
-            let port = free_port();
+            let lease = free_port();
+            let port = lease.port();
             let log = File::create(dir.path().join("moto.log")).expect("moto log");
             let mut cmd = Command::new(moto_server_path());
             cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -73,7 +75,12 @@ impl Moto {
                     wire::request(&format!("127.0.0.1:{port}"), "GET", "/moto-api/", &[], b"")
                 {
                     if r.status == 200 {
-                        return Moto { child, port, dir };
+                        return Moto {
+                            child,
+                            port,
+                            _lease: lease,
+                            dir,
+                        };
                     }
                 }
                 if let Ok(Some(_)) = child.try_wait() {

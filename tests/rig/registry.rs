@@ -114,6 +114,8 @@ pub struct Registry {
     child: Child,
     root: Root,
     port: u16,
+    /// Held while the registry lives when its port was picked for it.
+    _lease: Option<wire::PortLease>,
     account: String,
     anonymous: bool,
     syncs: AtomicU64,
@@ -170,7 +172,13 @@ impl Registry {
             .then(|| BlobHost::start_with(dir.join("data"), opts.tls.map(|_| ServerCert::Rig)));
         let mut last_failure = String::new();
         for _ in 0..START_ATTEMPTS {
-            let port = opts.port.unwrap_or_else(free_port);
+            let (port, lease) = match opts.port {
+                Some(port) => (port, None),
+                None => {
+                    let lease = free_port();
+                    (lease.port(), Some(lease))
+                }
+            };
             let config = dir.join("config.yml");
             fs::write(
                 &config,
@@ -190,6 +198,7 @@ impl Registry {
                         child,
                         root,
                         port,
+                        _lease: lease,
                         account: opts.account.clone(),
                         anonymous: opts.anonymous,
                         syncs: AtomicU64::new(0),

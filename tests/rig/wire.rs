@@ -455,13 +455,50 @@ impl Drop for Listener {
     }
 }
 
-/// A loopback port free when asked (someone may take it before it is
-/// bound: callers that bind later retry).
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding 127.0.0.1:0")
-        .port()
+/// A loopback port held for one rig server until the lease is dropped.
+///
+/// Binding port 0 and releasing it is not enough: nextest runs each test in
+/// its own process, two of them can be handed the same port, and the loser's
+/// server then fails to bind while its readiness probe is answered by the
+/// winner's. The two tests share one moto until the winner ends and takes it
+/// away mid-test (CI saw `GetAuthorizationToken` fail with the front's 502).
+/// So a port is also locked (`flock`, released by the kernel when the process
+/// dies) in a directory every rig process shares.
+#[derive(Debug)]
+pub(crate) struct PortLease {
+    port: u16,
+    _lock: std::fs::File,
+}
+
+impl PortLease {
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// A loopback port free when asked and leased to the caller (someone outside
+/// the rig may still take it before it is bound: callers that bind later
+/// retry).
+pub(crate) fn free_port() -> PortLease {
+    use std::os::fd::AsRawFd;
+    let dir = std::env::temp_dir().join("rig-ports");
+    std::fs::create_dir_all(&dir).expect("creating the rig's port lock directory");
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("binding 127.0.0.1:0")
+            .port();
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+            .expect("opening a port lock file");
+        // SAFETY: flock only reads the descriptor, which `lock` owns.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return PortLease { port, _lock: lock };
+        }
+    }
 }
 
 #[cfg(test)]
