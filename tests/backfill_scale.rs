@@ -22,7 +22,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::stage::{role, Stage, REGION, SOURCE, TARGET};
-use ecr_bridge_aws::replicator::{copy_deadline, Replicator};
+use ecr_bridge_aws::deadline::work_deadline;
+use ecr_bridge_aws::replicator::Replicator;
 use futures_util::StreamExt;
 use image_replicator::config::Config;
 use image_replicator::handler;
@@ -110,7 +111,7 @@ async fn drain(
             } else {
                 INVOCATION
             };
-            let deadline = copy_deadline(started, allowed);
+            let deadline = work_deadline(started, allowed);
             let response = handler::handle_until(r, c, event, Some(deadline))
                 .await
                 .expect("sqs batch");
@@ -295,7 +296,7 @@ async fn given_a_registry_larger_than_one_invocation_when_backfilled_with_short_
         r,
         c,
         request("start"),
-        Some(copy_deadline(Instant::now(), LISTING_INVOCATION)),
+        Some(work_deadline(Instant::now(), LISTING_INVOCATION)),
     )
     .await
     .expect("start")["summary"]

@@ -12,6 +12,7 @@
 
 pub mod access_sync;
 pub mod backfill;
+pub mod deadline;
 pub mod emf;
 pub mod env;
 pub mod error;

@@ -14,7 +14,7 @@ mod report;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ecr_bridge::copy::CopyOptions;
 use ecr_bridge::mapping::ImageDecision;
@@ -262,14 +262,4 @@ impl Replicator {
             _ => reference.to_string(),
         }))
     }
-}
-
-/// How long before an invocation's deadline the copy stops, to leave time
-/// for the outcome line, the metrics and the answer: 30 s, or a quarter of
-/// a short invocation.
-pub const DEADLINE_MARGIN: Duration = Duration::from_secs(30);
-
-/// When the copy must stop for an invocation that ends in `remaining`.
-pub fn copy_deadline(now: Instant, remaining: Duration) -> Instant {
-    now + remaining.saturating_sub(DEADLINE_MARGIN.min(remaining / 4))
 }

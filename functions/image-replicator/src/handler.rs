@@ -2,13 +2,12 @@
 //! destination, EMF metrics), and fail the invocation when anything failed so
 //! Lambda retries it and, in the end, hands it to the on-failure destination.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use ecr_bridge_aws::backfill::{BackfillError, ItemResult};
 use ecr_bridge_aws::emf::MetricSet;
 use ecr_bridge_aws::replicator::{
-    copy_deadline, ActionReport, DestinationOutcome, DestinationStatus, ReplicationError,
-    Replicator,
+    ActionReport, DestinationOutcome, DestinationStatus, ReplicationError, Replicator,
 };
 use ecr_bridge_aws::work_queue::EventError;
 use serde_json::{json, Value};
@@ -53,7 +52,7 @@ pub async fn handle(
 }
 
 /// One invocation whose copies stop at `deadline` (see
-/// [`invocation_deadline`]) with a transient failure instead of running
+/// [`ecr_bridge_aws::deadline::invocation_deadline`]) with a transient failure instead of running
 /// into Lambda's timeout, which would leave no outcome line and no metric.
 pub async fn handle_until(
     replicator: &Replicator,
@@ -66,26 +65,6 @@ pub async fn handle_until(
     let result = run(replicator, payload, deadline, &mut metrics).await;
     metrics.flush();
     result
-}
-
-/// When the copies of an invocation must stop: its deadline (milliseconds
-/// since the epoch, as the runtime API gives it) less the time to report.
-/// `None` for a deadline already past when the invocation starts: Lambda
-/// never hands out such an event, but an emulator does (`cargo lambda
-/// watch` dates the first event before compiling the function), and
-/// stopping at once would make every such run fail.
-pub fn invocation_deadline(deadline_ms: u64) -> Option<Instant> {
-    let end = UNIX_EPOCH + Duration::from_millis(deadline_ms);
-    match end.duration_since(SystemTime::now()) {
-        Ok(remaining) if !remaining.is_zero() => Some(copy_deadline(Instant::now(), remaining)),
-        _ => {
-            tracing::warn!(
-                deadline_ms,
-                "the invocation's deadline had passed when it started (an emulator's clock?); copying without one"
-            );
-            None
-        }
-    }
 }
 
 async fn run(
@@ -335,29 +314,6 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn given_invocation_deadlines_when_converted_then_copies_stop_30_s_or_a_quarter_early() {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        let left = |ms: u64| {
-            invocation_deadline(now_ms + ms)
-                .expect("a deadline ahead")
-                .saturating_duration_since(Instant::now())
-                .as_secs_f64()
-        };
-        // 15 minutes: stop 30 s before. 8 s: stop 2 s before.
-        assert!(
-            (869.0..=870.1).contains(&left(900_000)),
-            "{}",
-            left(900_000)
-        );
-        assert!((5.9..=6.1).contains(&left(8_000)), "{}", left(8_000));
-        // Already past at the start (an emulator): no deadline rather than none left.
-        assert_eq!(invocation_deadline(now_ms.saturating_sub(60_000)), None);
-    }
 
     #[test]
     fn given_a_destination_refused_as_a_loop_when_counted_then_loops_prevented_is_emitted() {

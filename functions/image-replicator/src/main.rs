@@ -9,7 +9,7 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env(&ecr_bridge_aws::env::ProcessEnv)?;
     let replicator = config.build().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        let deadline = handler::invocation_deadline(event.context.deadline);
+        let deadline = ecr_bridge_aws::deadline::invocation_deadline(event.context.deadline);
         handler::handle_until(&replicator, &config, event.payload, deadline)
     }))
     .await

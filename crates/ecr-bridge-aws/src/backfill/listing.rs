@@ -6,14 +6,14 @@
 //! step adds its children (`+n`) before it counts itself done (`-1`), and a
 //! continuation replaces its step (`+1 -1`).
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ecr_bridge::ids::{AccountId, Region, RepositoryName};
 use ecr_bridge::mapping::{ImageDecision, MappingConfig};
 
 use super::runs::{RunCounts, RunStore};
 use super::BackfillError;
+use crate::deadline::PageClock;
 use crate::repositories::{images_page, repositories_page, ImageListing, ListedRepository};
 use crate::work_queue::{work_item, Listing, ListingStep, RunId, WorkQueue};
 
@@ -25,38 +25,6 @@ pub(super) struct Lister<'a> {
     pub runs: &'a dyn RunStore,
     pub run: &'a RunId,
     pub clock: PageClock,
-}
-
-/// Whether another page fits before the deadline: a page starts only if
-/// the longest page so far would still end before it, so a step ends in
-/// time unless one page is far slower than the ones before. The first page
-/// always runs: every step makes progress.
-pub(super) struct PageClock {
-    deadline: Option<Instant>,
-    longest: Mutex<Option<Duration>>,
-}
-
-impl PageClock {
-    pub fn new(deadline: Option<Instant>) -> Self {
-        PageClock {
-            deadline,
-            longest: Mutex::new(None),
-        }
-    }
-
-    fn page_done(&self, started: Instant) {
-        let took = started.elapsed();
-        let mut longest = self.longest.lock().unwrap_or_else(|e| e.into_inner());
-        *longest = Some(longest.map_or(took, |l| l.max(took)));
-    }
-
-    fn room_for_another(&self) -> bool {
-        let longest = self.longest.lock().unwrap_or_else(|e| e.into_inner());
-        match (self.deadline, *longest) {
-            (None, _) | (_, None) => true,
-            (Some(deadline), Some(page)) => Instant::now() + page < deadline,
-        }
-    }
 }
 
 /// What one page enqueued: the bodies accepted and refused.

@@ -180,7 +180,7 @@ impl Backfill {
             queue: self.queue()?,
             runs: self.runs()?,
             run,
-            clock: listing::PageClock::new(deadline),
+            clock: crate::deadline::PageClock::new(deadline),
         })
     }
 
