@@ -24,8 +24,15 @@ bytes moved are read back from the target registry's own request log.
   9  20 concurrent `ecr-bridge copy` processes of a 3-platform image under
      ECR's PutImage quota of 10/s (section quota: the ecr_quotas test's
      figures): how many complete, and the wall time against the quota's floor
+ 10  backfill listing (section backfill): the release image-replicator under a
+     runtime-API stand-in lists moto registries of 1,000 / 10,000 / 50,000
+     image records (--backfill-sizes) over 100 repositories, start event and
+     every listing step, work items only counted: images enqueued, Lambda
+     time, images/s, invocations, peak RSS; at 10,000 again with 1 s
+     invocations (scripts/lib/bench_backfill.py)
 
-Usage: scripts/bench.py [--runs 5] [--starts 10] [--quick] [--only copy,tls,cold,zip,access,quota]
+Usage: scripts/bench.py [--runs 5] [--starts 10] [--quick] [--only copy,tls,cold,zip,access,quota,backfill]
+                       [--backfill-sizes 1000,10000,50000]
        (make bench; BENCH_ZIP=0 skips the arm64 cross build of the zips)
 """
 
@@ -46,6 +53,7 @@ from bench_copy import (Registry, after_auth, blob_mounts, blob_puts, build_imag
 import bench_lambda  # noqa: E402
 import bench_access  # noqa: E402
 import bench_quota  # noqa: E402
+import bench_backfill  # noqa: E402
 
 MIB = 1024 * 1024
 PLATFORMS = ["linux/amd64", "linux/arm64/v8", "linux/arm/v7", "linux/s390x"]
@@ -330,19 +338,59 @@ def quota_rows(t):
           f"{copies}/{copies}, <=1.5x floor", ok, why)
 
 
+def backfill_rows(t, sizes):
+    for order, (n, full, short) in enumerate(bench_backfill.listing_figures(sizes)):
+        for f in (full, short):
+            if f is None:
+                continue
+            deadline = f is short
+            label = f" with {f['seconds']:g} s invocations" if deadline else ""
+            if f["enqueued"] != n:
+                print(f"FAIL: backfill of {n:,} image records{label}: {f['enqueued']:,} images enqueued", flush=True)
+            steps = f["steps"]
+            how = [f"start {f['start_s']:.2f} s + {steps.get('images', 0)} image steps, median "
+                   f"{f['step_median_s'] * 1000:.0f} ms"]
+            if steps.get("repositories"):
+                how.append(f"{steps['repositories']} repository steps")
+            how.append(f"{f['continuations']} continuations; longest {f['longest_s']:.2f} s")
+            if deadline:
+                how.append(f"{f['over']} past {f['seconds']:g} s")
+            ours = (f"{f['enqueued']:,} enqueued ({f['distinct']:,} distinct) in {f['lambda_s']:.2f} s "
+                    f"({f['per_s']:,.0f} images/s; CPU {f['cpu_s']:.2f} s); {f['invocations']} invocations "
+                    f"({', '.join(how)})" + ("" if deadline else f"; seeding {f['seed_s']:.0f} s"))
+            goal = f"{n:,} enqueued, each once" + (f"; none past {f['seconds']:g} s" if deadline else "")
+            ok = not f["problems"] and not (deadline and f["over"])
+            why = "; ".join(f["problems"] + ([f"{f['over']} invocations past their time"] if deadline and f["over"]
+                                             else []))
+            t.add(10, f"backfill listing, {n:,} image records over {f['repositories']} repositories (moto){label}: "
+                      f"enqueued, Lambda time of the listing invocations, images/s",
+                  ours, "-", "-", "-", f"{f['rss_mb']:.1f}", goal, ok, why, order=2 * order + deadline)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5, help="alternating runs per copy row (median)")
     ap.add_argument("--starts", type=int, default=10, help="cold starts (median)")
     ap.add_argument("--quick", action="store_true",
                     help="small images, 3 runs, 5 starts: checks the script, not the numbers")
-    ap.add_argument("--only", default="copy,tls,cold,zip,access,quota",
-                    help="sections to run: copy,tls,cold,zip,access,quota (tls: row 1's 352 MB copy over HTTPS; "
-                         "quota: row 9, 20 copies under a 10/s PutImage quota)")
+    ap.add_argument("--only", default="copy,tls,cold,zip,access,quota,backfill",
+                    help="sections to run: copy,tls,cold,zip,access,quota,backfill (tls: row 1's 352 MB copy over "
+                         "HTTPS; quota: row 9, 20 copies under a 10/s PutImage quota; backfill: row 10)")
+    ap.add_argument("--backfill-sizes", default=None,
+                    help="image records per backfill run, comma-separated (default 1000,10000,50000; "
+                         "--quick: 1000); seeding 50,000 in moto takes about 27 minutes")
     args = ap.parse_args()
     if args.quick:
         args.runs = min(args.runs, 3)
         args.starts = min(args.starts, 5)
+    if args.backfill_sizes is None:
+        args.backfill_sizes = "1000" if args.quick else "1000,10000,50000"
+    try:
+        backfill_sizes = [int(x.replace("_", "")) for x in args.backfill_sizes.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--backfill-sizes: comma-separated numbers, got {args.backfill_sizes!r}")
+    if not backfill_sizes or min(backfill_sizes) < 1:
+        ap.error("--backfill-sizes: at least one size, each 1 or more")
     sections = set(args.only.split(","))
     if os.environ.get("BENCH_ZIP", "1") == "0":
         sections.discard("zip")
@@ -357,7 +405,8 @@ def main():
         for name, num, run in (("zip", 7, lambda: zip_rows(t, work)), ("access", 8, lambda: access_rows(t)),
                                ("quota", 9, lambda: quota_rows(t)),
                                ("cold", 7, lambda: cold_rows(t, args)), ("copy", 1, lambda: copy_rows(t, args, work)),
-                               ("tls", 1, lambda: tls_rows(t, args, work))):
+                               ("tls", 1, lambda: tls_rows(t, args, work)),
+                               ("backfill", 10, lambda: backfill_rows(t, backfill_sizes))):
             if name not in sections:
                 continue
             try:
