@@ -154,6 +154,10 @@ json.dump({
         "ECR_ROLE_ARN": "arn:aws:iam::222222222222:role/ecr-bridge-access-policy",
         "ECR_REGION": "us-east-1",
         "MISSING_REPOSITORY": "create",
+        # Locally SAM cannot resolve !Ref ReconcileQueue or ReconcileRunTable:
+        # unset (empty), a full reconcile runs whole in one invocation.
+        "RECONCILE_QUEUE_URL": "",
+        "RECONCILE_TABLE": "",
         "RUST_LOG": "info",
     },
 }, open(sys.argv[1], "w"), indent=2)

@@ -50,6 +50,12 @@ impl AccessStage {
         Self::start(Stage::builder().aws_front().build()).await
     }
 
+    /// The AWS front pages DescribeRepositories `cap` at a time, as ECR
+    /// pages by 100-1,000, so a few dozen repositories span pages.
+    pub async fn with_page_cap(cap: usize) -> AccessStage {
+        Self::start(Stage::builder().aws_front().ecr_page_cap(cap).build()).await
+    }
+
     /// The function's AWS front refuses `SetRepositoryPolicy` as ECR does
     /// ([`AwsFront::check_policies_as_ecr`]); moto itself takes any policy.
     pub async fn checking_policies(refused_accounts: &[&str]) -> AccessStage {

@@ -13,13 +13,17 @@
 mod admit;
 mod converge;
 mod error;
+mod fanout;
 pub mod policies;
 mod reconcile;
 mod report;
+pub mod runs;
 mod settings;
+pub mod step;
 pub mod table;
 
 pub use error::SyncError;
+pub use fanout::{Fanout, FullReconcile, RunStarted, StepReport, DEFAULT_SEGMENTS, STALE_AFTER};
 use policies::RepositoryPolicies;
 pub use report::{
     BatchReport, CallStats, Outcome, ReconcileReport, RepositoryReport, StreamChange, Tally,
@@ -35,6 +39,9 @@ pub struct AccessSync {
     table: UsersTable,
     policies: RepositoryPolicies,
     settings: Settings,
+    /// The full reconcile's queue and run table; `None`: a full reconcile
+    /// runs whole in one invocation.
+    fanout: Option<Fanout>,
 }
 
 impl AccessSync {
@@ -51,7 +58,14 @@ impl AccessSync {
             ),
             policies: RepositoryPolicies::new(ecr),
             settings,
+            fanout: None,
         }
+    }
+
+    /// Full reconciles fan out through `fanout`'s queue.
+    pub fn with_fanout(mut self, fanout: Fanout) -> Self {
+        self.fanout = Some(fanout);
+        self
     }
 
     pub fn settings(&self) -> &Settings {

@@ -8,9 +8,13 @@ use ecr_bridge::access::policy::{DEFAULT_PULL_ACTIONS, DEFAULT_SID};
 use ecr_bridge::access::{PolicySpec, Selection};
 use ecr_bridge::ids::{AssumeRole, Region};
 use ecr_bridge::reference::is_valid_ecr_repository_name;
-use ecr_bridge_aws::access_sync::{self, AccessSync, Attributes, MissingRepository, Settings};
+use ecr_bridge_aws::access_sync::runs::ReconcileRuns;
+use ecr_bridge_aws::access_sync::{
+    self, AccessSync, Attributes, Fanout, MissingRepository, Settings,
+};
 use ecr_bridge_aws::env::{self, EnvError, Vars};
 use ecr_bridge_aws::sts;
+use ecr_bridge_aws::work_queue::SqsWorkQueue;
 
 pub const DEFAULT_WORKSPACE_TYPE: &str = "Direct Pay";
 pub const DEFAULT_CONCURRENCY: usize = 4;
@@ -27,6 +31,16 @@ pub struct Config {
     pub ecr_assume: Option<AssumeRole>,
     pub session_name: String,
     pub metrics_namespace: String,
+    /// Where a full reconcile fans out; `None`: it runs in one invocation.
+    pub fanout: Option<FanoutConfig>,
+}
+
+/// `RECONCILE_QUEUE_URL`, `RECONCILE_TABLE` and `RECONCILE_SEGMENTS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanoutConfig {
+    pub queue_url: String,
+    pub table: String,
+    pub segments: u32,
 }
 
 impl Config {
@@ -131,6 +145,8 @@ impl Config {
             Some(_) => Some(env::number(vars, "SCAN_PAGE_SIZE", 0i32, 1, 100_000)?),
         };
 
+        let fanout = fanout_config(vars)?;
+
         Ok(Config {
             settings: Settings {
                 table,
@@ -174,6 +190,7 @@ impl Config {
             session_name,
             metrics_namespace: env::optional(vars, "METRICS_NAMESPACE")
                 .unwrap_or_else(|| "ecr-bridge".into()),
+            fanout,
         })
     }
 
@@ -204,12 +221,73 @@ impl Config {
                 .map_or("(own account)", |a| a.role_arn.as_str()),
             "access sync configured"
         );
-        AccessSync::new(
-            aws_sdk_dynamodb::Client::new(&sdk),
-            ecr,
-            self.settings.clone(),
-        )
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        let sync = AccessSync::new(dynamodb.clone(), ecr, self.settings.clone());
+        match &self.fanout {
+            None => sync,
+            Some(f) => {
+                tracing::info!(queue = %f.queue_url, table = %f.table, segments = f.segments, "full reconciles fan out");
+                sync.with_fanout(Fanout {
+                    queue: Box::new(SqsWorkQueue::new(&sdk, &f.queue_url)),
+                    runs: ReconcileRuns::new(dynamodb, &f.table),
+                    segments: f.segments,
+                })
+            }
+        }
     }
+}
+
+/// The queue and the run table go together: one without the other is a
+/// half-finished deployment, named at start-up.
+fn fanout_config(vars: &dyn Vars) -> Result<Option<FanoutConfig>, EnvError> {
+    let queue_url = env::optional(vars, "RECONCILE_QUEUE_URL");
+    let table = env::optional(vars, "RECONCILE_TABLE");
+    let (queue_url, table) = match (queue_url, table) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            return Err(EnvError::new(
+                "RECONCILE_TABLE",
+                "not set, but RECONCILE_QUEUE_URL is: a fanned-out reconcile needs both",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(EnvError::new(
+                "RECONCILE_QUEUE_URL",
+                "not set, but RECONCILE_TABLE is: a fanned-out reconcile needs both",
+            ))
+        }
+        (Some(q), Some(t)) => (q, t),
+    };
+    if !(queue_url.starts_with("https://") || queue_url.starts_with("http://")) {
+        return Err(EnvError::new(
+            "RECONCILE_QUEUE_URL",
+            format!(
+                "expected an SQS queue URL, got {:?}",
+                ecr_bridge::text::clip(&queue_url, 100)
+            ),
+        ));
+    }
+    if table.starts_with("arn:") || !valid_table(&table) {
+        return Err(EnvError::new(
+            "RECONCILE_TABLE",
+            format!(
+                "expected a DynamoDB table name (3-255 of A-Z a-z 0-9 _ - .), got {:?}",
+                ecr_bridge::text::clip(&table, 100)
+            ),
+        ));
+    }
+    let segments = env::number(
+        vars,
+        "RECONCILE_SEGMENTS",
+        access_sync::DEFAULT_SEGMENTS,
+        1,
+        100,
+    )?;
+    Ok(Some(FanoutConfig {
+        queue_url,
+        table,
+        segments,
+    }))
 }
 
 fn attribute(vars: &dyn Vars, name: &str, default: &str) -> Result<String, EnvError> {
@@ -272,6 +350,51 @@ mod tests {
         );
         assert_eq!(c.ecr_assume.as_ref().map(|a| &a.role_arn), None);
         assert_eq!(c.session_name, "ecr-bridge-access-sync");
+        assert_eq!(c.fanout, None, "a full reconcile runs in one invocation");
+    }
+
+    #[test]
+    fn given_the_reconcile_queue_and_table_when_read_then_full_reconciles_fan_out() {
+        let mut v = minimal();
+        v.push((
+            "RECONCILE_QUEUE_URL",
+            "https://sqs.us-east-1.amazonaws.com/1/q",
+        ));
+        v.push(("RECONCILE_TABLE", "runs"));
+        let c = Config::from_env(&vars(&v)).unwrap();
+        let f = c.fanout.expect("fan-out");
+        assert_eq!((f.table.as_str(), f.segments), ("runs", 4));
+        for (bad, var) in [
+            (
+                vec![("RECONCILE_QUEUE_URL", "https://q")],
+                "RECONCILE_TABLE",
+            ),
+            (vec![("RECONCILE_TABLE", "runs")], "RECONCILE_QUEUE_URL"),
+            (
+                vec![("RECONCILE_QUEUE_URL", "q"), ("RECONCILE_TABLE", "runs")],
+                "RECONCILE_QUEUE_URL",
+            ),
+            (
+                vec![
+                    ("RECONCILE_QUEUE_URL", "https://q"),
+                    ("RECONCILE_TABLE", "a b"),
+                ],
+                "RECONCILE_TABLE",
+            ),
+            (
+                vec![
+                    ("RECONCILE_QUEUE_URL", "https://q"),
+                    ("RECONCILE_TABLE", "runs"),
+                    ("RECONCILE_SEGMENTS", "0"),
+                ],
+                "RECONCILE_SEGMENTS",
+            ),
+        ] {
+            let mut v = minimal();
+            v.extend(bad);
+            let e = Config::from_env(&vars(&v)).unwrap_err();
+            assert_eq!(e.variable, var, "{e}");
+        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! What an invocation asks for: a DynamoDB Streams batch, a scheduled full
-//! reconcile, or a hand-made `{"reconcile": …}`. A stream record is read on
+//! reconcile, a hand-made `{"reconcile": …}`, or steps of a fanned-out full
+//! reconcile from the reconcile queue (an SQS batch). A stream record is read on
 //! its own, so a malformed one gets a specific error and the rest of the
 //! batch goes on.
 
 use ecr_bridge::text::{clip, json_kind};
+use ecr_bridge_aws::access_sync::step::ReconcileStep;
 use ecr_bridge_aws::access_sync::StreamChange;
 use serde_json::{Map, Value};
 
@@ -19,6 +21,16 @@ pub enum Invocation {
     FullReconcile,
     /// Only these users (`{"reconcile": {"users": [...]}}`).
     Users(Vec<String>),
+    /// Steps of a fanned-out full reconcile, from the reconcile queue.
+    Steps(Vec<QueuedStep>),
+}
+
+/// One message of the reconcile queue: its id (what a batch failure names)
+/// and its step, or why it is not one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedStep {
+    pub message_id: String,
+    pub step: Result<ReconcileStep, String>,
 }
 
 /// A stream record that names no user: logged and counted, never retried.
@@ -68,6 +80,14 @@ pub fn parse(payload: &Value, user_attribute: &str) -> Result<Invocation, EventE
                 json_kind(records)
             ))
         })?;
+        let from_sqs = records
+            .first()
+            .and_then(|r| r.get("eventSource"))
+            .and_then(Value::as_str)
+            == Some("aws:sqs");
+        if from_sqs {
+            return Ok(Invocation::Steps(records.iter().map(queued_step).collect()));
+        }
         return Ok(stream(records, user_attribute));
     }
     if let Some(request) = envelope.get("reconcile") {
@@ -89,6 +109,21 @@ pub fn parse(payload: &Value, user_attribute: &str) -> Result<Invocation, EventE
             )
         ))),
     }
+}
+
+fn queued_step(record: &Value) -> QueuedStep {
+    let message_id = record
+        .get("messageId")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let step = match record.get("body").and_then(Value::as_str) {
+        None => Err("the message has no string \"body\"".to_string()),
+        Some(body) => serde_json::from_str::<Value>(body)
+            .map_err(|e| format!("the body is not JSON: {e}"))
+            .and_then(|v| ReconcileStep::parse(&v)),
+    };
+    QueuedStep { message_id, step }
 }
 
 fn stream(records: &[Value], user_attribute: &str) -> Invocation {
@@ -360,6 +395,30 @@ mod tests {
             "{errors:?}"
         );
         assert!(errors[2].contains("an empty string"), "{errors:?}");
+    }
+
+    #[test]
+    fn given_a_reconcile_queue_batch_when_parsed_then_each_message_is_a_step_or_says_why_not() {
+        let step = ecr_bridge_aws::access_sync::step::ReconcileStep::new(
+            &Default::default(),
+            ecr_bridge_aws::access_sync::step::StepWork::Sweep { next_token: None },
+        );
+        let event = json!({"Records": [
+            {"eventSource": "aws:sqs", "messageId": "m1", "body": step.body()},
+            {"eventSource": "aws:sqs", "messageId": "m2", "body": "{\"backfill_step\": {}}"},
+            {"eventSource": "aws:sqs", "messageId": "m3", "body": "not json"},
+        ]});
+        let Ok(Invocation::Steps(steps)) = parse(&event, "user_id") else {
+            panic!("steps")
+        };
+        assert_eq!(steps[0].message_id, "m1");
+        assert_eq!(steps[0].step.as_ref(), Ok(&step));
+        assert!(steps[1]
+            .step
+            .as_ref()
+            .unwrap_err()
+            .contains("no \"reconcile_step\""));
+        assert!(steps[2].step.as_ref().unwrap_err().contains("not JSON"));
     }
 
     #[test]

@@ -1,17 +1,22 @@
 //! One invocation: parse, reconcile, report (a log line per user, EMF
 //! metrics) and answer Lambda. A stream batch answers with the records to
 //! retry (`batchItemFailures`), never with an error, so a bad row cannot
-//! block its shard; a reconcile answers with its counts.
+//! block its shard; a reconcile answers with its counts, or with the run it
+//! started; a batch of reconcile steps with the steps to retry.
 
+use std::time::Instant;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use ecr_bridge_aws::access_sync::{
-    AccessSync, BatchReport, ReconcileReport, StreamChange, SyncError, Tally,
+    AccessSync, BatchReport, FullReconcile, ReconcileReport, RunStarted, StepReport, StreamChange,
+    SyncError, Tally,
 };
 use ecr_bridge_aws::emf::MetricSet;
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::event::{self, EventError, Invocation};
+use crate::event::{self, EventError, Invocation, QueuedStep};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
@@ -33,6 +38,12 @@ pub enum Handled {
         malformed: usize,
     },
     FullReconcile(ReconcileReport),
+    /// A fanned-out full reconcile started or joined.
+    RunStarted(RunStarted),
+    Steps {
+        response: SqsBatchResponse,
+        reports: Vec<StepReport>,
+    },
     Users(BatchReport),
 }
 
@@ -44,6 +55,10 @@ impl Handled {
                 serde_json::to_value(response).unwrap_or(Value::Null)
             }
             Handled::FullReconcile(r) => serde_json::to_value(r).unwrap_or(Value::Null),
+            Handled::RunStarted(r) => json!({"reconcile_run": r}),
+            Handled::Steps { response, .. } => {
+                serde_json::to_value(response).unwrap_or(Value::Null)
+            }
             Handled::Users(r) => json!({
                 "users": r.reports.len(),
                 "granted": r.tally.granted, "changed": r.tally.changed, "revoked": r.tally.revoked,
@@ -59,9 +74,20 @@ pub async fn handle(
     config: &Config,
     payload: Value,
 ) -> Result<Value, HandlerError> {
-    handle_detailed(sync, config, payload)
-        .await
-        .map(|h| h.to_json())
+    handle_until(sync, config, payload, None).await
+}
+
+/// One invocation whose reconcile steps hand their rest on before
+/// `deadline` (see [`ecr_bridge_aws::deadline::invocation_deadline`]).
+pub async fn handle_until(
+    sync: &AccessSync,
+    config: &Config,
+    payload: Value,
+    deadline: Option<Instant>,
+) -> Result<Value, HandlerError> {
+    let (result, metrics) = handle_measured_until(sync, config, payload, deadline).await;
+    metrics.flush();
+    result.map(|h| h.to_json())
 }
 
 pub async fn handle_detailed(
@@ -81,9 +107,18 @@ pub async fn handle_measured(
     config: &Config,
     payload: Value,
 ) -> (Result<Handled, HandlerError>, MetricSet) {
+    handle_measured_until(sync, config, payload, None).await
+}
+
+pub async fn handle_measured_until(
+    sync: &AccessSync,
+    config: &Config,
+    payload: Value,
+    deadline: Option<Instant>,
+) -> (Result<Handled, HandlerError>, MetricSet) {
     let mut metrics =
         MetricSet::new(&config.metrics_namespace).dimension("Function", "access-sync");
-    let result = run(sync, config, payload, &mut metrics).await;
+    let result = run(sync, config, payload, deadline, &mut metrics).await;
     (result, metrics)
 }
 
@@ -91,6 +126,7 @@ async fn run(
     sync: &AccessSync,
     config: &Config,
     payload: Value,
+    deadline: Option<Instant>,
     metrics: &mut MetricSet,
 ) -> Result<Handled, HandlerError> {
     let invocation = match event::parse(&payload, &config.settings.attributes.user_id) {
@@ -153,8 +189,29 @@ async fn run(
                 malformed: malformed.len(),
             })
         }
-        Invocation::FullReconcile => match sync.full_reconcile().await {
-            Ok(r) => {
+        // Boxed: the step's future nests deep enough to overflow the
+        // compiler's layout query when inlined into the runtime's.
+        Invocation::Steps(steps) => Ok(Box::pin(run_steps(sync, steps, deadline, metrics)).await),
+        Invocation::FullReconcile => match sync.start_full_reconcile().await {
+            Ok(FullReconcile::FanOut(started)) => {
+                metrics.count(
+                    if started.joined {
+                        "ReconcileRunsJoined"
+                    } else {
+                        "ReconcileRunsStarted"
+                    },
+                    1,
+                );
+                tracing::info!(
+                    run = %started.run,
+                    joined = started.joined,
+                    segments = started.segments,
+                    outcome = if started.joined { "joined" } else { "started" },
+                    "full reconcile fanned out"
+                );
+                Ok(Handled::RunStarted(started))
+            }
+            Ok(FullReconcile::Single(r)) => {
                 record(metrics, &r.tally, r.calls.total(), r.calls.writes());
                 metrics.count("Orphans", r.orphans as u64);
                 metrics.add("ReconcileDuration", r.duration_ms as f64, "Milliseconds");
@@ -205,6 +262,66 @@ async fn run(
             Ok(Handled::Users(report))
         }
     }
+}
+
+/// Each step until done or its deadline; a step that failed in a way a
+/// retry can mend goes back to the queue (`batchItemFailures`), one that
+/// cannot is logged and dropped (the next full reconcile covers its users).
+async fn run_steps(
+    sync: &AccessSync,
+    steps: Vec<QueuedStep>,
+    deadline: Option<Instant>,
+    metrics: &mut MetricSet,
+) -> Handled {
+    let mut response = SqsBatchResponse::default();
+    let mut reports = Vec::new();
+    for QueuedStep { message_id, step } in steps {
+        let step = match step {
+            Ok(step) => step,
+            Err(error) => {
+                metrics.count("ReconcileStepsInvalid", 1);
+                tracing::error!(message_id = %message_id, error = %error, outcome = "invalid_step", "reconcile queue message is not a reconcile step; dropped");
+                continue;
+            }
+        };
+        match Box::pin(sync.reconcile_step(&step, deadline)).await {
+            Ok(r) => {
+                record(metrics, &r.tally, r.calls.total(), r.calls.writes());
+                metrics.count("ReconcileSteps", 1);
+                tracing::info!(
+                    run = %step.run,
+                    step = r.step,
+                    pages = r.pages,
+                    rows = r.rows,
+                    users = r.users,
+                    repositories = r.repositories,
+                    granted = r.tally.granted,
+                    changed = r.tally.changed,
+                    revoked = r.tally.revoked,
+                    failed = r.tally.failed,
+                    calls = r.calls.total(),
+                    continued = r.continued,
+                    sweep_started = r.sweep_started,
+                    run_finished = r.run_finished,
+                    superseded = r.superseded,
+                    duplicate = r.duplicate,
+                    "reconcile step done"
+                );
+                reports.push(r);
+            }
+            Err(e) => {
+                metrics.count("ReconcileStepsFailed", 1);
+                let retryable = e.is_retryable();
+                tracing::error!(run = %step.run, message_id = %message_id, error = %e, retryable, outcome = "failed", "reconcile step failed");
+                if retryable {
+                    let mut failure = BatchItemFailure::default();
+                    failure.item_identifier = message_id;
+                    response.batch_item_failures.push(failure);
+                }
+            }
+        }
+    }
+    Handled::Steps { response, reports }
 }
 
 fn record(metrics: &mut MetricSet, t: &Tally, calls: u32, writes: u32) {

@@ -9,7 +9,8 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env(&ecr_bridge_aws::env::ProcessEnv)?;
     let sync = config.build().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        handler::handle(&sync, &config, event.payload)
+        let deadline = ecr_bridge_aws::deadline::invocation_deadline(event.context.deadline);
+        handler::handle_until(&sync, &config, event.payload, deadline)
     }))
     .await
 }

@@ -149,7 +149,7 @@ impl AccessSync {
 
     /// Each lookup id's rows, read consistently, and what they grant
     /// together on the repository.
-    async fn read_resolved(
+    pub(super) async fn read_resolved(
         &self,
         job: &ConvergeJob,
         calls: &mut CallStats,

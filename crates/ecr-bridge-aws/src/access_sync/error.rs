@@ -29,6 +29,16 @@ pub enum SyncError {
     Aws(#[from] AwsError),
     #[error("repository {repository}: the users table kept changing; gave up after {writes} policy writes")]
     NotConverged { repository: String, writes: u32 },
+    /// The reconcile queue refused a step (the run's work is not lost: the
+    /// step that tried is retried).
+    #[error("reconcile queue: {0}")]
+    Queue(AwsError),
+    #[error("reconcile run table: {0}")]
+    Runs(AwsError),
+    /// A reconcile step arrived, but no reconcile queue and run table are
+    /// configured: the deployment is half set up.
+    #[error("a reconcile step arrived, but RECONCILE_QUEUE_URL and RECONCILE_TABLE are not set")]
+    FanoutOff,
 }
 
 /// Codes that say the function is misconfigured (permissions, table,
@@ -56,7 +66,8 @@ impl SyncError {
                 false
             }
             SyncError::NotConverged { .. } => true,
-            SyncError::Aws(e) => {
+            SyncError::FanoutOff => false,
+            SyncError::Aws(e) | SyncError::Queue(e) | SyncError::Runs(e) => {
                 e.retryable
                     || e.code
                         .as_deref()
@@ -77,6 +88,9 @@ impl SyncError {
             SyncError::PolicyRejected { .. } => "policy_rejected",
             SyncError::Aws(_) => "aws",
             SyncError::NotConverged { .. } => "not_converged",
+            SyncError::Queue(_) => "reconcile_queue",
+            SyncError::Runs(_) => "reconcile_runs",
+            SyncError::FanoutOff => "reconcile_fanout_off",
         }
     }
 }

@@ -107,6 +107,25 @@ impl RepositoryPolicies {
         repositories::create_repository(&self.ecr, repository, &RepositorySettings::default()).await
     }
 
+    /// One DescribeRepositories page from `token`: the repositories on it
+    /// under `prefix/`, and the next page's token.
+    pub async fn page_under(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+        calls: &mut CallStats,
+    ) -> Result<(Vec<String>, Option<String>), AwsError> {
+        calls.describe_repositories += 1;
+        let page = repositories::repositories_page(&self.ecr, token).await?;
+        let names = page
+            .items
+            .into_iter()
+            .map(|r| r.name)
+            .filter(|n| ecr_bridge::access::naming::escaped_part(prefix, n).is_some())
+            .collect();
+        Ok((names, page.next_token))
+    }
+
     /// Every repository directly under `prefix/`, over all pages
     /// (`DescribeRepositories` cannot filter by prefix).
     pub async fn list_under(

@@ -19,6 +19,15 @@ use super::{
 impl AccessSync {
     /// Brings one user's repository in line with the table.
     pub async fn reconcile_user(&self, user_id: &str) -> RepositoryReport {
+        self.reconcile_user_as(user_id, false).await
+    }
+
+    /// The same, logging "unchanged" at debug (a full reconcile's user).
+    pub(super) async fn reconcile_user_quietly(&self, user_id: &str) -> RepositoryReport {
+        self.reconcile_user_as(user_id, true).await
+    }
+
+    async fn reconcile_user_as(&self, user_id: &str, quiet: bool) -> RepositoryReport {
         match repository_name(&self.settings.prefix, user_id) {
             Ok(repository) => {
                 // Another user id that escapes to the same name and has
@@ -34,7 +43,7 @@ impl AccessSync {
                     lookups,
                     too_many,
                     initial: None,
-                    quiet: false,
+                    quiet,
                 })
                 .await
             }
@@ -42,7 +51,7 @@ impl AccessSync {
                 let mut report = RepositoryReport::new(vec![user_id.to_string()], None);
                 report.outcome = Outcome::Failed;
                 report.error = Some(e.into());
-                log_report(&report, false);
+                log_report(&report, quiet);
                 report
             }
         }
@@ -108,7 +117,7 @@ impl AccessSync {
         loop {
             let page = self
                 .table
-                .scan_page(start.take(), self.settings.scan_page_size, &mut calls)
+                .scan_page(start.take(), self.settings.scan_page_size, None, &mut calls)
                 .await?;
             report.scan_pages += 1;
             report.rows += page.rows.len() + page.malformed;

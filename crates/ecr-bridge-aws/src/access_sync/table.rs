@@ -124,12 +124,14 @@ impl UsersTable {
         }
     }
 
-    /// One page of the whole table. The caller loops while `next` is set: a
-    /// page can be empty while more pages follow (Gen3 stopped there).
+    /// One page of the whole table, or of segment `(index, total)` of a
+    /// parallel scan. The caller loops while `next` is set: a page can be
+    /// empty while more pages follow (Gen3 stopped there).
     pub async fn scan_page(
         &self,
         start: Option<HashMap<String, AttributeValue>>,
         limit: Option<i32>,
+        segment: Option<(u32, u32)>,
         calls: &mut CallStats,
     ) -> Result<ScanPage, AwsError> {
         calls.scan += 1;
@@ -141,6 +143,8 @@ impl UsersTable {
             .projection_expression(&self.projection)
             .consistent_read(true)
             .set_limit(limit)
+            .set_segment(segment.map(|(index, _)| index as i32))
+            .set_total_segments(segment.map(|(_, total)| total as i32))
             .set_exclusive_start_key(start)
             .send()
             .await

@@ -1,0 +1,142 @@
+//! The sweep step: the repositories under the prefix page by page, each
+//! revoked only when no user id its name stands for has a granting row.
+
+use std::time::Instant;
+
+use ecr_bridge::access::naming::{escaped_part, unescape_candidates};
+use ecr_bridge::access::Resolved;
+use futures_util::StreamExt;
+
+use super::{page_counts, send_all, Fanout, StepReport};
+use crate::access_sync::converge::ConvergeJob;
+use crate::access_sync::runs::RunState;
+use crate::access_sync::step::{ReconcileRunId, ReconcileStep, StepWork};
+use crate::access_sync::{AccessSync, CallStats, Outcome, RepositoryReport, SyncError};
+use crate::deadline::PageClock;
+
+impl AccessSync {
+    pub(super) async fn sweep(
+        &self,
+        fanout: &Fanout,
+        clock: &PageClock,
+        run: &ReconcileRunId,
+        mut token: Option<String>,
+        report: &mut StepReport,
+    ) -> Result<(), SyncError> {
+        loop {
+            let began = Instant::now();
+            let mut calls = CallStats::default();
+            let (names, next) = match self
+                .policies
+                .page_under(&self.settings.prefix, token.clone(), &mut calls)
+                .await
+            {
+                Ok(page) => page,
+                Err(e) if report.pages > 0 => {
+                    tracing::warn!(run = %run, error = %e, "repository page failed; handing the rest of the sweep on");
+                    continue_sweep(fanout, run, token).await?;
+                    report.continued = true;
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            report.pages += 1;
+            report.repositories += names.len();
+            let swept = names.len();
+            let reports: Vec<RepositoryReport> = futures_util::stream::iter(names)
+                .map(|repository| self.sweep_one(repository))
+                .buffer_unordered(self.settings.concurrency.max(1))
+                .filter_map(|r| async move { r })
+                .collect()
+                .await;
+            let mut counts = page_counts(&reports, calls);
+            counts.sweep_pages = 1;
+            counts.repositories_swept = swept as i64;
+            report.calls += calls;
+            report.add(reports);
+            clock.page_done(began);
+            let state = next.is_none().then_some(RunState::Finished);
+            let counted = fanout
+                .runs
+                .add(run, &counts, state)
+                .await
+                .map_err(SyncError::Runs)?;
+            if counted.is_none() {
+                report.superseded = true;
+                return Ok(());
+            }
+            match next {
+                None => {
+                    report.run_finished = true;
+                    tracing::info!(run = %run, "full reconcile finished");
+                    return Ok(());
+                }
+                Some(next) if !clock.room_for_another() => {
+                    continue_sweep(fanout, run, Some(next)).await?;
+                    report.continued = true;
+                    return Ok(());
+                }
+                Some(next) => token = Some(next),
+            }
+        }
+    }
+
+    /// One repository of the sweep: `None` when its users' rows grant
+    /// something (a segment converged it), else its revocation.
+    async fn sweep_one(&self, repository: String) -> Option<RepositoryReport> {
+        let limit = self.settings.collision_candidates;
+        let escaped = escaped_part(&self.settings.prefix, &repository).unwrap_or_default();
+        let Some(candidates) = unescape_candidates(escaped, limit) else {
+            // Too many readings to look up: such a name grants nothing on
+            // either path, so what it grants is revoked without a re-check.
+            tracing::warn!(repository = %repository, "name stands for too many user ids to re-check; revoking without the re-check");
+            return Some(
+                self.converge(ConvergeJob {
+                    repository,
+                    users: Vec::new(),
+                    lookups: Vec::new(),
+                    too_many: Some(limit),
+                    initial: Some(Resolved::default()),
+                    quiet: true,
+                })
+                .await,
+            );
+        };
+        let mut job = ConvergeJob {
+            repository,
+            users: candidates.clone(),
+            lookups: candidates,
+            too_many: None,
+            initial: None,
+            quiet: true,
+        };
+        let mut calls = CallStats::default();
+        let resolved = match self.read_resolved(&job, &mut calls).await {
+            Ok(r) => r,
+            Err(e) => {
+                let mut r = RepositoryReport::new(job.users, Some(job.repository));
+                r.outcome = Outcome::Failed;
+                r.error = Some(e);
+                r.calls = calls;
+                crate::access_sync::report::log_report(&r, true);
+                return Some(r);
+            }
+        };
+        if !resolved.desired.accounts.is_empty() {
+            return None;
+        }
+        job.initial = Some(resolved);
+        let mut r = self.converge(job).await;
+        r.calls += calls;
+        Some(r)
+    }
+}
+
+async fn continue_sweep(
+    fanout: &Fanout,
+    run: &ReconcileRunId,
+    next_token: Option<String>,
+) -> Result<(), SyncError> {
+    let step = ReconcileStep::new(run, StepWork::Sweep { next_token });
+    send_all(fanout.queue.as_ref(), &[step.body()]).await
+}
