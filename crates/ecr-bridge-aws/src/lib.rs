@@ -16,6 +16,7 @@ pub mod deadline;
 pub mod emf;
 pub mod env;
 pub mod error;
+mod hex_id;
 pub mod image_action;
 pub mod logging;
 pub mod mapping_store;
@@ -23,6 +24,7 @@ pub mod preview;
 pub mod registries;
 pub mod replicator;
 pub mod repositories;
+pub mod run_table;
 pub mod sts;
 pub mod work_queue;
 

@@ -4,14 +4,12 @@
 //! step of a replaced run counts nowhere); the segment whose end brings
 //! `segments_open` to zero starts the sweep.
 
-use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Serialize;
 
 use super::step::{ReconcileRunId, StepId};
 use crate::error::AwsError;
+use crate::run_table::{key, n, now_ms, number, s, text, Item, RunTable};
 
 /// The item's key: there is one current reconcile per deployment.
 const RUN_KEY: &str = "reconcile";
@@ -129,45 +127,20 @@ pub struct ReconcileRun {
     pub counts: ReconcileCounts,
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The run table (`RECONCILE_TABLE`): partition key `run` (string).
 pub struct ReconcileRuns {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
+    table: RunTable,
 }
 
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_string())
-}
-
-fn n(v: i64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
-fn key() -> HashMap<String, AttributeValue> {
-    HashMap::from([("run".to_string(), s(RUN_KEY))])
-}
-
-fn from_item(item: &HashMap<String, AttributeValue>) -> Option<ReconcileRun> {
-    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-    let number = |k: &str| {
-        item.get(k)
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(0)
-    };
+fn from_item(item: &Item) -> Option<ReconcileRun> {
+    let number = |k: &str| number(item, k).unwrap_or(0);
     let mut counts = ReconcileCounts::default();
     for (name, _) in ReconcileCounts::default().fields() {
         counts.set(name, number(name));
     }
     Some(ReconcileRun {
-        id: ReconcileRunId::try_from(text("id")?).ok()?,
-        state: RunState::parse(&text("state")?)?,
+        id: ReconcileRunId::try_from(text(item, "id")?).ok()?,
+        state: RunState::parse(&text(item, "state")?)?,
         segments: number("segments").clamp(0, u32::MAX as i64) as u32,
         started_at_ms: number("started_at_ms").max(0) as u64,
         updated_at_ms: number("updated_at_ms").max(0) as u64,
@@ -178,23 +151,13 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Option<ReconcileRun> {
 impl ReconcileRuns {
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
         ReconcileRuns {
-            client,
-            table: table.into(),
+            table: RunTable::new(client, table),
         }
     }
 
     /// The current (or last) run, read consistently.
     pub async fn current(&self) -> Result<Option<ReconcileRun>, AwsError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("dynamodb:GetItem", e))?;
-        Ok(out.item().and_then(from_item))
+        Ok(self.table.get(RUN_KEY).await?.as_ref().and_then(from_item))
     }
 
     /// Stores `run` as the current one if the stored one is still
@@ -204,7 +167,7 @@ impl ReconcileRuns {
         run: &ReconcileRun,
         replaces: Option<&ReconcileRunId>,
     ) -> Result<bool, AwsError> {
-        let mut item = key();
+        let mut item = key(RUN_KEY);
         item.insert("id".into(), s(run.id.as_str()));
         item.insert("state".into(), s(run.state.as_str()));
         item.insert("segments".into(), n(run.segments.into()));
@@ -213,31 +176,9 @@ impl ReconcileRuns {
         for (name, value) in run.counts.fields() {
             item.insert(name.into(), n(value));
         }
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item));
-        let put = match replaces {
-            None => put
-                .condition_expression("attribute_not_exists(#run)")
-                .expression_attribute_names("#run", "run"),
-            Some(old) => put
-                .condition_expression("#id = :old")
-                .expression_attribute_names("#id", "id")
-                .expression_attribute_values(":old", s(old.as_str())),
-        };
-        match put.send().await {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let e = AwsError::from_sdk("dynamodb:PutItem", e);
-                if e.has_code("ConditionalCheckFailedException") {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        self.table
+            .put_replacing(item, replaces.map(ReconcileRunId::as_str))
+            .await
     }
 
     /// Adds `counts` to run `id`'s (and sets its state, if given). Returns
@@ -249,69 +190,21 @@ impl ReconcileRuns {
         counts: &ReconcileCounts,
         state: Option<RunState>,
     ) -> Result<Option<i64>, AwsError> {
-        let mut names = HashMap::from([
-            ("#id".to_string(), "id".to_string()),
-            ("#updated".to_string(), "updated_at_ms".to_string()),
-        ]);
-        let mut values = HashMap::from([
-            (":id".to_string(), s(id.as_str())),
-            (":now".to_string(), n(now_ms() as i64)),
-        ]);
-        let mut sets = vec!["#updated = :now".to_string()];
-        if let Some(state) = state {
-            names.insert("#state".into(), "state".into());
-            values.insert(":state".into(), s(state.as_str()));
-            sets.push("#state = :state".into());
-        }
-        let mut adds = Vec::new();
-        for (i, (name, value)) in counts.fields().into_iter().enumerate() {
-            if value == 0 {
-                continue;
-            }
-            names.insert(format!("#c{i}"), name.to_string());
-            values.insert(format!(":c{i}"), n(value));
-            adds.push(format!("#c{i} :c{i}"));
-        }
-        let mut expression = format!("SET {}", sets.join(", "));
-        if !adds.is_empty() {
-            expression.push_str(" ADD ");
-            expression.push_str(&adds.join(", "));
-        }
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key()))
-            .update_expression(expression)
-            .condition_expression("#id = :id")
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match result {
-            Ok(out) => Ok(Some(
-                out.attributes()
-                    .and_then(|a| a.get("segments_open"))
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0),
-            )),
-            Err(e) => {
-                let e = AwsError::from_sdk("dynamodb:UpdateItem", e);
-                if e.has_code("ConditionalCheckFailedException") {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        let sets: Vec<(&str, AttributeValue)> = state
+            .map(|st| ("state", s(st.as_str())))
+            .into_iter()
+            .collect();
+        let after = self
+            .table
+            .add(RUN_KEY, id.as_str(), &counts.fields(), &sets)
+            .await?;
+        Ok(after.map(|item| number(&item, "segments_open").unwrap_or(0)))
     }
 }
 
 impl ReconcileRuns {
-    fn step_key(step: &StepId) -> HashMap<String, AttributeValue> {
-        HashMap::from([("run".to_string(), s(&format!("{STEP_KEY}{step}")))])
+    fn step_key(step: &StepId) -> Item {
+        key(&format!("{STEP_KEY}{step}"))
     }
 
     /// Claims `step` until `lease_until_ms`; `Ok(false)` when it is done,
@@ -319,9 +212,10 @@ impl ReconcileRuns {
     pub async fn claim(&self, step: &StepId, lease_until_ms: u64) -> Result<bool, AwsError> {
         let now = now_ms();
         let result = self
-            .client
+            .table
+            .client()
             .update_item()
-            .table_name(&self.table)
+            .table_name(self.table.name())
             .set_key(Some(Self::step_key(step)))
             .update_expression("SET #lease = :lease, #expires = :expires")
             .condition_expression(
@@ -350,9 +244,10 @@ impl ReconcileRuns {
 
     /// `step` is done: a redelivery of it is skipped.
     pub async fn step_done(&self, step: &StepId) -> Result<(), AwsError> {
-        self.client
+        self.table
+            .client()
             .update_item()
-            .table_name(&self.table)
+            .table_name(self.table.name())
             .set_key(Some(Self::step_key(step)))
             .update_expression("SET #done = :t")
             .expression_attribute_names("#done", "done")
@@ -365,9 +260,10 @@ impl ReconcileRuns {
 
     /// `step` failed: its retry may claim it at once.
     pub async fn release(&self, step: &StepId) -> Result<(), AwsError> {
-        self.client
+        self.table
+            .client()
             .delete_item()
-            .table_name(&self.table)
+            .table_name(self.table.name())
             .set_key(Some(Self::step_key(step)))
             .send()
             .await
@@ -387,7 +283,7 @@ mod tests {
             counts.set(name, i as i64 + 1);
         }
         let id = ReconcileRunId::new();
-        let mut item = key();
+        let mut item = key(RUN_KEY);
         item.insert("id".into(), s(id.as_str()));
         item.insert("state".into(), s("sweeping"));
         item.insert("segments".into(), n(4));

@@ -8,110 +8,27 @@ use std::collections::{BTreeMap, HashMap};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
-use ecr_bridge::text::clip;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The body's only field: a reconcile step is told from anything else by it.
 pub const RECONCILE_STEP_FIELD: &str = "reconcile_step";
 
-/// A reconcile run's id (`rc-` and hex): what its steps carry, so a step of
-/// a replaced run stops instead of counting into the new one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ReconcileRunId(String);
+crate::hex_id::hex_id!(
+    /// A reconcile run's id (`rc-` and hex): what its steps carry, so a
+    /// step of a replaced run stops instead of counting into the new one.
+    ReconcileRunId,
+    "rc-",
+    "a reconcile run id"
+);
 
-impl ReconcileRunId {
-    pub fn new() -> ReconcileRunId {
-        ReconcileRunId(format!("rc-{:016x}", rand::random::<u64>()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Default for ReconcileRunId {
-    fn default() -> Self {
-        ReconcileRunId::new()
-    }
-}
-
-impl TryFrom<String> for ReconcileRunId {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        let ok =
-            s.len() <= 64 && s.starts_with("rc-") && s[3..].bytes().all(|b| b.is_ascii_hexdigit());
-        if ok {
-            Ok(ReconcileRunId(s))
-        } else {
-            Err(format!(
-                "a reconcile run id is \"rc-\" and hex digits, got {:?}",
-                clip(&s, 70)
-            ))
-        }
-    }
-}
-
-impl From<ReconcileRunId> for String {
-    fn from(id: ReconcileRunId) -> String {
-        id.0
-    }
-}
-
-impl std::fmt::Display for ReconcileRunId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// One step's id: a redelivered message carries the same one, so the step
-/// runs once (see `ReconcileRuns::claim`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct StepId(String);
-
-impl StepId {
-    pub fn new() -> StepId {
-        StepId(format!("{:016x}", rand::random::<u64>()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Default for StepId {
-    fn default() -> Self {
-        StepId::new()
-    }
-}
-
-impl TryFrom<String> for StepId {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        if (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            Ok(StepId(s))
-        } else {
-            Err(format!(
-                "a step id is 1-32 hex digits, got {:?}",
-                clip(&s, 70)
-            ))
-        }
-    }
-}
-
-impl From<StepId> for String {
-    fn from(id: StepId) -> String {
-        id.0
-    }
-}
-
-impl std::fmt::Display for StepId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+crate::hex_id::hex_id!(
+    /// One step's id (`st-` and hex): a redelivered message carries the
+    /// same one, so the step runs once (see `ReconcileRuns::claim`).
+    StepId,
+    "st-",
+    "a reconcile step id"
+);
 
 /// One value of a table key (DynamoDB keys are strings, numbers or
 /// binary), as DynamoDB's own JSON writes it: `{"S": "..."}`.
@@ -265,19 +182,19 @@ mod tests {
         let cases = [
             (json!({}), "no \"reconcile_step\""),
             (
-                json!({"reconcile_step": {"run": "bf-12", "id": "1", "sweep": {}}}),
+                json!({"reconcile_step": {"run": "bf-12", "id": "st-1", "sweep": {}}}),
                 "\"rc-\"",
             ),
             (
-                json!({"reconcile_step": {"run": run, "id": "1", "segment": {"index": 4, "total": 4}}}),
+                json!({"reconcile_step": {"run": run, "id": "st-1", "segment": {"index": 4, "total": 4}}}),
                 "segment 4 of 4",
             ),
             (
-                json!({"reconcile_step": {"run": run, "id": "1", "segment": {"index": 0, "total": 1, "start": {"k": {"M": {}}}}}}),
+                json!({"reconcile_step": {"run": run, "id": "st-1", "segment": {"index": 0, "total": 1, "start": {"k": {"M": {}}}}}}),
                 "invalid reconcile_step",
             ),
             (
-                json!({"reconcile_step": {"run": run, "id": "1", "sweep": {}, "x": 1}}),
+                json!({"reconcile_step": {"run": run, "id": "st-1", "sweep": {}, "x": 1}}),
                 "invalid",
             ),
             (

@@ -34,8 +34,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::AwsError;
 use crate::mapping_store::{MappingError, MappingStore};
 use crate::registries::{EcrRegistries, SourceRole};
+use crate::run_table::now_ms;
 use crate::work_queue::{QueueDepth, RunId, WorkQueue};
-use runs::{now_ms, BackfillRun, Began, RunCounts, RunStore};
+use runs::{BackfillRun, Began, RunCounts, RunStore};
 pub use summary::{BackfillSummary, ItemResult, RunInfo, RunState};
 
 /// A run whose counts say it is unfinished but whose queue is empty and

@@ -5,14 +5,11 @@
 //! never counts in a later one); `status` and `--wait` read them, and a
 //! second `start` reads them to join the run instead of doubling it.
 
-use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AwsError;
+use crate::run_table::{self, n, number, s, text, Item, RunTable};
 pub use crate::work_queue::RunId;
 
 /// The item's key: there is one current run per deployment.
@@ -117,59 +114,34 @@ pub trait RunStore: Send + Sync {
     ) -> BoxFuture<'a, Result<bool, AwsError>>;
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The run table (`BACKFILL_TABLE`): partition key `run` (string).
 pub struct DynamoRunStore {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
+    table: RunTable,
 }
 
 impl DynamoRunStore {
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
         DynamoRunStore {
-            client,
-            table: table.into(),
+            table: RunTable::new(client, table),
         }
     }
 }
 
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_string())
-}
-
-fn n(v: i64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
-fn key() -> HashMap<String, AttributeValue> {
-    HashMap::from([("run".to_string(), s(RUN_KEY))])
-}
-
-fn conditional_failed(e: &AwsError) -> bool {
-    e.has_code("ConditionalCheckFailedException")
+fn key() -> Item {
+    run_table::key(RUN_KEY)
 }
 
 /// The stored item as a run; `None` for an item this code did not write.
-fn from_item(item: &HashMap<String, AttributeValue>) -> Option<BackfillRun> {
-    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-    let number = |k: &str| {
-        item.get(k)
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse::<i64>().ok())
-    };
+fn from_item(item: &Item) -> Option<BackfillRun> {
+    let number = |k: &str| number(item, k);
     let mut counts = RunCounts::default();
     for (name, _) in RunCounts::default().fields() {
         counts.set(name, number(name).unwrap_or(0));
     }
     Some(BackfillRun {
-        id: RunId::try_from(text("id")?).ok()?,
-        scope: serde_json::from_str(&text("scope")?).ok()?,
-        mapping: text("mapping").unwrap_or_default(),
+        id: RunId::try_from(text(item, "id")?).ok()?,
+        scope: serde_json::from_str(&text(item, "scope")?).ok()?,
+        mapping: text(item, "mapping").unwrap_or_default(),
         started_at_ms: number("started_at_ms").unwrap_or(0).max(0) as u64,
         updated_at_ms: number("updated_at_ms").unwrap_or(0).max(0) as u64,
         counts,
@@ -178,18 +150,7 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Option<BackfillRun> {
 
 impl RunStore for DynamoRunStore {
     fn current(&self) -> BoxFuture<'_, Result<Option<BackfillRun>, AwsError>> {
-        Box::pin(async move {
-            let out = self
-                .client
-                .get_item()
-                .table_name(&self.table)
-                .set_key(Some(key()))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("dynamodb:GetItem", e))?;
-            Ok(out.item().and_then(from_item))
-        })
+        Box::pin(async move { Ok(self.table.get(RUN_KEY).await?.as_ref().and_then(from_item)) })
     }
 
     fn begin<'a>(
@@ -210,31 +171,15 @@ impl RunStore for DynamoRunStore {
             for (name, value) in run.counts.fields() {
                 item.insert(name.into(), n(value));
             }
-            let put = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item));
-            let put = match replaces {
-                None => put
-                    .condition_expression("attribute_not_exists(#run)")
-                    .expression_attribute_names("#run", "run"),
-                Some(old) => put
-                    .condition_expression("#id = :old")
-                    .expression_attribute_names("#id", "id")
-                    .expression_attribute_values(":old", s(old.as_str())),
-            };
-            match put.send().await {
-                Ok(_) => Ok(Began::New(run.clone())),
-                Err(e) => {
-                    let e = AwsError::from_sdk("dynamodb:PutItem", e);
-                    if conditional_failed(&e) {
-                        Ok(Began::Lost)
-                    } else {
-                        Err(e)
-                    }
-                }
-            }
+            let stored = self
+                .table
+                .put_replacing(item, replaces.map(RunId::as_str))
+                .await?;
+            Ok(if stored {
+                Began::New(run.clone())
+            } else {
+                Began::Lost
+            })
         })
     }
 
@@ -244,49 +189,11 @@ impl RunStore for DynamoRunStore {
         counts: &'a RunCounts,
     ) -> BoxFuture<'a, Result<bool, AwsError>> {
         Box::pin(async move {
-            let mut names = HashMap::from([
-                ("#id".to_string(), "id".to_string()),
-                ("#updated".to_string(), "updated_at_ms".to_string()),
-            ]);
-            let mut values = HashMap::from([
-                (":id".to_string(), s(id.as_str())),
-                (":now".to_string(), n(now_ms() as i64)),
-            ]);
-            let mut adds = Vec::new();
-            for (i, (name, value)) in counts.fields().into_iter().enumerate() {
-                if value != 0 {
-                    names.insert(format!("#c{i}"), name.to_string());
-                    values.insert(format!(":c{i}"), n(value));
-                    adds.push(format!("#c{i} :c{i}"));
-                }
-            }
-            let mut expression = "SET #updated = :now".to_string();
-            if !adds.is_empty() {
-                expression.push_str(" ADD ");
-                expression.push_str(&adds.join(", "));
-            }
-            let result = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(key()))
-                .update_expression(expression)
-                .condition_expression("#id = :id")
-                .set_expression_attribute_names(Some(names))
-                .set_expression_attribute_values(Some(values))
-                .send()
-                .await;
-            match result {
-                Ok(_) => Ok(true),
-                Err(e) => {
-                    let e = AwsError::from_sdk("dynamodb:UpdateItem", e);
-                    if conditional_failed(&e) {
-                        Ok(false)
-                    } else {
-                        Err(e)
-                    }
-                }
-            }
+            let counted = self
+                .table
+                .add(RUN_KEY, id.as_str(), &counts.fields(), &[])
+                .await?;
+            Ok(counted.is_some())
         })
     }
 }

@@ -13,54 +13,12 @@ use super::EventError;
 /// The body's only field: a step is told from a work item by it.
 pub const STEP_FIELD: &str = "backfill_step";
 
-/// A run id: what work items and listing steps carry (`bf-` and hex).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct RunId(String);
-
-impl RunId {
-    pub fn new() -> RunId {
-        RunId(format!("bf-{:016x}", rand::random::<u64>()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Default for RunId {
-    fn default() -> Self {
-        RunId::new()
-    }
-}
-
-impl TryFrom<String> for RunId {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        let ok =
-            s.len() <= 64 && s.starts_with("bf-") && s[3..].bytes().all(|b| b.is_ascii_hexdigit());
-        if ok {
-            Ok(RunId(s))
-        } else {
-            Err(format!(
-                "a backfill run id is \"bf-\" and hex digits, got {:?}",
-                ecr_bridge::text::clip(&s, 70)
-            ))
-        }
-    }
-}
-
-impl From<RunId> for String {
-    fn from(id: RunId) -> String {
-        id.0
-    }
-}
-
-impl std::fmt::Display for RunId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+crate::hex_id::hex_id!(
+    /// A run id: what work items and listing steps carry (`bf-` and hex).
+    RunId,
+    "bf-",
+    "a backfill run id"
+);
 
 /// What a step lists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::runs::{now_ms, ReconcileCounts, ReconcileRun, ReconcileRuns, RunState};
+use super::runs::{ReconcileCounts, ReconcileRun, ReconcileRuns, RunState};
 use super::step::{exclusive_start_key, ReconcileRunId, ReconcileStep, StepWork};
 use super::{AccessSync, CallStats, ReconcileReport, RepositoryReport, SyncError, Tally};
 use crate::deadline::PageClock;
 use crate::error::AwsError;
+use crate::run_table::now_ms;
 use crate::work_queue::WorkQueue;
 use segment::Segment;
 
@@ -43,6 +44,22 @@ pub struct Fanout {
     pub queue: Box<dyn WorkQueue>,
     pub runs: ReconcileRuns,
     pub segments: u32,
+}
+
+impl Fanout {
+    /// Adds a page's `counts` (and `state`) to `run`; its `segments_open`
+    /// after, or `None` when the run was replaced.
+    async fn count(
+        &self,
+        run: &ReconcileRunId,
+        counts: &ReconcileCounts,
+        state: Option<RunState>,
+    ) -> Result<Option<i64>, SyncError> {
+        self.runs
+            .add(run, counts, state)
+            .await
+            .map_err(SyncError::Runs)
+    }
 }
 
 /// What a full reconcile request did.

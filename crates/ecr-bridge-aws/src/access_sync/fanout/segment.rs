@@ -127,20 +127,13 @@ impl AccessSync {
             match page.next {
                 None => {
                     counts.segments_open = -1;
-                    let open = s
-                        .fanout
-                        .runs
-                        .add(s.run, &counts, None)
-                        .await
-                        .map_err(SyncError::Runs)?;
+                    let open = s.fanout.count(s.run, &counts, None).await?;
                     match open {
                         None => report.superseded = true,
                         Some(0) => {
                             s.fanout
-                                .runs
-                                .add(s.run, &ReconcileCounts::default(), Some(RunState::Sweeping))
-                                .await
-                                .map_err(SyncError::Runs)?;
+                                .count(s.run, &ReconcileCounts::default(), Some(RunState::Sweeping))
+                                .await?;
                             let sweep =
                                 ReconcileStep::new(s.run, StepWork::Sweep { next_token: None });
                             send_all(s.fanout.queue.as_ref(), &[sweep.body()]).await?;
@@ -155,12 +148,7 @@ impl AccessSync {
                     // Counted before the continuation is sent: a failure in
                     // between retries this step (counts twice) rather than
                     // leaving two continuations of one segment.
-                    let counted = s
-                        .fanout
-                        .runs
-                        .add(s.run, &counts, None)
-                        .await
-                        .map_err(SyncError::Runs)?;
+                    let counted = s.fanout.count(s.run, &counts, None).await?;
                     if counted.is_none() {
                         report.superseded = true;
                         return Ok(());

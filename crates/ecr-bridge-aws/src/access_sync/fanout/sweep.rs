@@ -56,11 +56,7 @@ impl AccessSync {
             report.add(reports);
             clock.page_done(began);
             let state = next.is_none().then_some(RunState::Finished);
-            let counted = fanout
-                .runs
-                .add(run, &counts, state)
-                .await
-                .map_err(SyncError::Runs)?;
+            let counted = fanout.count(run, &counts, state).await?;
             if counted.is_none() {
                 report.superseded = true;
                 return Ok(());
