@@ -5,7 +5,8 @@
 # and:
 #   make bench  - issue 7's table: ecr-bridge vs skopeo vs the registry's floor, cold
 #                 start, zip sizes, access sync calls (BENCH_ARGS=--quick for a fast check)
-#   make scale  - backfill of 20,000 image records over 200 repositories (50 real), paged
+#   make scale  - backfill of 20,000 image records over 200 repositories (50 real), and the
+#                 full reconcile of 10,000 users (SCALE_USERS) in 4 segments, paged
 #                 listings, short deadlines (~30 min; CI runs the same test at 400)
 SHELL := /bin/bash
 NEXTEST_PROFILE ?= default
@@ -39,10 +40,12 @@ bench: setup
 SCALE_IMAGES ?= 20000
 SCALE_REPOSITORIES ?= 200
 SCALE_REAL ?= 50
+SCALE_USERS ?= 10000
 scale: setup
 	BACKFILL_SCALE_IMAGES=$(SCALE_IMAGES) BACKFILL_SCALE_REPOSITORIES=$(SCALE_REPOSITORIES) \
 	BACKFILL_SCALE_REAL=$(SCALE_REAL) \
-	cargo nextest run -p ecr-bridge-tests --test backfill_scale --profile scale --no-capture
+	RECONCILE_SCALE_USERS=$(SCALE_USERS) RECONCILE_SCALE_SCAN_PAGE=100 RECONCILE_SCALE_REPOSITORY_PAGE=100 \
+	cargo nextest run -p ecr-bridge-tests --test backfill_scale --test access_sync_fanout --profile scale --no-capture
 
 lint:
 	cargo fmt --all -- --check

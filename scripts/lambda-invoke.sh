@@ -191,8 +191,25 @@ echo "$OUT" | python3 -c 'import json,sys; o=json.load(sys.stdin); assert (o["us
     || fail "scheduled reconcile: $OUT"
 log "access sync, scheduled-reconcile.json: 3 users, 2 unchanged with 0 writes, 1 invalid name reported"
 
+# The same full reconcile fanned out, as deployed: a run of steps on a queue
+# (Lambda's SQS event source mapping played by drain-queue).
+RECONCILE_QUEUE=$(local_aws create-queue ecr-bridge-reconcile)
+local_aws create-backfill-table ecr-bridge-reconcile-runs
+printf '%s\n' "RECONCILE_QUEUE_URL=$RECONCILE_QUEUE" RECONCILE_TABLE=ecr-bridge-reconcile-runs >>"$WORK/function.env"
+restart_watch_for_access_sync "$WORK/function.env"
+echo '{"reconcile": {}}' >"$WORK/reconcile-start.json"
+OUT=$(invoke access-sync reconcile-start.json) || { tail -30 "$WORK/watch.log"; fail "fanned-out reconcile start failed"; }
+echo "$OUT" | python3 -c 'import json,sys; r=json.load(sys.stdin)["reconcile_run"]; assert (r["joined"], r["segments"]) == (False, 4), r' \
+    || fail "reconcile start: $OUT"
+STEPS=$(local_aws drain-queue "$RECONCILE_QUEUE" "http://127.0.0.1:$INVOKE_PORT/2015-03-31/functions/access-sync/invocations") \
+    || fail "reconcile steps: $STEPS"
+RUN=$(local_aws reconcile-run ecr-bridge-reconcile-runs)
+echo "$RUN" | python3 -c 'import json,sys; r=json.load(sys.stdin); assert (r["state"], r["users"], r["failed"], r["writes"], r["segments_open"]) == ("finished", "3", "1", "0", "0"), r' \
+    || fail "fanned-out reconcile: $RUN"
+log "access sync, {\"reconcile\": {}} fanned out: 4 segments and the sweep in $STEPS; run finished, 3 users, 1 invalid name, 0 writes"
+
 if grep -q "$(echo -n "$DST_CREDS" | base64)" "$WORK/watch.log" || grep -q "local-secret" "$WORK/watch.log"; then
     fail "credentials found in the functions' log"
 fi
 log "every sample event of both functions, a second image and a malformed event: outcomes as expected; no credentials in the log"
-echo "lambda-invoke: 16 passed, 0 failed"
+echo "lambda-invoke: 17 passed, 0 failed"

@@ -4,7 +4,7 @@
 //! that segments and the sweep must hand on to continuation steps.
 //!
 //! Sizes: `RECONCILE_SCALE_USERS` users (default 240; `make scale` sets
-//! more), each with 1-3 rows. Scan pages are capped by `SCAN_PAGE_SIZE`,
+//! more, with larger pages), each with 1-3 rows. Scan pages are capped by `SCAN_PAGE_SIZE`,
 //! DescribeRepositories pages by the AWS front's ECR page cap, and both
 //! calls are held back `PAGE_DELAY` a page (as a loaded table or ECR would
 //! answer), so every segment and the sweep outlast one invocation on any
@@ -36,17 +36,20 @@ use serde_json::{json, Value};
 /// with 1.5 s for a page slower than the slowest so far on a loaded machine.
 const STEP_INVOCATION: Duration = Duration::from_secs(6);
 const PAGE_DELAY: Duration = Duration::from_millis(400);
-const SCAN_PAGE: &str = "6";
+/// Rows per Scan page and repositories per DescribeRepositories page
+/// (`RECONCILE_SCALE_SCAN_PAGE`, `RECONCILE_SCALE_REPOSITORY_PAGE` for
+/// larger runs).
+const SCAN_PAGE: usize = 6;
 const REPOSITORY_PAGE: usize = 20;
 const WORKERS: usize = 4;
 const RUN_TABLE: &str = "ecr-bridge-reconcile-runs";
 const QUEUE: &str = "ecr-bridge-reconcile";
 
-fn users() -> usize {
-    std::env::var("RECONCILE_SCALE_USERS")
+fn size(var: &str, default: usize) -> usize {
+    std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(240)
+        .unwrap_or(default)
 }
 
 fn account(n: usize) -> String {
@@ -306,12 +309,15 @@ async fn run_item(stage: &AccessStage) -> HashMap<String, String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn given_a_table_and_registry_larger_than_one_invocation_when_fully_reconciled_in_segments_then_policies_equal_the_table_and_orphans_are_revoked(
 ) {
-    let n = users();
+    let n = size("RECONCILE_SCALE_USERS", 240);
+    let scan_page = size("RECONCILE_SCALE_SCAN_PAGE", SCAN_PAGE).to_string();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(ecr_bridge_aws::logging::filter("warn"))
         .with_test_writer()
         .try_init();
-    let stage = AccessStage::with_page_cap(REPOSITORY_PAGE).await;
+    let stage =
+        AccessStage::with_page_cap(size("RECONCILE_SCALE_REPOSITORY_PAGE", REPOSITORY_PAGE)).await;
+    let seeding = Instant::now();
     let seeded = seed(&stage, n).await;
     let sdk = stage.sdk().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -321,7 +327,7 @@ async fn given_a_table_and_registry_larger_than_one_invocation_when_fully_reconc
     stage.aws().delay("DescribeRepositories", PAGE_DELAY);
     let (sync, config) = stage
         .sync(&[
-            ("SCAN_PAGE_SIZE", SCAN_PAGE),
+            ("SCAN_PAGE_SIZE", scan_page.as_str()),
             ("RECONCILE_QUEUE_URL", queue_url.as_str()),
             ("RECONCILE_TABLE", RUN_TABLE),
         ])
@@ -335,6 +341,10 @@ async fn given_a_table_and_registry_larger_than_one_invocation_when_fully_reconc
     assert_eq!(
         joined["run"], first["run"],
         "the second start joins the first"
+    );
+    println!(
+        "{n} users seeded in {:.1} s",
+        seeding.elapsed().as_secs_f64()
     );
     let began = Instant::now();
     let drained = drain(&sync, &config, &sqs, &queue_url).await;
@@ -400,8 +410,14 @@ async fn given_a_table_and_registry_larger_than_one_invocation_when_fully_reconc
     let second = start(&sync, &config).await;
     assert_eq!(second["joined"], false, "a finished run is not joined");
     assert_ne!(second["run"], first["run"]);
-    drain(&sync, &config, &sqs, &queue_url).await;
+    let began = Instant::now();
+    let again = drain(&sync, &config, &sqs, &queue_url).await;
     let run = run_item(&stage).await;
+    println!(
+        "second run: {} invocations in {:.1} s; run: {run:?}",
+        again.invocations,
+        began.elapsed().as_secs_f64()
+    );
     assert_eq!(run["state"], "finished", "{run:?}");
     assert_eq!(run["writes"], "0", "{run:?}");
     for write in [

@@ -9,7 +9,9 @@
     local_aws.py MOTO_URL policy ROLE_ARN REPOSITORY      -> the policy document, indented
     local_aws.py MOTO_URL repository ROLE_ARN REPOSITORY  -> "uri tags=... scan_on_push=..."
     local_aws.py MOTO_URL create-queue NAME                -> the queue URL
-    local_aws.py MOTO_URL create-backfill-table NAME      (the template's BackfillRunTable)
+    local_aws.py MOTO_URL create-backfill-table NAME      (the template's BackfillRunTable; its
+                 ReconcileRunTable has the same key)
+    local_aws.py MOTO_URL reconcile-run TABLE             -> the full reconcile's run item, as JSON
     local_aws.py MOTO_URL record-image REPOSITORY TAG LAYOUT_JSON
                  (ECR's record of an image pushed to the local registry: what DescribeImages lists)
     local_aws.py MOTO_URL drain-queue QUEUE_URL INVOKE_URL -> "N invocations, M retried"
@@ -103,6 +105,13 @@ def main(url, op, *args):
         # moto would otherwise derive the digest from the layer digests, not the manifest bytes as ECR does.
         ecr.put_image(repositoryName=repository, imageTag=tag, imageManifest=manifest,
                       imageManifestMediaType=layout["media_type"], imageDigest=layout["digest"])
+    elif op == "reconcile-run":
+        (table,) = args
+        item = client(url, "dynamodb").get_item(TableName=table, Key={"run": {"S": "reconcile"}},
+                                                ConsistentRead=True).get("Item")
+        if item is None:
+            raise SystemExit(f"no reconcile run in {table}")
+        print(json.dumps({k: next(iter(v.values())) for k, v in item.items()}, sort_keys=True))
     elif op == "drain-queue":
         queue_url, invoke_url = args
         drain(client(url, "sqs"), queue_url, invoke_url)
