@@ -59,6 +59,12 @@ impl PageClock {
         *longest = Some(longest.map_or(took, |l| l.max(took)));
     }
 
+    /// Whether the deadline has passed: work inside a page stops starting
+    /// new items then.
+    pub fn past_deadline(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
     pub fn room_for_another(&self) -> bool {
         let longest = self.longest.lock().unwrap_or_else(|e| e.into_inner());
         match (self.deadline, *longest) {

@@ -401,7 +401,10 @@ mod tests {
     fn given_a_reconcile_queue_batch_when_parsed_then_each_message_is_a_step_or_says_why_not() {
         let step = ecr_bridge_aws::access_sync::step::ReconcileStep::new(
             &Default::default(),
-            ecr_bridge_aws::access_sync::step::StepWork::Sweep { next_token: None },
+            ecr_bridge_aws::access_sync::step::StepWork::Sweep {
+                next_token: None,
+                done_through: None,
+            },
         );
         let event = json!({"Records": [
             {"eventSource": "aws:sqs", "messageId": "m1", "body": step.body()},

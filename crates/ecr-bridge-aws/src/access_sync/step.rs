@@ -102,12 +102,20 @@ pub enum StepWork {
         /// already, so their rows at the start of this page are skipped.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         skip_user: Option<String>,
+        /// The page from `start` was cut short by the deadline: its users up
+        /// to this one are done (if the page no longer holds this user, the
+        /// whole page is done again: converging is idempotent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        done_through: Option<String>,
     },
     /// Every repository under the prefix, from `next_token`: each whose
     /// users' rows (read again, consistently) grant nothing is revoked.
     Sweep {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         next_token: Option<String>,
+        /// As for a segment: the page's repositories up to this one are done.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        done_through: Option<String>,
     },
 }
 
@@ -165,6 +173,7 @@ mod tests {
                 total: 4,
                 start: start_key_of(&key),
                 skip_user: Some("a@x.io".into()),
+                done_through: Some("b@x.io".into()),
             },
         };
         let body: Value = serde_json::from_str(&step.body()).unwrap();

@@ -25,6 +25,53 @@ use crate::run_table::now_ms;
 use crate::work_queue::WorkQueue;
 use segment::Segment;
 
+/// Where in its first page a step picks up.
+#[derive(Debug, Default, Clone)]
+struct Resume {
+    /// Leading rows of this user are skipped (a segment only).
+    skip_user: Option<String>,
+    /// Items through this one were done by the step before.
+    done_through: Option<String>,
+}
+
+/// The items of a page a step has still to do: after `done_through`, if
+/// the page holds it (if it no longer does, all of them: redoing is
+/// harmless, skipping what was never done is not).
+fn after_done<T>(
+    mut items: Vec<T>,
+    done_through: Option<&str>,
+    name: impl Fn(&T) -> &str,
+) -> Vec<T> {
+    if let Some(done) = done_through {
+        if let Some(pos) = items.iter().position(|i| name(i) == done) {
+            items.drain(..=pos);
+        }
+    }
+    items
+}
+
+/// Runs `work` in page order, `concurrency` at once, starting items only
+/// until the clock's deadline (the first always starts: every step makes
+/// progress); the results of the items started, in order.
+async fn until_deadline<T, F, Fut, R>(
+    clock: &PageClock,
+    items: Vec<T>,
+    concurrency: usize,
+    work: F,
+) -> Vec<R>
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = R>,
+{
+    use futures_util::StreamExt;
+    futures_util::stream::iter(items.into_iter().enumerate())
+        .take_while(|(i, _)| std::future::ready(*i == 0 || !clock.past_deadline()))
+        .map(|(_, item)| work(item))
+        .buffered(concurrency.max(1))
+        .collect()
+        .await
+}
+
 mod segment;
 mod sweep;
 
@@ -207,6 +254,7 @@ impl AccessSync {
                         total: fanout.segments,
                         start: None,
                         skip_user: None,
+                        done_through: None,
                     },
                 )
                 .body()
@@ -276,6 +324,7 @@ impl AccessSync {
                 total,
                 start,
                 skip_user,
+                done_through,
             } => {
                 report.step = "segment";
                 let start = match start {
@@ -294,13 +343,30 @@ impl AccessSync {
                     index: *index,
                     total: *total,
                 };
-                self.segment(&segment, start, skip_user.clone(), &mut report)
-                    .await?;
+                let resume = Resume {
+                    skip_user: skip_user.clone(),
+                    done_through: done_through.clone(),
+                };
+                self.segment(&segment, start, resume, &mut report).await?;
             }
-            StepWork::Sweep { next_token } => {
+            StepWork::Sweep {
+                next_token,
+                done_through,
+            } => {
                 report.step = "sweep";
-                self.sweep(fanout, &clock, &step.run, next_token.clone(), &mut report)
-                    .await?;
+                let resume = Resume {
+                    skip_user: None,
+                    done_through: done_through.clone(),
+                };
+                self.sweep(
+                    fanout,
+                    &clock,
+                    &step.run,
+                    next_token.clone(),
+                    resume,
+                    &mut report,
+                )
+                .await?;
             }
         }
         Ok(report)
@@ -322,4 +388,40 @@ async fn send_all(queue: &dyn WorkQueue, bodies: &[String]) -> Result<(), SyncEr
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_a_page_cut_short_when_resumed_then_only_the_items_after_the_last_done_remain() {
+        let page = vec!["a", "b", "c", "d"];
+        assert_eq!(after_done(page.clone(), Some("b"), |s| s), ["c", "d"]);
+        assert_eq!(after_done(page.clone(), None, |s| s), page);
+        // Gone from the page since (deleted meanwhile): all of it again.
+        assert_eq!(after_done(page.clone(), Some("x"), |s| s), page);
+    }
+
+    #[tokio::test]
+    async fn given_a_deadline_inside_a_page_when_working_then_items_stop_starting_but_the_first_always_runs(
+    ) {
+        let clock = PageClock::new(Some(Instant::now() + Duration::from_millis(50)));
+        let slow = |i: u32| async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            i
+        };
+        let done = until_deadline(&clock, (0..10).collect(), 1, slow).await;
+        assert!(
+            (1..10).contains(&done.len()),
+            "started until the deadline: {done:?}"
+        );
+        assert_eq!(
+            done,
+            (0..done.len() as u32).collect::<Vec<_>>(),
+            "in page order"
+        );
+        let past = PageClock::new(Some(Instant::now()));
+        assert_eq!(until_deadline(&past, vec![7, 8], 4, slow).await, [7]);
+    }
 }

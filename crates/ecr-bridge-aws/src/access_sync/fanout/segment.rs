@@ -8,9 +8,8 @@ use std::time::Instant;
 use aws_sdk_dynamodb::types::AttributeValue;
 use ecr_bridge::access::naming::repository_name;
 use ecr_bridge::access::{colliding_ids, desired_accounts, resolve, Row};
-use futures_util::StreamExt;
 
-use super::{page_counts, send_all, Fanout, StepReport};
+use super::{after_done, page_counts, send_all, until_deadline, Fanout, Resume, StepReport};
 use crate::access_sync::converge::ConvergeJob;
 use crate::access_sync::report::log_findings;
 use crate::access_sync::runs::{ReconcileCounts, RunState};
@@ -53,9 +52,13 @@ impl AccessSync {
         &self,
         s: &Segment<'_>,
         mut start: Option<Key>,
-        mut skip: Option<String>,
+        resume: Resume,
         report: &mut StepReport,
     ) -> Result<(), SyncError> {
+        let Resume {
+            skip_user: mut skip,
+            mut done_through,
+        } = resume;
         loop {
             let began = Instant::now();
             let mut calls = CallStats::default();
@@ -74,7 +77,14 @@ impl AccessSync {
                 // (retried by the queue if its first page fails again).
                 Err(e) if report.pages > 0 => {
                     tracing::warn!(run = %s.run, segment = s.index, error = %e, "scan page failed; handing the rest of the segment on");
-                    s.continue_at(start.as_ref(), skip).await?;
+                    s.continue_at(
+                        start.as_ref(),
+                        Resume {
+                            skip_user: skip,
+                            done_through: None,
+                        },
+                    )
+                    .await?;
                     report.continued = true;
                     return Ok(());
                 }
@@ -82,44 +92,65 @@ impl AccessSync {
             };
             report.pages += 1;
             let (rows, malformed) = (page.rows.len() + page.malformed, page.malformed);
-            report.rows += rows;
-            report.malformed_rows += malformed;
             let users = by_user(page.rows, skip.as_deref());
-            let user_count = users.len();
             // The page's last user may have rows on the next page.
             let open_user = page
                 .next
                 .as_ref()
                 .and_then(|_| users.last().map(|(u, _)| u.clone()));
-            report.users += user_count;
-            let work: Vec<UserWork> = users
-                .into_iter()
-                .map(|(user, rows)| {
+            let page_done_through = done_through.take();
+            let users = after_done(users, page_done_through.as_deref(), |(u, _)| u.as_str());
+            let to_do = users.len();
+            let done: Vec<(String, Option<RepositoryReport>)> = until_deadline(
+                &s.clock,
+                users,
+                self.settings.concurrency,
+                |(user, rows)| {
                     let open = open_user.as_deref() == Some(user.as_str());
-                    self.user_work(user, &rows, open)
-                })
-                .collect();
-            let reports: Vec<RepositoryReport> = futures_util::stream::iter(work)
-                .map(|w| async move {
-                    match w {
-                        UserWork::Query(user) => Some(self.reconcile_user_quietly(&user).await),
-                        UserWork::Converge(job) => Some(self.converge(job).await),
-                        UserWork::Failed(r) => Some(r),
-                        UserWork::ToSweep => None,
+                    async move {
+                        let report = match self.user_work(user.clone(), &rows, open) {
+                            UserWork::Query(user) => Some(self.reconcile_user_quietly(&user).await),
+                            UserWork::Converge(job) => Some(self.converge(job).await),
+                            UserWork::Failed(r) => Some(r),
+                            UserWork::ToSweep => None,
+                        };
+                        (user, report)
                     }
-                })
-                .buffer_unordered(self.settings.concurrency.max(1))
-                .filter_map(|r| async move { r })
-                .collect()
-                .await;
+                },
+            )
+            .await;
+            let cut_short = done.len() < to_do;
+            let last_done = done.last().map(|(u, _)| u.clone());
+            let users_done = done.len();
+            report.users += users_done;
+            let reports: Vec<RepositoryReport> = done.into_iter().filter_map(|(_, r)| r).collect();
             let mut counts = page_counts(&reports, calls);
-            counts.scan_pages = 1;
-            counts.rows = rows as i64;
-            counts.malformed_rows = malformed as i64;
-            counts.users = user_count as i64;
+            counts.users = users_done as i64;
             report.calls += calls;
             report.add(reports);
             s.clock.page_done(began);
+            if cut_short {
+                // The deadline came inside the page: the next step scans it
+                // again and picks up after the last user done.
+                let counted = s.fanout.count(s.run, &counts, None).await?;
+                if counted.is_none() {
+                    report.superseded = true;
+                    return Ok(());
+                }
+                let resume = Resume {
+                    skip_user: skip,
+                    done_through: last_done.or(page_done_through),
+                };
+                s.continue_at(start.as_ref(), resume).await?;
+                report.continued = true;
+                return Ok(());
+            }
+            // Rows are counted once, when their page is done.
+            report.rows += rows;
+            report.malformed_rows += malformed;
+            counts.scan_pages = 1;
+            counts.rows = rows as i64;
+            counts.malformed_rows = malformed as i64;
             // A page of nothing but the skipped user's rows keeps skipping.
             if open_user.is_some() {
                 skip = open_user;
@@ -134,8 +165,13 @@ impl AccessSync {
                             s.fanout
                                 .count(s.run, &ReconcileCounts::default(), Some(RunState::Sweeping))
                                 .await?;
-                            let sweep =
-                                ReconcileStep::new(s.run, StepWork::Sweep { next_token: None });
+                            let sweep = ReconcileStep::new(
+                                s.run,
+                                StepWork::Sweep {
+                                    next_token: None,
+                                    done_through: None,
+                                },
+                            );
                             send_all(s.fanout.queue.as_ref(), &[sweep.body()]).await?;
                             report.sweep_started = true;
                             tracing::info!(run = %s.run, "every segment is done; the orphan sweep is enqueued");
@@ -155,7 +191,11 @@ impl AccessSync {
                     }
                     start = Some(next);
                     if !s.clock.room_for_another() {
-                        s.continue_at(start.as_ref(), skip).await?;
+                        let resume = Resume {
+                            skip_user: skip,
+                            done_through: None,
+                        };
+                        s.continue_at(start.as_ref(), resume).await?;
                         report.continued = true;
                         return Ok(());
                     }
@@ -218,18 +258,15 @@ pub(super) struct Segment<'a> {
 }
 
 impl Segment<'_> {
-    async fn continue_at(
-        &self,
-        start: Option<&Key>,
-        skip_user: Option<String>,
-    ) -> Result<(), SyncError> {
+    async fn continue_at(&self, start: Option<&Key>, resume: Resume) -> Result<(), SyncError> {
         let step = ReconcileStep::new(
             self.run,
             StepWork::Segment {
                 index: self.index,
                 total: self.total,
                 start: start.and_then(start_key_of),
-                skip_user,
+                skip_user: resume.skip_user,
+                done_through: resume.done_through,
             },
         );
         send_all(self.fanout.queue.as_ref(), &[step.body()]).await

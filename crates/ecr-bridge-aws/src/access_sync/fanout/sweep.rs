@@ -5,9 +5,8 @@ use std::time::Instant;
 
 use ecr_bridge::access::naming::{escaped_part, unescape_candidates};
 use ecr_bridge::access::Resolved;
-use futures_util::StreamExt;
 
-use super::{page_counts, send_all, Fanout, StepReport};
+use super::{after_done, page_counts, send_all, until_deadline, Fanout, Resume, StepReport};
 use crate::access_sync::converge::ConvergeJob;
 use crate::access_sync::runs::RunState;
 use crate::access_sync::step::{ReconcileRunId, ReconcileStep, StepWork};
@@ -21,8 +20,10 @@ impl AccessSync {
         clock: &PageClock,
         run: &ReconcileRunId,
         mut token: Option<String>,
+        resume: Resume,
         report: &mut StepReport,
     ) -> Result<(), SyncError> {
+        let mut done_through = resume.done_through;
         loop {
             let began = Instant::now();
             let mut calls = CallStats::default();
@@ -34,27 +35,47 @@ impl AccessSync {
                 Ok(page) => page,
                 Err(e) if report.pages > 0 => {
                     tracing::warn!(run = %run, error = %e, "repository page failed; handing the rest of the sweep on");
-                    continue_sweep(fanout, run, token).await?;
+                    continue_sweep(fanout, run, token, None).await?;
                     report.continued = true;
                     return Ok(());
                 }
                 Err(e) => return Err(e.into()),
             };
             report.pages += 1;
-            report.repositories += names.len();
-            let swept = names.len();
-            let reports: Vec<RepositoryReport> = futures_util::stream::iter(names)
-                .map(|repository| self.sweep_one(repository))
-                .buffer_unordered(self.settings.concurrency.max(1))
-                .filter_map(|r| async move { r })
-                .collect()
-                .await;
+            let page_done_through = done_through.take();
+            let names = after_done(names, page_done_through.as_deref(), String::as_str);
+            let to_do = names.len();
+            let done: Vec<(String, Option<RepositoryReport>)> = until_deadline(
+                clock,
+                names,
+                self.settings.concurrency,
+                |repository| async move {
+                    let report = self.sweep_one(repository.clone()).await;
+                    (repository, report)
+                },
+            )
+            .await;
+            let swept = done.len();
+            let last_done = done.last().map(|(r, _)| r.clone());
+            report.repositories += swept;
+            let reports: Vec<RepositoryReport> = done.into_iter().filter_map(|(_, r)| r).collect();
             let mut counts = page_counts(&reports, calls);
-            counts.sweep_pages = 1;
             counts.repositories_swept = swept as i64;
             report.calls += calls;
             report.add(reports);
             clock.page_done(began);
+            if swept < to_do {
+                // The deadline came inside the page: the next step asks for
+                // it again and picks up after the last repository done.
+                if fanout.count(run, &counts, None).await?.is_none() {
+                    report.superseded = true;
+                    return Ok(());
+                }
+                continue_sweep(fanout, run, token, last_done.or(page_done_through)).await?;
+                report.continued = true;
+                return Ok(());
+            }
+            counts.sweep_pages = 1;
             let state = next.is_none().then_some(RunState::Finished);
             let counted = fanout.count(run, &counts, state).await?;
             if counted.is_none() {
@@ -68,7 +89,7 @@ impl AccessSync {
                     return Ok(());
                 }
                 Some(next) if !clock.room_for_another() => {
-                    continue_sweep(fanout, run, Some(next)).await?;
+                    continue_sweep(fanout, run, Some(next), None).await?;
                     report.continued = true;
                     return Ok(());
                 }
@@ -132,7 +153,14 @@ async fn continue_sweep(
     fanout: &Fanout,
     run: &ReconcileRunId,
     next_token: Option<String>,
+    done_through: Option<String>,
 ) -> Result<(), SyncError> {
-    let step = ReconcileStep::new(run, StepWork::Sweep { next_token });
+    let step = ReconcileStep::new(
+        run,
+        StepWork::Sweep {
+            next_token,
+            done_through,
+        },
+    );
     send_all(fanout.queue.as_ref(), &[step.body()]).await
 }
