@@ -30,9 +30,17 @@ bytes moved are read back from the target registry's own request log.
      every listing step, work items only counted: images enqueued, Lambda
      time, images/s, invocations, peak RSS; at 10,000 again with 1 s
      invocations (scripts/lib/bench_backfill.py)
+ 11  full reconcile (section reconcile): the release access-sync under the
+     same stand-in reconciles moto users tables of 1,000 / 10,000 / 50,000
+     users (--reconcile-sizes; 1.2 rows a user) and their repositories (plus
+     N/10 orphans) in 4 segments and a sweep, start event and every step on
+     the reconcile queue, twice: changed (grants and revokes to write), then
+     unchanged (no write). Users, Lambda time, users/s, AWS calls per user,
+     writes, peak RSS, CPU (scripts/lib/bench_reconcile.py)
 
-Usage: scripts/bench.py [--runs 5] [--starts 10] [--quick] [--only copy,tls,cold,zip,access,quota,backfill]
-                       [--backfill-sizes 1000,10000,50000]
+Usage: scripts/bench.py [--runs 5] [--starts 10] [--quick]
+                       [--only copy,tls,cold,zip,access,quota,backfill,reconcile]
+                       [--backfill-sizes 1000,10000,50000] [--reconcile-sizes 1000,10000,50000]
        (make bench; BENCH_ZIP=0 skips the arm64 cross build of the zips)
 """
 
@@ -54,6 +62,7 @@ import bench_lambda  # noqa: E402
 import bench_access  # noqa: E402
 import bench_quota  # noqa: E402
 import bench_backfill  # noqa: E402
+import bench_reconcile  # noqa: E402
 
 MIB = 1024 * 1024
 PLATFORMS = ["linux/amd64", "linux/arm64/v8", "linux/arm/v7", "linux/s390x"]
@@ -367,30 +376,67 @@ def backfill_rows(t, sizes):
                   ours, "-", "-", "-", f"{f['rss_mb']:.1f}", goal, ok, why, order=2 * order + deadline)
 
 
+def reconcile_rows(t, sizes):
+    for order, (n, seeded, passes) in enumerate(bench_reconcile.reconcile_figures(sizes)):
+        for k, f in enumerate(passes):
+            changed = f["pass"] == "changed"
+            if f["state"] != "finished":
+                print(f"FAIL: full reconcile of {n:,} users ({f['pass']}): the run is {f['state']!r}", flush=True)
+            steps = f["steps"]
+            how = (f"start {f['start_s']:.2f} s + {steps.get('segment', 0)} segment and {steps.get('sweep', 0)} "
+                   f"sweep steps, median {f['step_median_s']:.2f} s, longest {f['longest_s']:.2f} s; "
+                   f"{f['continuations']} continuations")
+            ours = (f"{f['run_users']:,} users in {f['lambda_s']:.2f} s of Lambda time ({f['per_s']:,.0f} users/s; "
+                    f"CPU {f['cpu_s']:.2f} s, moto's {f['moto_cpu_s']:.1f} s); {f['invocations']} invocations ({how}); "
+                    f"{f['calls_per_user']:.2f} calls/user ({f['calls']:,} calls), {f['writes']:,} writes "
+                    f"(granted {f['granted']:,}, changed {f['changed']:,}, revoked {f['revoked']:,}); "
+                    f"run {f['state']}"
+                    + (f"; {f['sampled']} policies checked; seeding {seeded['seed_s']:.0f} s" if changed else ""))
+            goal = ("run finished, every user once, none failed; grants and revokes as the table says" if changed
+                    else "run finished, every user once, 0 writes")
+            t.add(11, f"full reconcile, {n:,} users ({seeded['rows']:,} rows), {seeded['repositories']:,} repositories "
+                      f"({seeded['orphans']:,} orphans; moto), {f['pass']}: users, Lambda time, users/s, "
+                      f"calls/user, writes",
+                  ours, "-", "-", "-", f"{f['rss_mb']:.1f}", goal, not f["problems"], "; ".join(f["problems"]),
+                  order=2 * order + k)
+
+
+def sizes_arg(ap, name, value):
+    """A comma-separated list of sizes, each 1 or more (`_` allowed: 10_000)."""
+    try:
+        sizes = [int(x.replace("_", "")) for x in value.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"{name}: comma-separated numbers, got {value!r}")
+    if not sizes or min(sizes) < 1:
+        ap.error(f"{name}: at least one size, each 1 or more")
+    return sizes
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5, help="alternating runs per copy row (median)")
     ap.add_argument("--starts", type=int, default=10, help="cold starts (median)")
     ap.add_argument("--quick", action="store_true",
                     help="small images, 3 runs, 5 starts: checks the script, not the numbers")
-    ap.add_argument("--only", default="copy,tls,cold,zip,access,quota,backfill",
-                    help="sections to run: copy,tls,cold,zip,access,quota,backfill (tls: row 1's 352 MB copy over "
-                         "HTTPS; quota: row 9, 20 copies under a 10/s PutImage quota; backfill: row 10)")
+    ap.add_argument("--only", default="copy,tls,cold,zip,access,quota,backfill,reconcile",
+                    help="sections to run: copy,tls,cold,zip,access,quota,backfill,reconcile (tls: row 1's 352 MB "
+                         "copy over HTTPS; quota: row 9, 20 copies under a 10/s PutImage quota; backfill: row 10; "
+                         "reconcile: row 11)")
     ap.add_argument("--backfill-sizes", default=None,
                     help="image records per backfill run, comma-separated (default 1000,10000,50000; "
                          "--quick: 1000); seeding 50,000 in moto takes about 27 minutes")
+    ap.add_argument("--reconcile-sizes", default=None,
+                    help="users per full reconcile, comma-separated (default 1000,10000,50000; --quick: 1000)")
     args = ap.parse_args()
     if args.quick:
         args.runs = min(args.runs, 3)
         args.starts = min(args.starts, 5)
     if args.backfill_sizes is None:
         args.backfill_sizes = "1000" if args.quick else "1000,10000,50000"
-    try:
-        backfill_sizes = [int(x.replace("_", "")) for x in args.backfill_sizes.split(",") if x.strip()]
-    except ValueError:
-        ap.error(f"--backfill-sizes: comma-separated numbers, got {args.backfill_sizes!r}")
-    if not backfill_sizes or min(backfill_sizes) < 1:
-        ap.error("--backfill-sizes: at least one size, each 1 or more")
+    if args.reconcile_sizes is None:
+        args.reconcile_sizes = "1000" if args.quick else "1000,10000,50000"
+    backfill_sizes = sizes_arg(ap, "--backfill-sizes", args.backfill_sizes)
+    reconcile_sizes = sizes_arg(ap, "--reconcile-sizes", args.reconcile_sizes)
     sections = set(args.only.split(","))
     if os.environ.get("BENCH_ZIP", "1") == "0":
         sections.discard("zip")
@@ -406,7 +452,8 @@ def main():
                                ("quota", 9, lambda: quota_rows(t)),
                                ("cold", 7, lambda: cold_rows(t, args)), ("copy", 1, lambda: copy_rows(t, args, work)),
                                ("tls", 1, lambda: tls_rows(t, args, work)),
-                               ("backfill", 10, lambda: backfill_rows(t, backfill_sizes))):
+                               ("backfill", 10, lambda: backfill_rows(t, backfill_sizes)),
+                               ("reconcile", 11, lambda: reconcile_rows(t, reconcile_sizes))):
             if name not in sections:
                 continue
             try:
