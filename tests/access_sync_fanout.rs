@@ -39,11 +39,13 @@ use serde_json::{json, Value};
 const STEP_INVOCATION: Duration = Duration::from_secs(6);
 
 fn step_invocation() -> Duration {
-    Duration::from_secs(size(
+    let seconds = common::env_size(
         "RECONCILE_SCALE_INVOCATION",
         STEP_INVOCATION.as_secs() as usize,
-    ) as u64)
+    );
+    Duration::from_secs(seconds as u64)
 }
+
 const PAGE_DELAY: Duration = Duration::from_millis(400);
 /// Rows per Scan page and repositories per DescribeRepositories page
 /// (`RECONCILE_SCALE_SCAN_PAGE`, `RECONCILE_SCALE_REPOSITORY_PAGE` for
@@ -53,13 +55,6 @@ const REPOSITORY_PAGE: usize = 20;
 const WORKERS: usize = 4;
 const RUN_TABLE: &str = "ecr-bridge-reconcile-runs";
 const QUEUE: &str = "ecr-bridge-reconcile";
-
-fn size(var: &str, default: usize) -> usize {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn account(n: usize) -> String {
     format!("{:012}", 100_000_000_000u64 + n as u64)
@@ -318,14 +313,17 @@ async fn run_item(stage: &AccessStage) -> HashMap<String, String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn given_a_table_and_registry_larger_than_one_invocation_when_fully_reconciled_in_segments_then_policies_equal_the_table_and_orphans_are_revoked(
 ) {
-    let n = size("RECONCILE_SCALE_USERS", 240);
-    let scan_page = size("RECONCILE_SCALE_SCAN_PAGE", SCAN_PAGE).to_string();
+    let n = common::env_size("RECONCILE_SCALE_USERS", 240);
+    let scan_page = common::env_size("RECONCILE_SCALE_SCAN_PAGE", SCAN_PAGE).to_string();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(ecr_bridge_aws::logging::filter("warn"))
         .with_test_writer()
         .try_init();
-    let stage =
-        AccessStage::with_page_cap(size("RECONCILE_SCALE_REPOSITORY_PAGE", REPOSITORY_PAGE)).await;
+    let stage = AccessStage::with_page_cap(common::env_size(
+        "RECONCILE_SCALE_REPOSITORY_PAGE",
+        REPOSITORY_PAGE,
+    ))
+    .await;
     let seeding = Instant::now();
     let seeded = seed(&stage, n).await;
     let sdk = stage.sdk().await;

@@ -44,13 +44,6 @@ const PAGE_CAP: usize = 10;
 const WORKERS: usize = 4;
 const RUN_TABLE: &str = "ecr-bridge-backfill-runs";
 
-fn size(var: &str, default: usize) -> usize {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn mapping() -> Value {
     json!({"version": 1, "rules": [{
         "name": "teams", "match": {"prefix": "team-"},
@@ -176,9 +169,9 @@ fn record(i: usize) -> (String, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn given_a_registry_larger_than_one_invocation_when_backfilled_with_short_deadlines_then_every_image_is_enqueued_once_and_the_real_ones_land(
 ) {
-    let images = size("BACKFILL_SCALE_IMAGES", 400);
-    let repositories = size("BACKFILL_SCALE_REPOSITORIES", 4);
-    let real = size("BACKFILL_SCALE_REAL", 3);
+    let images = common::env_size("BACKFILL_SCALE_IMAGES", 400);
+    let repositories = common::env_size("BACKFILL_SCALE_REPOSITORIES", 4);
+    let real = common::env_size("BACKFILL_SCALE_REAL", 3);
     let per_repository = images / repositories;
     assert!(
         per_repository > real,

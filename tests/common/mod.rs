@@ -17,6 +17,15 @@ use ecr_bridge::registry::{
 use rig::{build_layout, skopeo_push, ImageSpec, Layout, Registry};
 
 /// A client for a rig registry with its real credentials.
+/// A size a scale test takes from the environment (`make scale` sets
+/// larger ones), `default` when unset or not a number.
+pub fn env_size(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn client(reg: &Registry) -> RegistryClient {
     client_with(
         reg,
