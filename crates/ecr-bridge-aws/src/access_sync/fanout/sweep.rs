@@ -45,7 +45,7 @@ impl AccessSync {
             let page_done_through = done_through.take();
             let names = after_done(names, page_done_through.as_deref(), String::as_str);
             let to_do = names.len();
-            let done: Vec<(String, Option<RepositoryReport>)> = until_deadline(
+            let done: Vec<(String, Swept)> = until_deadline(
                 clock,
                 names,
                 self.settings.concurrency,
@@ -58,7 +58,13 @@ impl AccessSync {
             let swept = done.len();
             let last_done = done.last().map(|(r, _)| r.clone());
             report.repositories += swept;
-            let reports: Vec<RepositoryReport> = done.into_iter().filter_map(|(_, r)| r).collect();
+            let mut reports = Vec::with_capacity(done.len());
+            for (_, swept) in done {
+                match swept {
+                    Swept::Left(lookups) => calls += lookups,
+                    Swept::Converged(r) => reports.push(*r),
+                }
+            }
             let mut counts = page_counts(&reports, calls);
             counts.repositories_swept = swept as i64;
             report.calls += calls;
@@ -98,16 +104,17 @@ impl AccessSync {
         }
     }
 
-    /// One repository of the sweep: `None` when its users' rows grant
-    /// something (a segment converged it), else its revocation.
-    async fn sweep_one(&self, repository: String) -> Option<RepositoryReport> {
+    /// One repository of the sweep: `Left` with the calls of the look-up
+    /// when its users' rows grant something (a segment converged it), else
+    /// its revocation.
+    async fn sweep_one(&self, repository: String) -> Swept {
         let limit = self.settings.collision_candidates;
         let escaped = escaped_part(&self.settings.prefix, &repository).unwrap_or_default();
         let Some(candidates) = unescape_candidates(escaped, limit) else {
             // Too many readings to look up: such a name grants nothing on
             // either path, so what it grants is revoked without a re-check.
             tracing::warn!(repository = %repository, "name stands for too many user ids to re-check; revoking without the re-check");
-            return Some(
+            return Swept::Converged(Box::new(
                 self.converge(ConvergeJob {
                     repository,
                     users: Vec::new(),
@@ -117,7 +124,7 @@ impl AccessSync {
                     quiet: true,
                 })
                 .await,
-            );
+            ));
         };
         let mut job = ConvergeJob {
             repository,
@@ -136,17 +143,24 @@ impl AccessSync {
                 r.error = Some(e);
                 r.calls = calls;
                 crate::access_sync::report::log_report(&r, true);
-                return Some(r);
+                return Swept::Converged(Box::new(r));
             }
         };
         if !resolved.desired.accounts.is_empty() {
-            return None;
+            return Swept::Left(calls);
         }
         job.initial = Some(resolved);
         let mut r = self.converge(job).await;
         r.calls += calls;
-        Some(r)
+        Swept::Converged(Box::new(r))
     }
+}
+
+/// What the sweep did with one repository.
+enum Swept {
+    /// Its users grant: left to their segment, after these look-ups.
+    Left(CallStats),
+    Converged(Box<RepositoryReport>),
 }
 
 async fn continue_sweep(
