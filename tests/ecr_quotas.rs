@@ -17,16 +17,15 @@
 mod common;
 
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use ecr_bridge::copy::{CopyOptions, ImageCopier};
-use ecr_bridge::registry::{BasicCredentials, Repository, RetryPolicy, StaticCredentials};
+use ecr_bridge::registry::RetryPolicy;
 use rig::{
     assert_same_image, sha256_digest, skopeo_digest, skopeo_inspect_raw, EcrApi, EcrQuotas,
-    FaultProxy, ImageSpec, MountBehaviour, Platform, ProxyOptions, Registry, TokenRotation,
-    OCI_INDEX, OCI_MANIFEST,
+    FaultProxy, ImageSpec, MountBehaviour, ProxyOptions, Registry, TokenRotation, OCI_INDEX,
+    OCI_MANIFEST,
 };
 use serde_json::{json, Value};
 
@@ -42,31 +41,11 @@ const BUNDLE_V02: &str = "application/vnd.dev.sigstore.bundle+json;version=0.2";
 const BUNDLE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
-/// A 3-platform index, three layers of 64–512 KiB each, the first shared:
-/// 10 blobs (7 layers, 3 configs), about 2 MB (as in tests/faults.rs).
-fn multi_arch_spec() -> ImageSpec {
-    let platforms = [
-        Platform::new("linux", "amd64"),
-        Platform::new("linux", "arm64"),
-        Platform::new("linux", "s390x"),
-    ];
-    ImageSpec::multi_arch(&platforms, &[400 << 10, 200 << 10, 64 << 10], 1)
-}
-
 fn put_image_quota(per_second: f64) -> EcrQuotas {
     EcrQuotas {
         put_image: Some(per_second),
         ..EcrQuotas::default()
     }
-}
-
-/// A repository behind a front, reached with the registry's real credentials.
-fn via(front: &FaultProxy, reg: &Registry, repo: &str, retry: RetryPolicy) -> Repository {
-    let creds = Arc::new(StaticCredentials(Some(BasicCredentials::new(
-        reg.user(),
-        reg.password(),
-    ))));
-    Repository::new(client_via(&front.url(), creds, retry), repo)
 }
 
 fn referrer_copier() -> ImageCopier {

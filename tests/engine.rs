@@ -6,18 +6,10 @@ mod common;
 use common::*;
 use ecr_bridge::copy::CopyError;
 use ecr_bridge::registry::{BasicCredentials, RegistryError};
-use rig::{assert_same_image, skopeo_digest, ImageSpec, Platform, Registry};
+use rig::{assert_same_image, skopeo_digest, ImageSpec, Registry};
 
 const SRC_ACCOUNT: &str = "111111111111";
 const DST_ACCOUNT: &str = "222222222222";
-
-fn platforms() -> Vec<Platform> {
-    vec![
-        Platform::new("linux", "amd64"),
-        Platform::new("linux", "arm64"),
-        Platform::new("linux", "s390x"),
-    ]
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn given_single_arch_image_when_copied_to_another_registry_under_a_new_name_then_digests_are_identical(

@@ -7,39 +7,18 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::events::push_event;
 use common::stage::{role, Stage, REGION, SOURCE};
 use common::*;
-use ecr_bridge::registry::{BasicCredentials, RegistryError, Repository, StaticCredentials};
+use ecr_bridge::registry::RegistryError;
 use rig::{
-    assert_same_image, rig_tls, skopeo_digest, trust_rig_ca, FaultProxy, ImageSpec, Platform,
-    ProxyOptions, Registry, RegistryOptions, ServerCert,
+    assert_same_image, rig_tls, skopeo_digest, trust_rig_ca, FaultProxy, ImageSpec, ProxyOptions,
+    Registry, RegistryOptions, ServerCert,
 };
 use serde_json::json;
 
 const SRC_ACCOUNT: &str = "111111111111";
 const DST_ACCOUNT: &str = "222222222222";
-
-fn platforms() -> Vec<Platform> {
-    vec![
-        Platform::new("linux", "amd64"),
-        Platform::new("linux", "arm64"),
-        Platform::new("linux", "s390x"),
-    ]
-}
-
-/// `repo` behind `front`, with `reg`'s credentials (the front passes them on).
-fn via(front: &FaultProxy, reg: &Registry, repo: &str) -> Repository {
-    let creds = BasicCredentials::new(reg.user(), reg.password());
-    let client = client_via(
-        &front.url(),
-        Arc::new(StaticCredentials(Some(creds))),
-        fast_retry(),
-    );
-    Repository::new(client, repo)
-}
 
 fn tls_front(reg: &Registry) -> FaultProxy {
     FaultProxy::start(
@@ -73,7 +52,7 @@ async fn given_tls_registries_and_a_tls_ecr_front_when_a_single_and_a_three_plat
     let a = copy(
         &at(&src, "app"),
         &tag("v1"),
-        &via(&front, &dst, "mirror/app"),
+        &via(&front, &dst, "mirror/app", fast_retry()),
         &["v1"],
     )
     .await
@@ -81,7 +60,7 @@ async fn given_tls_registries_and_a_tls_ecr_front_when_a_single_and_a_three_plat
     let b = copy(
         &at(&src, "app"),
         &tag("multi"),
-        &via(&front, &dst, "mirror/app"),
+        &via(&front, &dst, "mirror/app", fast_retry()),
         &["multi"],
     )
     .await

@@ -14,7 +14,7 @@ use ecr_bridge::registry::{
     self, BasicCredentials, Endpoint, RegistryClient, Repository, RetryPolicy, StaticCredentials,
     Timeouts,
 };
-use rig::{build_layout, skopeo_push, ImageSpec, Layout, Registry};
+use rig::{build_layout, skopeo_push, FaultProxy, ImageSpec, Layout, Platform, Registry};
 
 /// A client for a rig registry with its real credentials.
 /// A size a scale test takes from the environment (`make scale` sets
@@ -217,4 +217,40 @@ pub fn client_via(
         retry,
         timeouts,
     )
+}
+
+/// A repository behind a front (a fault proxy), reached with the
+/// registry's real credentials (the front passes them on).
+pub fn via(front: &FaultProxy, reg: &Registry, repo: &str, retry: RetryPolicy) -> Repository {
+    let creds = Arc::new(StaticCredentials(Some(BasicCredentials::new(
+        reg.user(),
+        reg.password(),
+    ))));
+    Repository::new(client_via(&front.url(), creds, retry), repo)
+}
+
+/// Short backoffs, enough attempts to ride out a few percent of faults.
+pub fn fault_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 8,
+        initial_backoff: std::time::Duration::from_millis(10),
+        max_backoff: std::time::Duration::from_millis(100),
+        max_total_wait: std::time::Duration::from_secs(3),
+        ..RetryPolicy::default()
+    }
+}
+
+/// The three platforms of the multi-arch test images.
+pub fn platforms() -> Vec<Platform> {
+    vec![
+        Platform::new("linux", "amd64"),
+        Platform::new("linux", "arm64"),
+        Platform::new("linux", "s390x"),
+    ]
+}
+
+/// A 3-platform index, three layers of 64–512 KiB each, the first shared:
+/// 10 blobs (7 layers, 3 configs), about 2 MB.
+pub fn multi_arch_spec() -> ImageSpec {
+    ImageSpec::multi_arch(&platforms(), &[400 << 10, 200 << 10, 64 << 10], 1)
 }

@@ -94,6 +94,10 @@ pub struct ProxyOptions {
     pub tls: Option<ServerCert>,
     /// Hold every blob GET until this gate opens.
     pub hold_blob_gets: Option<Gate>,
+    /// Refuse this many manifest PUTs with ECR's 400 `BLOB_UPLOAD_UNKNOWN`
+    /// ("Layers with digests ... do not exist"), as when PutImage does not
+    /// see yet the layers just uploaded (see `ecr/layer_lag.rs`).
+    pub layer_lag: u32,
 }
 
 impl Default for ProxyOptions {
@@ -116,6 +120,7 @@ impl Default for ProxyOptions {
             long_tags: false,
             tls: None,
             hold_blob_gets: None,
+            layer_lag: 0,
         }
     }
 }

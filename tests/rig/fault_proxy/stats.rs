@@ -50,6 +50,8 @@ pub struct ProxyStats {
     pub long_tags_aliased: u64,
     /// Manifest requests refused for a tag over 300 characters.
     pub long_tags_refused: u64,
+    /// Manifest PUTs refused with `BLOB_UPLOAD_UNKNOWN` ([`ProxyOptions::layer_lag`]).
+    pub layers_not_found: u64,
 }
 
 impl ProxyStats {
@@ -88,6 +90,7 @@ impl std::fmt::Display for ProxyStats {
             ("mounts-refused", self.mounts_refused),
             ("long-tags-aliased", self.long_tags_aliased),
             ("long-tags-refused", self.long_tags_refused),
+            ("layers-not-found", self.layers_not_found),
         ];
         for (name, n) in ecr.iter().filter(|(_, n)| *n > 0) {
             write!(f, " {name}={n}")?;
@@ -124,6 +127,7 @@ pub(crate) struct Counters {
     pub(crate) mounts_refused: AtomicU64,
     pub(crate) long_tags_aliased: AtomicU64,
     pub(crate) long_tags_refused: AtomicU64,
+    pub(crate) layers_not_found: AtomicU64,
 }
 
 impl FaultProxy {
@@ -156,6 +160,7 @@ impl FaultProxy {
             mounts_refused: g(&c.mounts_refused),
             long_tags_aliased: g(&c.long_tags_aliased),
             long_tags_refused: g(&c.long_tags_refused),
+            layers_not_found: g(&c.layers_not_found),
             ..ProxyStats::default()
         };
         self.shared.ecr.quotas.fill(&mut stats);

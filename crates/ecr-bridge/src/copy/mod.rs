@@ -116,6 +116,11 @@ pub enum CopyError {
 
 const MAX_DEPTH: usize = 4;
 
+/// How long a copy waits before checking its blobs again after a manifest
+/// was refused for one of them: time for a registry's concurrent commit of
+/// the same blob to land.
+const BLOB_RECHECK_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl CopyError {
     /// Whether trying the whole copy again later can help.
     pub fn is_retryable(&self) -> bool {
@@ -225,9 +230,8 @@ impl ImageCopier {
             Stats::inc(&stats.manifests_skipped);
         } else {
             let plan = self.plan(source, target, digest.clone(), 0, stats).await?;
-            self.copy_blobs(source, target, plan.blobs, stats).await?;
             let (pushed, tagged) = self
-                .push_manifests(source, target, plan.manifests, &mut pending_tags, stats)
+                .copy_content(source, target, plan, &mut pending_tags, stats)
                 .await?;
             top = Some(pushed);
             if tagged {
@@ -268,6 +272,46 @@ impl ImageCopier {
             }
         }
         Ok((digest, media_type))
+    }
+
+    /// Blobs, then manifests. A manifest refused for a blob the target
+    /// lacks, right after the blobs were copied, is the target not seeing
+    /// yet what was uploaded (two pushes committing one blob at once) or a
+    /// blob gone since (a lifecycle rule): so, once, after a pause, every
+    /// blob is checked again (HEAD; uploaded if missing) and the manifests
+    /// put again. A second such refusal is final.
+    async fn copy_content(
+        &self,
+        source: &Repository,
+        target: &Repository,
+        plan: plan::Plan,
+        tags: &mut Vec<String>,
+        stats: &Stats,
+    ) -> Result<(PlannedManifest, bool), CopyError> {
+        self.copy_blobs(source, target, plan.blobs.clone(), stats)
+            .await?;
+        let counted = stats.manifest_counts();
+        let e = match self
+            .push_manifests(source, target, plan.manifests.clone(), tags, stats)
+            .await
+        {
+            Err(CopyError::Registry(e)) if e.is_blob_unknown_refusal() => e,
+            done => return done,
+        };
+        tracing::warn!(
+            repository = %target.name(), error = %e, pause_ms = BLOB_RECHECK_PAUSE.as_millis() as u64,
+            "manifest refused for a blob just copied; checking the blobs and putting it once more"
+        );
+        tokio::time::sleep(BLOB_RECHECK_PAUSE).await;
+        // The blobs were counted once; only what this pass uploads is new.
+        let recheck = Stats::default();
+        self.copy_blobs(source, target, plan.blobs, &recheck)
+            .await?;
+        stats.add_transfers(&recheck);
+        // Manifests the refused pass pushed are pushed (and counted) again.
+        stats.reset_manifest_counts(counted);
+        self.push_manifests(source, target, plan.manifests, tags, stats)
+            .await
     }
 
     /// Whether `tag` may be set at `digest` now: always, unless

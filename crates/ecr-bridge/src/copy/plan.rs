@@ -16,6 +16,7 @@ use crate::reference::Selector;
 use crate::registry::Repository;
 
 /// A manifest to push, with its bytes as read from the source.
+#[derive(Clone)]
 pub(super) struct PlannedManifest {
     pub(super) digest: Digest,
     pub(super) media_type: String,

@@ -56,6 +56,34 @@ impl Stats {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Manifests copied and tags set so far.
+    pub(super) fn manifest_counts(&self) -> (u32, u32) {
+        (
+            self.manifests_copied.load(Ordering::Relaxed),
+            self.tags_set.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Back to [`Stats::manifest_counts`] taken earlier: for manifests
+    /// pushed again.
+    pub(super) fn reset_manifest_counts(&self, (manifests, tags): (u32, u32)) {
+        self.manifests_copied.store(manifests, Ordering::Relaxed);
+        self.tags_set.store(tags, Ordering::Relaxed);
+    }
+
+    /// What another pass over the blobs uploaded or mounted.
+    pub(super) fn add_transfers(&self, other: &Stats) {
+        let add32 = |a: &AtomicU32, b: &AtomicU32| {
+            a.fetch_add(b.load(Ordering::Relaxed), Ordering::Relaxed);
+        };
+        add32(&self.blobs_uploaded, &other.blobs_uploaded);
+        add32(&self.blobs_mounted, &other.blobs_mounted);
+        self.bytes_uploaded.fetch_add(
+            other.bytes_uploaded.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+    }
+
     pub(super) fn report(
         self,
         source: &Repository,

@@ -88,6 +88,18 @@ fn s3_error(text: &str) -> Option<String> {
     })
 }
 
+/// The codes of a manifest refused for a blob the registry lacks (the
+/// message holds every entry's code, the first may be another).
+const BLOB_UNKNOWN_CODES: [&str; 3] = [
+    "MANIFEST_BLOB_UNKNOWN",
+    "BLOB_UPLOAD_UNKNOWN",
+    "BLOB_UNKNOWN",
+];
+
+pub(crate) fn names_blob_unknown(code: &str) -> bool {
+    BLOB_UNKNOWN_CODES.contains(&code)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("invalid registry endpoint {endpoint:?}: {reason}")]
@@ -242,6 +254,17 @@ impl RegistryError {
             Self::InvalidEndpoint { .. } | Self::Certificate { .. } => false,
             Self::Protocol { .. } | Self::UnsafeLocation { .. } => false,
         }
+    }
+
+    /// A manifest refused because the registry lacks a blob it names:
+    /// distribution's `MANIFEST_BLOB_UNKNOWN`, ECR's `BLOB_UPLOAD_UNKNOWN`
+    /// "Layers with digests ... do not exist". Final for the request, but
+    /// right after our own uploads it can be the registry not seeing them
+    /// yet (concurrent pushes of one blob), so the copy checks the blobs
+    /// and puts the manifest once more.
+    pub fn is_blob_unknown_refusal(&self) -> bool {
+        matches!(self, RegistryError::Rejected { status: 400 | 404, code, message, .. }
+            if names_blob_unknown(code) || BLOB_UNKNOWN_CODES.iter().any(|c| message.contains(c)))
     }
 
     /// Throttling (429): a quota, waited out rather than counted as a failure.
@@ -448,5 +471,42 @@ X-Amz-Algorithm=AWS4-HMAC-SHA256&amp;X-Amz-Security-Token=SECRET&amp;X-Amz-Signe
         for (err, retryable) in cases {
             assert_eq!(err.is_retryable(), retryable, "{err:?}");
         }
+    }
+
+    #[test]
+    fn given_manifest_refusals_when_classified_then_only_missing_blob_ones_are_rechecked() {
+        let refused = |status, code: &str, message: &str| RegistryError::Rejected {
+            request: "PUT manifest".into(),
+            status,
+            code: code.into(),
+            message: message.into(),
+        };
+        // ECR's words (oras-project/oras-py#54).
+        let ecr = refused(
+            400,
+            "BLOB_UPLOAD_UNKNOWN",
+            "BLOB_UPLOAD_UNKNOWN: Layers with digests '[sha256:e3b0]' required for pushing image into repository with name 'coeus' in the registry with id '222222222222' do not exist",
+        );
+        // docker-registry 2.8 under two concurrent commits of one blob: the
+        // missing blob's code is not the first entry.
+        let distribution = refused(
+            400,
+            "DIGEST_INVALID",
+            "DIGEST_INVALID: provided digest did not match uploaded content; MANIFEST_BLOB_UNKNOWN: blob unknown to registry",
+        );
+
+        assert!(ecr.is_blob_unknown_refusal());
+        assert!(distribution.is_blob_unknown_refusal());
+        assert!(
+            refused(404, "BLOB_UNKNOWN", "BLOB_UNKNOWN: blob unknown").is_blob_unknown_refusal()
+        );
+        assert!(
+            !refused(400, "MANIFEST_INVALID", "MANIFEST_INVALID: bad").is_blob_unknown_refusal()
+        );
+        assert!(!refused(400, "TAG_INVALID", "TAG_INVALID: immutable").is_blob_unknown_refusal());
+        assert!(
+            !ecr.is_retryable(),
+            "a blind retry of the same PUT is no help"
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use super::error::{error_message, host_port, ErrorBody, RegistryError};
+use super::error::{error_message, host_port, names_blob_unknown, ErrorBody, RegistryError};
 use super::response::{read_limited, MAX_ERROR_BODY};
 use super::retry::parse_retry_after;
 use crate::digest::Digest;
@@ -63,6 +63,18 @@ pub(super) async fn error_from(
             registry,
             repository: repository.to_string(),
         },
+        // A manifest PUT refused for a blob the registry lacks: about the
+        // blob, not "manifest unknown".
+        404 if matches!(subject, Subject::Manifest(_))
+            && parsed.errors.iter().any(|e| names_blob_unknown(&e.code)) =>
+        {
+            RegistryError::Rejected {
+                request,
+                status: 404,
+                code: parsed.errors[0].code.clone(),
+                message,
+            }
+        }
         404 => match subject {
             Subject::Manifest(reference) => RegistryError::ManifestNotFound {
                 registry,

@@ -47,7 +47,11 @@
 //!   upload session (202) instead of a mount; a caller without
 //!   `ecr:GetDownloadUrlForLayer` on the source may get 403 (inferred;
 //!   aws/containers-roadmap#2860).
+//! * **Layers not seen yet** (`layer_lag.rs`): a manifest PUT refused with
+//!   400 `BLOB_UPLOAD_UNKNOWN` "Layers with digests ... do not exist" just
+//!   after its layers were uploaded, as under concurrent pushes.
 
+mod layer_lag;
 mod long_tags;
 mod mounts;
 mod quotas;
@@ -163,6 +167,11 @@ impl Shared {
         }
         if create {
             self.create_on_push(&repo);
+        }
+        if manifest_put {
+            if let Some(refusal) = self.layers_not_found(&repo, body) {
+                return Ok(Some(refusal));
+            }
         }
         if upload_post {
             return Ok(self.mount_answer(head, &repo));
