@@ -60,6 +60,7 @@ from bench_lambda import NEXT, REPLICATOR
 TOOLS = os.environ.get("ECR_BRIDGE_TOOLS", os.path.expanduser("~/.cache/ecr-bridge"))
 MOTO_SERVER = os.path.join(TOOLS, "venv", "bin", "moto_server")
 VENV_PYTHON = os.path.join(TOOLS, "venv", "bin", "python")
+MOTO_INDEXED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "moto_server.py")
 LOCAL_AWS = os.path.join(ROOT, "scripts", "lib", "local_aws.py")
 START_EVENT = os.path.join(ROOT, "events", "backfill-request.json")
 
@@ -111,7 +112,8 @@ class Moto:
         # Strict purges (one a minute, as SQS) would stall the drain after each invocation.
         env = dict(os.environ, MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR="false")
         self.log_file = open(self.log_path, "w")
-        self.proc = subprocess.Popen([MOTO_SERVER, "-H", "127.0.0.1", "-p", str(self.port)], env=env,
+        # moto_server with DynamoDB's Query by hash key (see moto_server.py).
+        self.proc = subprocess.Popen([VENV_PYTHON, MOTO_INDEXED, "-H", "127.0.0.1", "-p", str(self.port)], env=env,
                                      stdout=self.log_file, stderr=subprocess.STDOUT)
         self.local = threading.local()
         for _ in range(300):

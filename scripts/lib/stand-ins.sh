@@ -38,7 +38,8 @@ ensure_tools() {
 start_moto() {
     MOTO_PORT=$(free_port)
     MOTO_URL="http://127.0.0.1:$MOTO_PORT"
-    "$TOOLS/venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$WORK/moto.log" 2>&1 &
+    # moto_server with DynamoDB's Query by hash key (see the file).
+    "$TOOLS/venv/bin/python" "$ROOT/scripts/lib/moto_server.py" -H 127.0.0.1 -p "$MOTO_PORT" >"$WORK/moto.log" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 1 150); do
         curl -sf "$MOTO_URL/moto-api/" >/dev/null 2>&1 && return 0

@@ -53,7 +53,7 @@ pub use fault_proxy::{
 };
 pub use gate::Gate;
 pub use image::*;
-pub use moto::{moto_create_repository, moto_repository, moto_server_path, Moto, DEFAULT_ACCOUNT};
+pub use moto::{moto_command, moto_create_repository, moto_repository, Moto, DEFAULT_ACCOUNT};
 pub use registry::{Registry, RegistryOptions, RequestRecord, USER};
 pub use runtime_api::{InvocationResult, RuntimeApi};
 pub use skopeo::{

@@ -28,11 +28,13 @@ pub struct Moto {
     dir: tempfile::TempDir,
 }
 
-/// Where `moto_server` is: `$MOTO_SERVER`, else the venv `scripts/setup.sh`
-/// makes (`$ECR_BRIDGE_TOOLS/venv`, default `~/.cache/ecr-bridge/venv`), else PATH.
-pub fn moto_server_path() -> PathBuf {
+/// How moto is started: `$MOTO_SERVER`; else `scripts/lib/moto_server.py`
+/// (moto_server with DynamoDB's Query by hash key; see that file) under the
+/// venv `scripts/setup.sh` makes (`$ECR_BRIDGE_TOOLS/venv`, default
+/// `~/.cache/ecr-bridge/venv`); else `moto_server` from PATH.
+pub fn moto_command() -> Command {
     if let Ok(p) = std::env::var("MOTO_SERVER") {
-        return PathBuf::from(p);
+        return Command::new(p);
     }
     let tools = std::env::var("ECR_BRIDGE_TOOLS")
         .map(PathBuf::from)
@@ -40,11 +42,16 @@ pub fn moto_server_path() -> PathBuf {
             PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
                 .join(".cache/ecr-bridge")
         });
-    let venv = tools.join("venv/bin/moto_server");
-    if venv.exists() {
-        venv
+    let python = tools.join("venv/bin/python");
+    if python.exists() {
+        let mut cmd = Command::new(python);
+        cmd.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../scripts/lib/moto_server.py"
+        ));
+        cmd
     } else {
-        PathBuf::from("moto_server")
+        Command::new("moto_server")
     }
 }
 
@@ -58,16 +65,13 @@ impl Moto {
             let lease = free_port();
             let port = lease.port();
             let log = File::create(dir.path().join("moto.log")).expect("moto log");
-            let mut cmd = Command::new(moto_server_path());
+            let mut cmd = moto_command();
             cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("dup"))
                 .stderr(log);
             let mut child = crate::registry::spawn_dying_with_process(cmd).unwrap_or_else(|e| {
-                panic!(
-                    "starting {} (run scripts/setup.sh): {e}",
-                    moto_server_path().display()
-                )
+                panic!("starting {:?} (run scripts/setup.sh): {e}", moto_command())
             });
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
