@@ -1,12 +1,17 @@
 //! Log set-up shared by the functions and the CLI. The functions write JSON
-//! lines when Lambda's log format is JSON, at the level from
-//! `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`; the CLI writes plain lines on stderr.
+//! lines (`json_lines`: with the invocation's `requestId`) when Lambda's log
+//! format is JSON, at the level from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`;
+//! the CLI writes plain lines on stderr.
 //!
 //! Whatever level is asked for, the AWS SDK's HTTP layer never goes past
 //! DEBUG: at TRACE it logs raw response bodies, and those carry registry
 //! tokens (GetAuthorizationToken) and session keys (AssumeRole).
 
+mod json_lines;
+
 use tracing_subscriber::EnvFilter;
+
+use json_lines::JsonLines;
 
 /// Targets that log HTTP bodies at TRACE.
 const BODY_LOGGERS: &[&str] = &[
@@ -70,11 +75,7 @@ pub fn init_lambda() {
         .with_env_filter(filter(&spec))
         .with_target(false);
     if json {
-        builder
-            .json()
-            .with_current_span(false)
-            .with_span_list(false)
-            .init();
+        builder.json().event_format(JsonLines).init();
     } else {
         builder.with_ansi(false).without_time().init();
     }
