@@ -276,3 +276,40 @@ fn given_the_cli_against_tls_registries_when_ssl_cert_file_names_the_rig_ca_then
     );
     assert_same_image(&src, "app:v1", &dst, "mirror/app:v1");
 }
+
+#[test]
+fn given_a_plain_http_registry_addressed_over_https_when_the_cli_copies_then_it_says_so_at_the_first_answer_and_names_the_flag(
+) {
+    let (src, dst) = (Registry::start(SRC_ACCOUNT), Registry::start(DST_ACCOUNT));
+    push_image(&src, &ImageSpec::single(&[10_000]), "app", "v1");
+    // The front counts connections, whatever comes through them.
+    let front = FaultProxy::start(&src, ProxyOptions::default());
+
+    let out = std::process::Command::new(cli_binary())
+        .args([
+            "copy",
+            &format!("{}/app:v1", front.host()),
+            &format!("{}/mirror/app", dst.host()),
+            "--src-creds-env",
+            "SRC_CREDS",
+            "--dest-creds-env",
+            "DST_CREDS",
+        ])
+        .env("SRC_CREDS", src.creds())
+        .env("DST_CREDS", dst.creds())
+        .output()
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "permanent, not 75: {stderr}");
+    assert!(
+        stderr.contains(&format!("{} answered in plain HTTP, not TLS", front.host()))
+            && stderr.contains("--plain-http-loopback"),
+        "{stderr}"
+    );
+    assert_eq!(
+        front.stats().requests,
+        1,
+        "one connection, no retries: {stderr}"
+    );
+}

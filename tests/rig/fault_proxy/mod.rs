@@ -280,8 +280,19 @@ impl Shared {
             return stream.reset();
         }
         let mut reader = BufReader::new(stream);
-        let Some(mut head) = read_head(&mut reader)? else {
-            return Ok(());
+        let mut head = match read_head(&mut reader) {
+            Ok(Some(head)) => head,
+            Ok(None) => return Ok(()),
+            // Not HTTP (a TLS ClientHello, say): a 400 and close, as Go's
+            // net/http answers, so docker-registry and ECR's front agree.
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                use std::io::Write as _;
+                let mut out = reader.into_inner();
+                return out.write_all(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+            Err(e) => return Err(e),
         };
         if let Some(gate) = &self.opts.hold_blob_gets {
             if head.method == "GET" && head.path().contains("/blobs/") {

@@ -6,6 +6,8 @@ use reqwest::Method;
 use serde::Deserialize;
 use url::Url;
 
+use super::tls_errors::{answered_plain_http, certificate_problem};
+
 /// `host[:port]` of a URL: how errors and logs name where a request went.
 pub(crate) fn host_port(url: &Url) -> String {
     match url.port() {
@@ -188,6 +190,16 @@ pub enum RegistryError {
         source: reqwest::Error,
     },
 
+    /// An HTTPS request answered in plain HTTP: the server does not speak
+    /// TLS on that port. Known at the first answer; no retry changes it.
+    #[error("{request}: {host} answered in plain HTTP, not TLS: it is an HTTP registry (for a loopback registry, allow plain HTTP with --plain-http-loopback, or REGISTRY_ENDPOINTS=<host>=http://127.0.0.1:<port>); elsewhere it must serve HTTPS")]
+    PlainHttp {
+        request: String,
+        host: String,
+        #[source]
+        source: reqwest::Error,
+    },
+
     #[error("{request}: timed out after {waited:?} {phase}")]
     Timeout {
         request: String,
@@ -252,6 +264,7 @@ impl RegistryError {
             Self::RepositoryNotFound { .. } | Self::ManifestNotFound { .. } => false,
             Self::BlobNotFound { .. } => false,
             Self::InvalidEndpoint { .. } | Self::Certificate { .. } => false,
+            Self::PlainHttp { .. } => false,
             Self::Protocol { .. } | Self::UnsafeLocation { .. } => false,
         }
     }
@@ -308,6 +321,14 @@ impl RegistryError {
                 source,
             };
         }
+        if answered_plain_http(&source) {
+            let host = source.url().map(host_port).unwrap_or_default();
+            return RegistryError::PlainHttp {
+                request,
+                host,
+                source,
+            };
+        }
         let kind = if source.is_timeout() {
             "timed out"
         } else if source.is_connect() {
@@ -323,36 +344,6 @@ impl RegistryError {
             source,
         }
     }
-}
-
-/// rustls's "invalid peer certificate: ..." anywhere in the error's chain
-/// (tokio-rustls hands it up inside an `io::Error`): (problem, reason).
-fn certificate_problem(error: &reqwest::Error) -> Option<(&'static str, String)> {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = cause {
-        let text = e.to_string();
-        if let Some(at) = text.find("invalid peer certificate") {
-            let reason = text[at..].to_string();
-            let problem =
-                if reason.contains("not valid for name") || reason.contains("NotValidForName") {
-                    "not valid for this name"
-                } else if reason.contains("expired") || reason.contains("Expired") {
-                    "expired"
-                } else if reason.contains("not valid yet") || reason.contains("NotValidYet") {
-                    "not valid yet"
-                } else {
-                    "not trusted"
-                };
-            let hint = if reason.contains("UnknownIssuer") {
-                " (signed by an authority not in this system's root store; a private CA can be added with SSL_CERT_FILE)"
-            } else {
-                ""
-            };
-            return Some((problem, format!("{reason}{hint}")));
-        }
-        cause = e.source();
-    }
-    None
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ mod status;
 mod tags;
 mod throttle;
 mod timeouts;
+mod tls_errors;
 mod transport;
 
 pub use auth::{BasicCredentials, CredentialSource, StaticCredentials};
