@@ -271,3 +271,32 @@ async fn given_the_config_in_an_ssm_parameter_when_planned_then_it_is_read_from_
         "{err}"
     );
 }
+
+#[test]
+fn given_no_aws_credentials_anywhere_when_planned_then_a_permanent_error_says_so_with_a_hint_and_no_sdk_dump(
+) {
+    let home = tempfile::tempdir().unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), kuali().to_string()).unwrap();
+    let mut cmd = Command::new(cli_binary());
+    cmd.arg("plan").arg("--mapping-file").arg(file.path());
+    // Nothing of the credential chain finds anything: no variables, an
+    // empty home (no ~/.aws), instance metadata off (no host to ask here).
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AWS_")) {
+        cmd.env_remove(k);
+    }
+    let out = cmd
+        .env("HOME", home.path())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "permanent, not 75: {stderr}");
+    assert!(
+        stderr.contains("no AWS credentials found") && stderr.contains("AWS_PROFILE"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line, no provider dumps: {stderr}");
+}

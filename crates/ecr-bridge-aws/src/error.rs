@@ -47,6 +47,18 @@ impl AwsError {
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
+        match credentials_problem(&err) {
+            Some(CredentialsProblem::None) => {
+                return AwsError::permanent(operation, NO_CREDENTIALS)
+            }
+            Some(CredentialsProblem::Failed(why)) => {
+                return AwsError::transient(
+                    operation,
+                    format!("loading AWS credentials failed: {why}"),
+                )
+            }
+            None => {}
+        }
         match &err {
             SdkError::ServiceError(se) => {
                 let status = se.raw().status().as_u16();
@@ -121,6 +133,35 @@ impl AwsError {
             ..AwsError::permanent(operation, message)
         }
     }
+}
+
+const NO_CREDENTIALS: &str = "no AWS credentials found (tried the environment, the shared config profile, web identity, ECS and EC2 instance metadata); set AWS_PROFILE (after `aws sso login` or `aws configure`) or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY";
+
+enum CredentialsProblem {
+    /// No credentials at all, or a configuration the SDK cannot use:
+    /// nothing a retry changes.
+    None,
+    /// A provider failed (IMDS refused, STS unreachable): may pass.
+    Failed(String),
+}
+
+/// The SDK's credential chain failed, found in the error's chain. Its own
+/// words for "none found" list every provider with their errors' debug
+/// dumps, so that case gets [`NO_CREDENTIALS`] instead.
+fn credentials_problem(err: &(dyn std::error::Error + 'static)) -> Option<CredentialsProblem> {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(c) = e.downcast_ref::<CredentialsError>() {
+            return Some(match c {
+                CredentialsError::CredentialsNotLoaded(_)
+                | CredentialsError::InvalidConfiguration(_) => CredentialsProblem::None,
+                other => CredentialsProblem::Failed(DisplayChain(other).to_string()),
+            });
+        }
+        cause = e.source();
+    }
+    None
 }
 
 /// An error and its sources on one line (the SDK's top-level messages alone

@@ -46,16 +46,24 @@ fn capped(mut filter: EnvFilter, spec: &str) -> EnvFilter {
 }
 
 /// Installs the global subscriber for a command-line tool: plain lines on
-/// stderr (stdout carries its report), the filter from the variable `var`
-/// (`default` when it is unset or not a filter), capped like the functions'.
+/// stderr (stdout carries its report; colour only on a terminal), the
+/// filter from the variable `var` (`default` when it is unset or not a
+/// filter), capped like the functions'. By default the SDK's credential
+/// chain is held at `error`: it warns for each provider it tries, with its
+/// error's debug dump, before the command's own error says the same once.
 pub fn init_cli(var: &str, default: &str) {
+    use std::io::IsTerminal;
     let filter = match EnvFilter::try_from_env(var) {
         Ok(f) => capped(f, &std::env::var(var).unwrap_or_default()),
-        Err(_) => capped(EnvFilter::new(default), default),
+        Err(_) => {
+            let quiet_chain = "aws_config=error".parse().expect("a directive");
+            capped(EnvFilter::new(default), default).add_directive(quiet_chain)
+        }
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }
