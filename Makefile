@@ -5,13 +5,14 @@
 # and:
 #   make bench  - issue 7's table: ecr-bridge vs skopeo vs the registry's floor, cold
 #                 start, zip sizes, access sync calls (BENCH_ARGS=--quick for a fast check)
+#   make install - the ecr-bridge CLI into ~/.cargo/bin (cargo install)
 #   make scale  - backfill of 20,000 image records over 200 repositories (50 real), and the
 #                 full reconcile of 10,000 users (SCALE_USERS) in 4 segments, paged
 #                 listings, short deadlines (~30 min; CI runs the same test at 400)
 SHELL := /bin/bash
 NEXTEST_PROFILE ?= default
 
-.PHONY: setup demo test check-templates sam-local-invoke bench scale lint fmt fuzz
+.PHONY: setup demo test install check-templates sam-local-invoke bench scale lint fmt fuzz
 
 setup:
 	@scripts/setup.sh
@@ -21,11 +22,16 @@ demo: setup
 	scripts/demo.sh
 
 test: setup
+	@docker info >/dev/null 2>&1 || { echo "make test: no Docker engine answers (docker info); its sam local invoke step needs one: start it (e.g. systemctl start docker) and run again" >&2; exit 1; }
 	cargo build --workspace --all-targets
 	cargo nextest run --workspace --profile $(NEXTEST_PROFILE)
 	scripts/check-templates.sh
 	scripts/sam-local-invoke.sh
 	scripts/lambda-invoke.sh
+
+# The CLI (copy, plan, backfill, escape) as `ecr-bridge` on PATH.
+install:
+	cargo install --locked --path crates/ecr-bridge-cli
 
 check-templates: setup
 	scripts/check-templates.sh
