@@ -17,7 +17,8 @@ NEXTEST_PROFILE ?= default
 setup:
 	@scripts/setup.sh
 
-demo: setup
+demo:
+	@scripts/setup.sh --demo
 	cargo build -q -p ecr-bridge-tests --bin rig
 	scripts/demo.sh
 

@@ -9,7 +9,11 @@
 #     $ECR_BRIDGE_TOOLS (default ~/.cache/ecr-bridge), kept between runs
 #   - cargo-lambda (brings zig for cross builds) in a venv of its own there
 #   - aws-sam-cli and cfn-lint (template checks) in a third venv there
+# With --demo, only what make demo uses: the registry, skopeo, htpasswd,
+# curl, moto and cargo-lambda.
 set -euo pipefail
+DEMO_ONLY=false
+[ "${1:-}" = --demo ] && DEMO_ONLY=true
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -18,8 +22,10 @@ command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 command -v skopeo >/dev/null || need_apt+=(skopeo)
 command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
 command -v curl >/dev/null || need_apt+=(curl)
-[ -x /usr/bin/time ] || need_apt+=(time)
-command -v debootstrap >/dev/null || need_apt+=(debootstrap)   # scripts/sam-local-invoke.sh builds its invoke image
+if ! $DEMO_ONLY; then
+    [ -x /usr/bin/time ] || need_apt+=(time)
+    command -v debootstrap >/dev/null || need_apt+=(debootstrap)   # scripts/sam-local-invoke.sh builds its invoke image
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "apt-get install ${need_apt[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -39,6 +45,11 @@ if [ ! -x "$TOOLS/lambda-venv/bin/cargo-lambda" ]; then
     log "python venv with cargo-lambda in $TOOLS/lambda-venv"
     python3 -m venv "$TOOLS/lambda-venv"
     "$TOOLS/lambda-venv/bin/pip" install -q --disable-pip-version-check 'cargo-lambda>=1.8,<2'
+fi
+
+if $DEMO_ONLY; then
+    log "ready for the demo: $(docker-registry --version 2>/dev/null | awk '{print $2, $3}'), $(skopeo --version), moto $("$TOOLS/venv/bin/python" -c 'import moto; print(moto.__version__)'), $("$TOOLS/lambda-venv/bin/cargo-lambda" lambda --version)"
+    exit 0
 fi
 
 if [ ! -x "$TOOLS/sam-venv/bin/sam" ] || [ ! -x "$TOOLS/sam-venv/bin/cfn-lint" ]; then

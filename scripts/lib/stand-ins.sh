@@ -15,7 +15,12 @@ RIG="$TARGET_DIR/debug/rig"
 WORK=$(mktemp -d /tmp/ecr-bridge.XXXXXX)
 PIDS=()
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+# Bold on a terminal only: piped output stays plain text.
+if [ -t 2 ]; then
+    say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+else
+    say() { printf '==> %s\n' "$*" >&2; }
+fi
 log() { printf '[%s] %s\n' "${LOG_TAG:-stand-ins}" "$*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }
 
