@@ -298,5 +298,9 @@ fn given_no_aws_credentials_anywhere_when_planned_then_a_permanent_error_says_so
         stderr.contains("no AWS credentials found") && stderr.contains("AWS_PROFILE"),
         "{stderr}"
     );
-    assert_eq!(stderr.lines().count(), 1, "one line, no provider dumps: {stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "one line, no provider dumps: {stderr}"
+    );
 }

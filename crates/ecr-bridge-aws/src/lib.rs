@@ -16,6 +16,7 @@ pub mod deadline;
 pub mod emf;
 pub mod env;
 pub mod error;
+pub mod event_bus;
 mod hex_id;
 pub mod image_action;
 pub mod logging;

@@ -8,6 +8,7 @@
 //! a re-pushed image, because a delete waits for the source to lack the tag
 //! and removes a target tag only while it points at the event's digest.
 
+mod completion;
 mod destination;
 mod loop_guard;
 mod report;
@@ -23,11 +24,13 @@ use ecr_bridge::registry::{RegistryClient, RegistryError, Repository};
 use tokio::sync::Mutex;
 
 use crate::backfill::Backfill;
+use crate::event_bus::{Announced, EventBus};
 use crate::image_action::{ActionKind, ImageAction};
 use crate::mapping_store::{MappingError, MappingStore};
 use crate::registries::{EcrRegistries, RegistryAccess, SourceRole};
 use crate::repositories::ImageId;
 use crate::work_queue::WorkQueue;
+pub use completion::{completion_event, DELETED, FAILED, REPLICATED, UP_TO_DATE};
 use report::log_outcome;
 pub use report::{ActionReport, DestinationOutcome, DestinationStatus};
 
@@ -73,6 +76,8 @@ pub struct Replicator {
     /// The function answers backfill requests too; the backfill shares the
     /// mapping and the registries (with their cached clients and tokens).
     backfill: Backfill,
+    /// Where completion events go; none: not announced.
+    event_bus: Option<Arc<dyn EventBus>>,
 }
 
 impl Replicator {
@@ -91,7 +96,34 @@ impl Replicator {
             copy_options,
             source_role,
             known_repositories: Mutex::new(HashSet::new()),
+            event_bus: None,
         }
+    }
+
+    /// Where completion events go (`EVENT_BUS_NAME`).
+    pub fn with_event_bus(mut self, bus: Arc<dyn EventBus>) -> Self {
+        self.event_bus = Some(bus);
+        self
+    }
+
+    /// Puts one completion event per destination on the bus, if there is
+    /// one; `trigger` is the id of the event or work item that caused them.
+    /// Best effort: what was not put is counted, the replication stands.
+    pub async fn announce(
+        &self,
+        action: &ImageAction,
+        rule: &str,
+        outcomes: &[DestinationOutcome],
+        trigger: Option<&str>,
+    ) -> Announced {
+        let Some(bus) = &self.event_bus else {
+            return Announced::default();
+        };
+        let events: Vec<_> = outcomes
+            .iter()
+            .map(|o| completion_event(action, rule, o, trigger))
+            .collect();
+        bus.put(&events).await
     }
 
     /// Where the backfill records its runs.

@@ -9,6 +9,7 @@ use ecr_bridge::mapping::MappingConfig;
 use ecr_bridge::registry::{RetryPolicy, Timeouts};
 use ecr_bridge_aws::backfill::runs::{DynamoRunStore, RunStore};
 use ecr_bridge_aws::env::{self, EnvError, Vars};
+use ecr_bridge_aws::event_bus::{EventBridgeBus, EventBus};
 use ecr_bridge_aws::mapping_store::{MappingSource, MappingStore};
 use ecr_bridge_aws::registries::{EcrRegistries, RegistryEndpoints, SourceRole};
 use ecr_bridge_aws::replicator::Replicator;
@@ -37,6 +38,9 @@ pub struct Config {
     pub backfill_queue_url: Option<String>,
     /// `BACKFILL_TABLE`: the DynamoDB table backfill runs are recorded in.
     pub backfill_table: Option<String>,
+    /// `EVENT_BUS_NAME`: the EventBridge bus (name or ARN) completion
+    /// events go to; none: no events.
+    pub event_bus: Option<String>,
 }
 
 impl Config {
@@ -116,6 +120,15 @@ impl Config {
                 }
                 other => other,
             },
+            event_bus: match env::optional(vars, "EVENT_BUS_NAME") {
+                Some(bus) if !valid_bus(&bus) => {
+                    return Err(EnvError::new(
+                        "EVENT_BUS_NAME",
+                        format!("expected an EventBridge bus name (1-256 of A-Z a-z 0-9 . - _ /) or ARN, got {:?}", ecr_bridge::text::clip(&bus, 100)),
+                    ))
+                }
+                other => other,
+            },
         })
     }
 
@@ -151,6 +164,10 @@ impl Config {
                 table,
             )) as Arc<dyn RunStore>
         });
+        let event_bus = self
+            .event_bus
+            .as_ref()
+            .map(|bus| Arc::new(EventBridgeBus::new(&sdk, bus)) as Arc<dyn EventBus>);
         let registries = EcrRegistries::new(
             sdk,
             self.endpoints.clone(),
@@ -171,11 +188,26 @@ impl Config {
             Some(q) => replicator.with_backfill_queue(q),
             None => replicator,
         };
-        Ok(match runs {
+        let replicator = match runs {
             Some(r) => replicator.with_backfill_runs(r),
+            None => replicator,
+        };
+        Ok(match event_bus {
+            Some(bus) => replicator.with_event_bus(bus),
             None => replicator,
         })
     }
+}
+
+/// EventBridge's bus name rule, or an ARN (`arn:aws:events:...:event-bus/<name>`).
+fn valid_bus(bus: &str) -> bool {
+    if let Some(rest) = bus.strip_prefix("arn:") {
+        return rest.contains(":events:") && rest.contains(":event-bus/") && bus.len() <= 1600;
+    }
+    (1..=256).contains(&bus.len())
+        && bus
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/'))
 }
 
 /// DynamoDB's table name rule.

@@ -85,7 +85,13 @@ async fn run(
             Ok(json!({"result": "backfill", "summary": summary}))
         }
         Ok(Incoming::Queued(items)) => Ok(run_queued(replicator, items, deadline, metrics).await),
-        Ok(other) => Ok(run_one(replicator, other, deadline, metrics).await?.0),
+        Ok(other) => {
+            // EventBridge's id of the event: what a completion event names as its trigger.
+            let trigger = payload.get("id").and_then(Value::as_str);
+            Ok(run_one(replicator, other, trigger, deadline, metrics)
+                .await?
+                .0)
+        }
         Err(e) => {
             tracing::error!(error = %e, outcome = "invalid_event", "event rejected");
             metrics.count("EventsInvalid", 1);
@@ -130,7 +136,7 @@ async fn run_queued(
                     .map(|()| None)
                     .map_err(HandlerError::from)
             }
-            Ok(body) => run_one(replicator, body, deadline, metrics)
+            Ok(body) => run_one(replicator, body, Some(&message_id), deadline, metrics)
                 .await
                 .map(|(_, result)| Some(result)),
             Err(e) => {
@@ -169,9 +175,11 @@ async fn run_queued(
 }
 
 /// One image action: the answer, and what it counts as in a backfill run.
+/// `trigger` is the id of the event or work item (for completion events).
 async fn run_one(
     replicator: &Replicator,
     incoming: Incoming,
+    trigger: Option<&str>,
     deadline: Option<Instant>,
     metrics: &mut MetricSet,
 ) -> Result<(Value, ItemResult), HandlerError> {
@@ -209,10 +217,11 @@ async fn run_one(
                     tracing::info!(repository = %action.repository, rule, reference, outcome = "source_still_has", "the source has the deleted image again; nothing deleted");
                     metrics.count("DeletesSkipped", 1);
                 }
-                ActionReport::Done { destinations, .. } => {
+                ActionReport::Done { rule, destinations } => {
                     for d in destinations {
                         record(metrics, d);
                     }
+                    announce(replicator, &action, rule, destinations, trigger, metrics).await;
                 }
             }
             let counted = match &handled {
@@ -232,10 +241,11 @@ async fn run_one(
             ))
         }
         Err(e) => {
-            if let ReplicationError::Destinations { outcomes, .. } = &e {
+            if let ReplicationError::Destinations { rule, outcomes, .. } = &e {
                 for d in outcomes {
                     record(metrics, d);
                 }
+                announce(replicator, &action, rule, outcomes, trigger, metrics).await;
             } else {
                 metrics.count("ReplicationsFailed", 1);
             }
@@ -247,6 +257,25 @@ async fn run_one(
             tracing::error!(repository = %action.repository, digest = %action.digest, error = %e, retryable = e.is_retryable(), outcome = "failed", "replication failed");
             Err(e.into())
         }
+    }
+}
+
+/// The destinations' completion events, counted (`CompletionEventsSent`,
+/// `CompletionEventsFailed`); no bus configured, nothing.
+async fn announce(
+    replicator: &Replicator,
+    action: &ecr_bridge_aws::image_action::ImageAction,
+    rule: &str,
+    outcomes: &[DestinationOutcome],
+    trigger: Option<&str>,
+    metrics: &mut MetricSet,
+) {
+    let announced = replicator.announce(action, rule, outcomes, trigger).await;
+    if announced.sent > 0 {
+        metrics.count("CompletionEventsSent", announced.sent);
+    }
+    if announced.failed > 0 {
+        metrics.count("CompletionEventsFailed", announced.failed);
     }
 }
 
