@@ -6,6 +6,8 @@
 #   - scripts/check-iam.py, both templates (no "*" but ecr:GetAuthorizationToken,
 #     scoped sts:AssumeRole, ExternalId on cross-account trust, no managed policies,
 #     and an *_EXTERNAL_ID variable on every function whose role may assume a role)
+#   - scripts/check-dashboards.py --self-test, then template.yaml's dashboards:
+#     JSON once substituted, and every EMF metric they show is emitted
 #   - scripts/check-target-account.py: the target template's required
 #     PushRepositoryPrefix and the push role's Deny on the user repositories,
 #     as a deploy would see them; and cfn-lint with deploy parameters (a deploy
@@ -66,6 +68,8 @@ for t in "${TEMPLATES[@]}"; do
     check "check-iam $t" "$PYTHON" scripts/check-iam.py "$t"
 done
 
+check "check-dashboards --self-test" "$PYTHON" scripts/check-dashboards.py --self-test
+check "check-dashboards template.yaml" "$PYTHON" scripts/check-dashboards.py template.yaml
 check "check-target-account" "$PYTHON" scripts/check-target-account.py
 target_params=(
     ReplicatorRoleArn=arn:aws:iam::111111111111:role/ecr-bridge-replicator PushExternalId=kuali-sync
