@@ -3,6 +3,7 @@
 //! `ecr-bridge`) delivers it to an SQS queue, all in moto's EventBridge and
 //! SQS, as a pipeline would subscribe to it.
 
+mod access_rig;
 mod common;
 
 use common::events::{event, invoke, kuali_mapping, put_image_record};
@@ -15,13 +16,12 @@ use serde_json::{json, Value};
 
 const BUS: &str = "deployments";
 
-/// A bus with a rule sending everything ecr-bridge puts there to a queue;
-/// returns the queue's URL.
-async fn bus_to_queue(stage: &Stage) -> String {
-    let sdk = stage.sdk().await;
+/// A bus with a rule sending everything ecr-bridge puts there to a queue,
+/// in the account `sdk` acts in (moto's default); returns the queue's URL.
+async fn bus_to_queue(sdk: &aws_config::SdkConfig) -> String {
     let (events, sqs) = (
-        aws_sdk_eventbridge::Client::new(&sdk),
-        aws_sdk_sqs::Client::new(&sdk),
+        aws_sdk_eventbridge::Client::new(sdk),
+        aws_sdk_sqs::Client::new(sdk),
     );
     events.create_event_bus().name(BUS).send().await.unwrap();
     let url = sqs
@@ -60,8 +60,8 @@ async fn bus_to_queue(stage: &Stage) -> String {
 }
 
 /// The events on the queue so far, in order, as EventBridge delivered them.
-async fn delivered(stage: &Stage, url: &str) -> Vec<Value> {
-    let sqs = aws_sdk_sqs::Client::new(&stage.sdk().await);
+async fn delivered(sdk: &aws_config::SdkConfig, url: &str) -> Vec<Value> {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
     let mut all = Vec::new();
     loop {
         let out = sqs
@@ -91,7 +91,8 @@ async fn delivered(stage: &Stage, url: &str) -> Vec<Value> {
 async fn given_a_bus_when_a_push_is_replicated_repeated_deleted_and_fails_then_each_destination_announces_its_outcome(
 ) {
     let stage = Stage::builder().accounts(&[SOURCE, TARGET]).build();
-    let queue = bus_to_queue(&stage).await;
+    let sdk = stage.sdk().await;
+    let queue = bus_to_queue(&sdk).await;
     let image = push_image(
         stage.source(),
         &ImageSpec::single(&[30_000]),
@@ -117,7 +118,7 @@ async fn given_a_bus_when_a_push_is_replicated_repeated_deleted_and_fails_then_e
 
     invoke(&r, &c, push.clone()).await.unwrap();
     invoke(&r, &c, push.clone()).await.unwrap();
-    let first = delivered(&stage, &queue).await;
+    let first = delivered(&sdk, &queue).await;
     // Delete: the target's control plane lists the image, the source lacks it.
     put_image_record(&stage.ecr_in(TARGET).await, "coeus", "v1", &image.layout).await;
     let path = format!("/v2/kuali-coeus/manifests/{}", image.layout.digest);
@@ -151,7 +152,7 @@ async fn given_a_bus_when_a_push_is_replicated_repeated_deleted_and_fails_then_e
         ),
     )
     .await;
-    let second = delivered(&stage, &queue).await;
+    let second = delivered(&sdk, &queue).await;
 
     assert!(failed.is_err(), "the missing repository fails the push");
     let types: Vec<&str> = first
@@ -260,4 +261,53 @@ async fn given_a_bus_that_does_not_exist_when_a_push_is_replicated_then_the_repl
         .announce(&action, "kuali-coeus", &[outcome], Some("id-1"))
         .await;
     assert_eq!((announced.sent, announced.failed), (0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_a_bus_when_access_sync_grants_changes_and_revokes_then_each_written_policy_announces_it_and_an_unchanged_one_does_not(
+) {
+    let (mut stage, _, _) = access_rig::steps::stage_with_repositories(&["u1@x.io"]).await;
+    let sdk = stage.sdk().await;
+    let queue = bus_to_queue(&sdk).await;
+    let (sync, config) = stage.sync(&[("EVENT_BUS_NAME", BUS)]).await;
+    let repository = access_rig::repo("u1@x.io");
+
+    stage
+        .put(access_rig::row("u1@x.io", "ws-1", "111111111111"))
+        .await;
+    access_rig::steps::next(&mut stage, &sync, &config).await;
+    stage
+        .put(access_rig::row("u1@x.io", "ws-2", "222222222222"))
+        .await;
+    access_rig::steps::next(&mut stage, &sync, &config).await;
+    access_rig::steps::measured(&sync, &config, json!({"reconcile": {"users": ["u1@x.io"]}})).await;
+    stage.delete("u1@x.io", "ws-1").await;
+    stage.delete("u1@x.io", "ws-2").await;
+    access_rig::steps::next(&mut stage, &sync, &config).await;
+
+    let events = delivered(&sdk, &queue).await;
+    let types: Vec<&str> = events
+        .iter()
+        .map(|e| e["detail-type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "ECR Access Granted",
+            "ECR Access Changed",
+            "ECR Access Revoked"
+        ],
+        "the reconcile in between wrote nothing and announced nothing: {events:#?}"
+    );
+    assert_eq!(
+        events[1]["detail"],
+        json!({"outcome": "changed", "users": ["u1@x.io"], "repository": repository,
+               "accounts": ["111111111111", "222222222222"], "accounts_added": ["222222222222"],
+               "accounts_removed": [], "created_repository": false})
+    );
+    assert_eq!(
+        events[2]["detail"]["accounts_removed"],
+        json!(["111111111111", "222222222222"])
+    );
+    assert_eq!(events[0]["source"], "ecr-bridge");
 }

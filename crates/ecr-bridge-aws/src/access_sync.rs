@@ -11,6 +11,7 @@
 //! (collisions fail closed) and a GetRepositoryPolicy, and no write.
 
 mod admit;
+mod announce;
 mod converge;
 mod error;
 mod fanout;
@@ -22,6 +23,7 @@ mod settings;
 pub mod step;
 pub mod table;
 
+pub use announce::{access_event, CHANGED, GRANTED, REVOKED};
 pub use error::SyncError;
 pub use fanout::{Fanout, FullReconcile, RunStarted, StepReport, DEFAULT_SEGMENTS, STALE_AFTER};
 use policies::RepositoryPolicies;
@@ -42,6 +44,8 @@ pub struct AccessSync {
     /// The full reconcile's queue and run table; `None`: a full reconcile
     /// runs whole in one invocation.
     fanout: Option<Fanout>,
+    /// Where access events go; `None`: not announced.
+    event_bus: Option<std::sync::Arc<dyn crate::event_bus::EventBus>>,
 }
 
 impl AccessSync {
@@ -59,7 +63,14 @@ impl AccessSync {
             policies: RepositoryPolicies::new(ecr),
             settings,
             fanout: None,
+            event_bus: None,
         }
+    }
+
+    /// Where access events go (`EVENT_BUS_NAME`).
+    pub fn with_event_bus(mut self, bus: std::sync::Arc<dyn crate::event_bus::EventBus>) -> Self {
+        self.event_bus = Some(bus);
+        self
     }
 
     /// Full reconciles fan out through `fanout`'s queue.

@@ -157,6 +157,37 @@ pub fn session_name(vars: &dyn Vars, name: &str, default: &str) -> Result<String
     }
 }
 
+/// An EventBridge bus, by name (1-256 of `A-Z a-z 0-9 . - _ /`) or ARN
+/// (`arn:<partition>:events:<region>:<account>:event-bus/<name>`); `None`
+/// when unset.
+pub fn event_bus(vars: &dyn Vars, name: &str) -> Result<Option<String>, EnvError> {
+    let Some(bus) = optional(vars, name) else {
+        return Ok(None);
+    };
+    let ok = match bus.strip_prefix("arn:") {
+        Some(rest) => {
+            rest.contains(":events:") && rest.contains(":event-bus/") && bus.len() <= 1600
+        }
+        None => {
+            (1..=256).contains(&bus.len())
+                && bus
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
+        }
+    };
+    if ok {
+        Ok(Some(bus))
+    } else {
+        Err(EnvError::new(
+            name,
+            format!(
+                "expected an EventBridge bus name (1-256 of A-Z a-z 0-9 . - _ /) or ARN, got {:?}",
+                clip(&bus)
+            ),
+        ))
+    }
+}
+
 fn clip(s: &str) -> String {
     s.chars().take(80).collect()
 }
@@ -228,5 +259,20 @@ mod tests {
                 .map(ExternalId::as_str),
             Some("kuali-sync")
         );
+    }
+
+    #[test]
+    fn given_bus_names_and_arns_when_read_then_only_valid_ones_pass_and_the_error_names_the_variable(
+    ) {
+        let bus = |v: &str| event_bus(&vars(&[("EVENT_BUS_NAME", v)]), "EVENT_BUS_NAME");
+        assert_eq!(bus("deployments").unwrap().as_deref(), Some("deployments"));
+        assert!(bus("arn:aws:events:us-east-1:111122223333:event-bus/deployments").is_ok());
+        assert_eq!(event_bus(&vars(&[]), "EVENT_BUS_NAME").unwrap(), None);
+        let e = bus("two words").unwrap_err().to_string();
+        assert!(
+            e.contains("EVENT_BUS_NAME") && e.contains("two words"),
+            "{e}"
+        );
+        assert!(bus("arn:aws:sqs:us-east-1:111122223333:q").is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! Every problem names its variable.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use ecr_bridge::access::naming::DEFAULT_PREFIX;
 use ecr_bridge::access::policy::{DEFAULT_PULL_ACTIONS, DEFAULT_SID};
@@ -13,6 +14,7 @@ use ecr_bridge_aws::access_sync::{
     self, AccessSync, Attributes, Fanout, MissingRepository, Settings,
 };
 use ecr_bridge_aws::env::{self, EnvError, Vars};
+use ecr_bridge_aws::event_bus::EventBridgeBus;
 use ecr_bridge_aws::sts;
 use ecr_bridge_aws::work_queue::SqsWorkQueue;
 
@@ -33,6 +35,8 @@ pub struct Config {
     pub metrics_namespace: String,
     /// Where a full reconcile fans out; `None`: it runs in one invocation.
     pub fanout: Option<FanoutConfig>,
+    /// `EVENT_BUS_NAME`: the EventBridge bus access events go to.
+    pub event_bus: Option<String>,
 }
 
 /// `RECONCILE_QUEUE_URL`, `RECONCILE_TABLE` and `RECONCILE_SEGMENTS`.
@@ -191,6 +195,7 @@ impl Config {
             metrics_namespace: env::optional(vars, "METRICS_NAMESPACE")
                 .unwrap_or_else(|| "ecr-bridge".into()),
             fanout,
+            event_bus: env::event_bus(vars, "EVENT_BUS_NAME")?,
         })
     }
 
@@ -223,6 +228,10 @@ impl Config {
         );
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
         let sync = AccessSync::new(dynamodb.clone(), ecr, self.settings.clone());
+        let sync = match &self.event_bus {
+            Some(bus) => sync.with_event_bus(Arc::new(EventBridgeBus::new(&sdk, bus))),
+            None => sync,
+        };
         match &self.fanout {
             None => sync,
             Some(f) => {

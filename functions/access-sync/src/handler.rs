@@ -336,6 +336,9 @@ fn record(metrics: &mut MetricSet, t: &Tally, calls: u32, writes: u32) {
     metrics.count("RowsSkipped", t.rows_skipped as u64);
     metrics.count("PrincipalsRefused", t.principals_refused as u64);
     metrics.count("EscapeCollisions", t.escape_collisions as u64);
+    if t.events_failed > 0 {
+        metrics.count("CompletionEventsFailed", t.events_failed as u64);
+    }
     metrics.count("AwsCalls", calls as u64);
     metrics.count("PolicyWrites", writes as u64);
 }

@@ -120,15 +120,7 @@ impl Config {
                 }
                 other => other,
             },
-            event_bus: match env::optional(vars, "EVENT_BUS_NAME") {
-                Some(bus) if !valid_bus(&bus) => {
-                    return Err(EnvError::new(
-                        "EVENT_BUS_NAME",
-                        format!("expected an EventBridge bus name (1-256 of A-Z a-z 0-9 . - _ /) or ARN, got {:?}", ecr_bridge::text::clip(&bus, 100)),
-                    ))
-                }
-                other => other,
-            },
+            event_bus: env::event_bus(vars, "EVENT_BUS_NAME")?,
         })
     }
 
@@ -197,17 +189,6 @@ impl Config {
             None => replicator,
         })
     }
-}
-
-/// EventBridge's bus name rule, or an ARN (`arn:aws:events:...:event-bus/<name>`).
-fn valid_bus(bus: &str) -> bool {
-    if let Some(rest) = bus.strip_prefix("arn:") {
-        return rest.contains(":events:") && rest.contains(":event-bus/") && bus.len() <= 1600;
-    }
-    (1..=256).contains(&bus.len())
-        && bus
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/'))
 }
 
 /// DynamoDB's table name rule.

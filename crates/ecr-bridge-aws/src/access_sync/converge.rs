@@ -45,6 +45,8 @@ impl AccessSync {
         }
         report.calls = calls;
         log_report(&report, job.quiet);
+        let announced = self.announce(&report).await;
+        report.events_failed = announced.failed;
         report
     }
 

@@ -102,6 +102,8 @@ pub struct RepositoryReport {
     pub skipped_rows: Vec<String>,
     pub error: Option<SyncError>,
     pub calls: CallStats,
+    /// Access events the bus did not take (best effort: counted, no more).
+    pub events_failed: u64,
 }
 
 impl RepositoryReport {
@@ -120,6 +122,7 @@ impl RepositoryReport {
             skipped_rows: Vec::new(),
             error: None,
             calls: CallStats::default(),
+            events_failed: 0,
         }
     }
 
@@ -148,6 +151,8 @@ pub struct Tally {
     pub principals_refused: usize,
     /// Repositories that grant nothing because user ids collide on them.
     pub escape_collisions: usize,
+    /// Access events the bus did not take.
+    pub events_failed: usize,
 }
 
 impl Tally {
@@ -166,6 +171,7 @@ impl Tally {
             }
         }
         self.created += usize::from(r.created_repository);
+        self.events_failed += r.events_failed as usize;
         self.rows_skipped += r.skipped_rows.len();
         self.principals_refused += r.left_out.len();
         self.escape_collisions += usize::from(r.contest.is_some());
