@@ -16,6 +16,22 @@ use serde_json::Value;
 const SRC_ACCOUNT: &str = "111111111111";
 const DST_ACCOUNT: &str = "222222222222";
 
+/// `app:v1` of `src` copied into `repository` of `dst` through `front`, tag `v1`.
+async fn copy_v1(
+    src: &Registry,
+    front: &FaultProxy,
+    dst: &Registry,
+    repository: &str,
+) -> Result<ecr_bridge::copy::CopyReport, CopyError> {
+    copy(
+        &at(src, "app"),
+        &tag("v1"),
+        &via(front, dst, repository, fault_retry()),
+        &["v1"],
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn given_an_ecr_like_target_that_answers_patch_with_201_when_a_multi_arch_image_is_copied_then_no_patch_reaches_it(
 ) {
@@ -35,14 +51,7 @@ async fn given_an_ecr_like_target_that_answers_patch_with_201_when_a_multi_arch_
     assert_eq!((probe.status, front.stats().patches), (201, 1));
     let mark = dst.request_mark();
 
-    copy(
-        &at(&src, "app"),
-        &tag("v1"),
-        &via(&front, &dst, "app", fault_retry()),
-        &["v1"],
-    )
-    .await
-    .unwrap();
+    copy_v1(&src, &front, &dst, "app").await.unwrap();
 
     assert_eq!(front.stats().patches, 1, "only the probe");
     assert_eq!(patches(&dst.requests_since(mark)), 0);
@@ -137,14 +146,7 @@ async fn given_an_immutable_tag_set_to_the_same_digest_by_a_concurrent_writer_wh
     );
     front.create_repository("coeus", true);
 
-    let report = copy(
-        &at(&src, "app"),
-        &tag("v1"),
-        &via(&front, &dst, "coeus", fault_retry()),
-        &["v1"],
-    )
-    .await
-    .unwrap();
+    let report = copy_v1(&src, &front, &dst, "coeus").await.unwrap();
 
     assert_eq!(front.stats().tag_refusals, 1, "the tag PUT was refused");
     assert_eq!((report.tags_set, report.tags_unchanged), (0, 1));
@@ -170,14 +172,7 @@ async fn given_put_image_does_not_see_the_layers_just_uploaded_when_copying_then
     );
     front.create_repository("coeus", false);
 
-    let report = copy(
-        &at(&src, "app"),
-        &tag("v1"),
-        &via(&front, &dst, "coeus", fault_retry()),
-        &["v1"],
-    )
-    .await
-    .unwrap();
+    let report = copy_v1(&src, &front, &dst, "coeus").await.unwrap();
 
     assert_eq!(front.stats().layers_not_found, 1);
     assert_same_image(&src, "app:v1", &dst, "coeus:v1");
@@ -213,14 +208,7 @@ async fn given_put_image_keeps_refusing_the_layers_when_copying_then_a_permanent
     );
     front.create_repository("coeus", false);
 
-    let err = copy(
-        &at(&src, "app"),
-        &tag("v1"),
-        &via(&front, &dst, "coeus", fault_retry()),
-        &["v1"],
-    )
-    .await
-    .unwrap_err();
+    let err = copy_v1(&src, &front, &dst, "coeus").await.unwrap_err();
 
     assert_eq!(front.stats().layers_not_found, 2, "the PUT and one more");
     assert!(!err.is_retryable(), "{err:?}");

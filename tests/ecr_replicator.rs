@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::events::{invoke, push_event};
+use common::events::{apps_mapping, invoke, push_event};
 use common::push_image;
 use common::stage::{role, Stage, REGION, SOURCE, TARGET};
 use image_replicator::handler::HandlerError;
@@ -205,12 +205,7 @@ async fn given_twenty_replicator_processes_and_a_put_image_quota_of_10_per_secon
         )
         .expect("source copy");
     }
-    let mapping = json!({"version": 1, "rules": [{
-        "name": "apps", "match": {"prefix": "app-"},
-        "destinations": [{"account": TARGET, "region": REGION, "role_arn": role(TARGET),
-                          "external_id": "kuali-sync", "repository": "mirror/{suffix}"}],
-        "create_repository": true
-    }]});
+    let mapping = apps_mapping();
     let mut env = stage.replicator_env(&[("MAPPING_JSON", &mapping.to_string())]);
     env.extend([
         ("AWS_ENDPOINT_URL".to_string(), stage.aws_url()),

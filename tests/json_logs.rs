@@ -12,9 +12,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use access_rig::{row, AccessStage};
-use common::events::push_event;
+use common::events::{apps_mapping, push_event};
 use common::push_image;
-use common::stage::{role, Stage, REGION, SOURCE, TARGET};
+use common::stage::{Stage, REGION, SOURCE, TARGET};
 use rig::ImageSpec;
 use serde_json::{json, Value};
 
@@ -100,12 +100,7 @@ async fn given_the_json_log_format_when_the_replicator_copies_two_pushes_then_ev
     let stage = Stage::builder().accounts(&[SOURCE, TARGET]).build();
     let image = push_image(stage.source(), &ImageSpec::single(&[20_000]), "app-a", "v1");
     rig::skopeo_copy(stage.source(), "app-a:v1", stage.source(), "app-b:v1").expect("source copy");
-    let mapping = json!({"version": 1, "rules": [{
-        "name": "apps", "match": {"prefix": "app-"},
-        "destinations": [{"account": TARGET, "region": REGION, "role_arn": role(TARGET),
-                          "external_id": "kuali-sync", "repository": "mirror/{suffix}"}],
-        "create_repository": true
-    }]});
+    let mapping = apps_mapping();
     let mut env = stage.replicator_env(&[("MAPPING_JSON", &mapping.to_string())]);
     env.insert("AWS_ENDPOINT_URL".into(), stage.aws_url());
     let events = [

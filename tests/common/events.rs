@@ -39,6 +39,17 @@ pub fn kuali_mapping() -> Value {
     ]})
 }
 
+/// Every `app-*` repository to `mirror/<suffix>` in the target account,
+/// created on first push.
+pub fn apps_mapping() -> Value {
+    json!({"version": 1, "rules": [{
+        "name": "apps", "match": {"prefix": "app-"},
+        "destinations": [{"account": TARGET, "region": REGION, "role_arn": role(TARGET),
+                          "external_id": "kuali-sync", "repository": "mirror/{suffix}"}],
+        "create_repository": true
+    }]})
+}
+
 pub async fn invoke(r: &Replicator, c: &Config, e: Value) -> Result<Value, HandlerError> {
     handler::handle(r, c, e).await
 }
