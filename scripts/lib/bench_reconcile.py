@@ -44,20 +44,16 @@ changed pass when its granted / revoked counts or a sample of policies read
 back afterwards are not what the table says, and the unchanged pass when it
 wrote anything.
 
-moto answers DescribeRepositories in one page whatever maxResults asks (ECR
-pages by up to 1,000), so here the sweep has one page (continued inside it
-when a step's deadline comes), and moto's Scan pages are DynamoDB's 1 MB
-(about 3,000 rows of these a segment page at 10,000 users). moto is the
-bottleneck: its CPU time over a pass is about its Lambda time. Worse, moto
-(5.2) answers a Query by walking every item of the table, where DynamoDB
-reads only the user's rows: the sweep Queries the user of every repository
-under the prefix, and a segment Queries each user it wrote again, so on moto
-the Lambda time grows as N squared and users/s falls as N grows. The calls,
-writes, peak RSS and the function's CPU time are the function's own.
+moto runs as scripts/lib/moto_server.py: a Query reads the user's own rows
+(stock moto 5.2 sorted the whole table for each, which made this row's time
+grow as N squared), and DescribeRepositories answers pages of `maxResults`
+(1,000, what the sweep asks) as ECR does. moto's Scan pages are DynamoDB's
+1 MB (about 3,000 rows of these a segment page from 10,000 users on), so a
+segment step holds at most one such page. moto is still the bottleneck: its
+CPU time over a pass is most of the Lambda time. The calls, writes, peak RSS
+and the function's CPU time are the function's own.
 
-The run's `calls` leaves out the sweep's Query of a repository whose user
-grants (the segment converged it; the sweep counts only the repositories it
-reconciles), one per granting user here: calls per user is the run's count.
+The run's `calls` counts every call, the sweep's look-up Queries included.
 """
 
 import json
