@@ -6,7 +6,7 @@
 mod access_rig;
 mod common;
 
-use common::events::{event, invoke, kuali_mapping, put_image_record};
+use common::events::{event, invoke, kuali_mapping, push_event, put_image_record};
 use common::push_image;
 use common::stage::{Stage, REGION, SOURCE, TARGET};
 use ecr_bridge_aws::image_action::{ActionKind, ImageAction};
@@ -109,12 +109,7 @@ async fn given_a_bus_when_a_push_is_replicated_repeated_deleted_and_fails_then_e
             ("EVENT_BUS_NAME", BUS),
         ])
         .await;
-    let push = event(
-        "image-push-tagged.json",
-        "kuali-coeus",
-        &image.layout.digest,
-        Some("v1"),
-    );
+    let push = push_event("kuali-coeus", &image.layout.digest, "v1");
 
     invoke(&r, &c, push.clone()).await.unwrap();
     invoke(&r, &c, push.clone()).await.unwrap();
@@ -144,12 +139,7 @@ async fn given_a_bus_when_a_push_is_replicated_repeated_deleted_and_fails_then_e
     let failed = invoke(
         &r,
         &c,
-        event(
-            "image-push-tagged.json",
-            "kuali-coeus-feature",
-            &feature.layout.digest,
-            Some("f1"),
-        ),
+        push_event("kuali-coeus-feature", &feature.layout.digest, "f1"),
     )
     .await;
     let second = delivered(&sdk, &queue).await;
@@ -224,12 +214,7 @@ async fn given_a_bus_that_does_not_exist_when_a_push_is_replicated_then_the_repl
     let out = invoke(
         &r,
         &c,
-        event(
-            "image-push-tagged.json",
-            "kuali-coeus",
-            &image.layout.digest,
-            Some("v1"),
-        ),
+        push_event("kuali-coeus", &image.layout.digest, "v1"),
     )
     .await
     .unwrap();

@@ -11,7 +11,7 @@ use image_replicator::handler::HandlerError;
 use rig::{assert_same_image, skopeo_digest, skopeo_inspect_raw, ImageSpec, Platform};
 use serde_json::json;
 
-use common::events::{event, invoke, kuali_mapping, list_tags, put_image_record};
+use common::events::{event, invoke, kuali_mapping, list_tags, push_event, put_image_record};
 use common::stage::{role, Stage, OTHER, REGION, SOURCE, TARGET};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -29,12 +29,7 @@ async fn given_the_kuali_mapping_when_an_image_is_pushed_then_it_lands_renamed_i
     let out = invoke(
         &r,
         &c,
-        event(
-            "image-push-tagged.json",
-            "kuali-coeus",
-            &image.layout.digest,
-            Some("2501.0001"),
-        ),
+        push_event("kuali-coeus", &image.layout.digest, "2501.0001"),
     )
     .await
     .unwrap();
@@ -93,12 +88,7 @@ async fn given_a_prefix_rule_when_pushed_then_the_prefix_is_replaced() {
     invoke(
         &r,
         &c,
-        event(
-            "image-push-tagged.json",
-            "kuali-coeus-feature",
-            &image.layout.digest,
-            Some("f1"),
-        ),
+        push_event("kuali-coeus-feature", &image.layout.digest, "f1"),
     )
     .await
     .unwrap();
@@ -127,12 +117,7 @@ async fn given_a_regex_rule_when_pushed_then_capture_groups_build_the_target_nam
     invoke(
         &r,
         &c,
-        event(
-            "image-push-tagged.json",
-            "team-blue/api",
-            &image.layout.digest,
-            Some("v3"),
-        ),
+        push_event("team-blue/api", &image.layout.digest, "v3"),
     )
     .await
     .unwrap();
@@ -166,18 +151,9 @@ async fn given_a_regex_rule_looping_in_the_source_registry_when_pushed_then_that
     let (r, c) = stage.replicator(&mapping).await;
     let mark = stage.source().request_mark();
 
-    let err = invoke(
-        &r,
-        &c,
-        event(
-            "image-push-tagged.json",
-            "app-web",
-            &image.layout.digest,
-            Some("v1"),
-        ),
-    )
-    .await
-    .unwrap_err();
+    let err = invoke(&r, &c, push_event("app-web", &image.layout.digest, "v1"))
+        .await
+        .unwrap_err();
 
     assert!(!err.is_retryable(), "{err}");
     let text = err.to_string();
@@ -246,12 +222,7 @@ async fn given_a_tag_filter_that_excludes_the_tag_when_pushed_then_nothing_is_co
     let out = invoke(
         &r,
         &c,
-        event(
-            "image-push-tagged.json",
-            "kuali-coeus",
-            &image.layout.digest,
-            Some("wip-dirty"),
-        ),
+        push_event("kuali-coeus", &image.layout.digest, "wip-dirty"),
     )
     .await
     .unwrap();
@@ -287,12 +258,7 @@ async fn given_a_multi_arch_push_as_untagged_children_and_a_tagged_index_in_any_
     invoke(
         &r,
         &c,
-        event(
-            "image-push-tagged.json",
-            "kuali-coeus",
-            &image.layout.digest,
-            Some("multi"),
-        ),
+        push_event("kuali-coeus", &image.layout.digest, "multi"),
     )
     .await
     .unwrap();
@@ -343,12 +309,7 @@ async fn given_children_events_before_the_index_event_when_replicated_then_the_i
     let out = invoke(
         &r,
         &c,
-        event(
-            "image-push-tagged.json",
-            "kuali-coeus",
-            &image.layout.digest,
-            Some("multi"),
-        ),
+        push_event("kuali-coeus", &image.layout.digest, "multi"),
     )
     .await
     .unwrap();
@@ -375,12 +336,7 @@ async fn given_a_duplicate_event_when_replicated_again_then_no_blob_moves() {
         "2501.0001",
     );
     let (r, c) = stage.replicator(&kuali_mapping()).await;
-    let e = event(
-        "image-push-tagged.json",
-        "kuali-coeus",
-        &image.layout.digest,
-        Some("2501.0001"),
-    );
+    let e = push_event("kuali-coeus", &image.layout.digest, "2501.0001");
     invoke(&r, &c, e.clone()).await.unwrap();
     let mark = stage.target().request_mark();
 
@@ -413,24 +369,14 @@ async fn given_an_out_of_order_push_event_when_the_source_tag_moved_on_then_the_
     invoke(
         &r,
         &c,
-        event(
-            "image-push-tagged.json",
-            "kuali-coeus-feature",
-            &new.layout.digest,
-            Some("latest"),
-        ),
+        push_event("kuali-coeus-feature", &new.layout.digest, "latest"),
     )
     .await
     .unwrap();
     invoke(
         &r,
         &c,
-        event(
-            "image-push-tagged.json",
-            "kuali-coeus-feature",
-            &old.layout.digest,
-            Some("latest"),
-        ),
+        push_event("kuali-coeus-feature", &old.layout.digest, "latest"),
     )
     .await
     .unwrap();
@@ -466,27 +412,13 @@ async fn given_delete_propagation_on_and_off_when_a_tag_is_deleted_then_only_the
     let mut mapping = kuali_mapping();
     mapping["rules"][0]["propagate_deletes"] = json!(true);
     let (r, c) = stage.replicator(&mapping).await;
+    invoke(&r, &c, push_event("kuali-coeus", &a.layout.digest, "old"))
+        .await
+        .unwrap();
     invoke(
         &r,
         &c,
-        event(
-            "image-push-tagged.json",
-            "kuali-coeus",
-            &a.layout.digest,
-            Some("old"),
-        ),
-    )
-    .await
-    .unwrap();
-    invoke(
-        &r,
-        &c,
-        event(
-            "image-push-tagged.json",
-            "kuali-coeus-feature",
-            &b.layout.digest,
-            Some("old"),
-        ),
+        push_event("kuali-coeus-feature", &b.layout.digest, "old"),
     )
     .await
     .unwrap();
@@ -567,12 +499,7 @@ async fn given_a_rule_with_two_destinations_when_pushed_then_both_accounts_get_t
     let out = invoke(
         &r,
         &c,
-        event(
-            "image-push-tagged.json",
-            "kuali-coeus",
-            &image.layout.digest,
-            Some("v1"),
-        ),
+        push_event("kuali-coeus", &image.layout.digest, "v1"),
     )
     .await
     .unwrap();

@@ -10,7 +10,7 @@ use image_replicator::handler::HandlerError;
 use rig::{assert_same_image, ImageSpec};
 use serde_json::json;
 
-use common::events::{event, invoke, kuali_mapping};
+use common::events::{invoke, kuali_mapping, push_event};
 use common::stage::{Stage, OTHER, REGION, SOURCE, TARGET};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -34,12 +34,7 @@ async fn given_a_missing_target_repository_and_no_create_when_pushed_then_a_clea
     let err = invoke(
         &r,
         &c,
-        event(
-            "image-push-tagged.json",
-            "kuali-coeus",
-            &image.layout.digest,
-            Some("v1"),
-        ),
+        push_event("kuali-coeus", &image.layout.digest, "v1"),
     )
     .await
     .unwrap_err();
@@ -79,12 +74,7 @@ async fn given_the_mapping_in_ssm_when_invalid_then_the_invocation_fails_naming_
             ("MAPPING_TTL_SECONDS", "0"),
         ])
         .await;
-    let e = event(
-        "image-push-tagged.json",
-        "kuali-coeus",
-        &image.layout.digest,
-        Some("v1"),
-    );
+    let e = push_event("kuali-coeus", &image.layout.digest, "v1");
 
     let err = invoke(&r, &c, e.clone()).await.unwrap_err();
     assert!(
@@ -140,18 +130,9 @@ async fn given_a_failed_push_or_another_ecr_detail_type_or_an_unmapped_repositor
     )
     .await
     .unwrap();
-    let unmapped = invoke(
-        &r,
-        &c,
-        event(
-            "image-push-tagged.json",
-            "somebody-else",
-            &digest,
-            Some("v1"),
-        ),
-    )
-    .await
-    .unwrap();
+    let unmapped = invoke(&r, &c, push_event("somebody-else", &digest, "v1"))
+        .await
+        .unwrap();
 
     assert_eq!(failure["result"], "ignored");
     assert_eq!(scan["result"], "ignored");
@@ -163,12 +144,7 @@ async fn given_a_failed_push_or_another_ecr_detail_type_or_an_unmapped_repositor
 async fn given_a_malformed_event_when_invoked_then_a_permanent_error_naming_the_field() {
     let stage = Stage::builder().accounts(&[SOURCE, TARGET, OTHER]).build();
     let (r, c) = stage.replicator(&kuali_mapping()).await;
-    let mut e = event(
-        "image-push-tagged.json",
-        "kuali-coeus",
-        "sha256:123",
-        Some("v1"),
-    );
+    let mut e = push_event("kuali-coeus", "sha256:123", "v1");
 
     let err = invoke(&r, &c, e.clone()).await.unwrap_err();
     assert!(matches!(err, HandlerError::InvalidEvent(_)));
@@ -196,12 +172,7 @@ async fn given_debug_logging_when_replicating_across_accounts_then_no_credential
     invoke(
         &r,
         &c,
-        event(
-            "image-push-tagged.json",
-            "kuali-coeus",
-            &image.layout.digest,
-            Some("v1"),
-        ),
+        push_event("kuali-coeus", &image.layout.digest, "v1"),
     )
     .await
     .unwrap();
@@ -247,12 +218,7 @@ async fn given_two_invocations_racing_to_create_the_same_new_repository_then_bot
     // Two containers: separate caches, so both see the repository missing.
     let (r1, c1) = stage.replicator(&kuali_mapping()).await;
     let (r2, c2) = stage.replicator(&kuali_mapping()).await;
-    let e = event(
-        "image-push-tagged.json",
-        "kuali-coeus",
-        &image.layout.digest,
-        Some("v1"),
-    );
+    let e = push_event("kuali-coeus", &image.layout.digest, "v1");
 
     let (a, b) = tokio::join!(invoke(&r1, &c1, e.clone()), invoke(&r2, &c2, e));
 
@@ -309,12 +275,7 @@ async fn given_the_target_registry_is_unreachable_when_pushed_then_a_transient_e
     let err = invoke(
         &r,
         &c,
-        event(
-            "image-push-tagged.json",
-            "kuali-coeus",
-            &image.layout.digest,
-            Some("v1"),
-        ),
+        push_event("kuali-coeus", &image.layout.digest, "v1"),
     )
     .await
     .unwrap_err();
