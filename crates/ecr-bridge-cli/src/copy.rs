@@ -10,6 +10,7 @@ use ecr_bridge::registry::{
     Timeouts,
 };
 
+use crate::progress::ProgressLine;
 use crate::Failure;
 
 #[derive(Args)]
@@ -51,6 +52,9 @@ pub struct CopyArgs {
     /// Give up after this many seconds (exit 75: run it again to carry on). No limit by default.
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=604_800))]
     timeout: Option<u64>,
+    /// No progress line on a terminal (there is none when stderr is not one).
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 fn credentials(
@@ -136,13 +140,19 @@ pub async fn run(args: CopyArgs) -> Result<(), Failure> {
         client(&dst, dest_creds, "destination")?,
         dst.repository.clone(),
     );
+    let line = ProgressLine::start(args.quiet);
     let copier = ImageCopier::new(CopyOptions {
         blob_concurrency: args.concurrency as usize,
         mount: !args.no_mount,
         copy_referrers: args.referrers,
+        progress: line.as_ref().map(ProgressLine::progress),
         ..CopyOptions::default()
     });
-    match copier.copy(&source, &selector, &target, &tags).await {
+    let copied = copier.copy(&source, &selector, &target, &tags).await;
+    if let Some(line) = line {
+        line.finish();
+    }
+    match copied {
         Ok(report) => {
             println!("{}", serde_json::to_string(&report).unwrap_or_default());
             Ok(())

@@ -4,6 +4,7 @@ mod backfill;
 mod copy;
 mod escape;
 mod plan;
+mod progress;
 
 use std::process::ExitCode;
 

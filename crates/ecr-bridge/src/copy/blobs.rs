@@ -30,10 +30,15 @@ impl ImageCopier {
         blobs: Vec<Descriptor>,
         stats: &Stats,
     ) -> Result<(), CopyError> {
+        let progress = self.options.progress.clone();
+        if let Some(p) = &progress {
+            p.planned(blobs.len() as u64, blobs.iter().map(|b| b.size).sum());
+        }
         let copier = BlobCopier {
             source,
             target,
             mount: self.options.mount && source.client().endpoint() == target.client().endpoint(),
+            progress,
         };
         futures_util::stream::iter(blobs.iter())
             .map(|blob| copier.copy(blob, stats))
@@ -70,6 +75,7 @@ pub struct BlobCopier<'a> {
     pub(super) source: &'a Repository,
     pub(super) target: &'a Repository,
     pub(super) mount: bool,
+    pub(super) progress: Option<std::sync::Arc<super::Progress>>,
 }
 
 impl BlobCopier<'_> {
@@ -79,6 +85,13 @@ impl BlobCopier<'_> {
             let started = Instant::now();
             let e = match self.try_copy(blob).await {
                 Ok(outcome) => {
+                    if let Some(p) = &self.progress {
+                        let unsent = match outcome {
+                            BlobOutcome::Uploaded(_) => 0,
+                            BlobOutcome::Skipped | BlobOutcome::Mounted => blob.size,
+                        };
+                        p.blob_done(unsent);
+                    }
                     let (name, bytes) = match outcome {
                         BlobOutcome::Skipped => {
                             Stats::inc(&stats.blobs_skipped);
@@ -160,8 +173,12 @@ impl BlobCopier<'_> {
             }
         }
         let failure = Failure::default();
-        let body =
-            reqwest::Body::wrap_stream(VerifyingStream::new(reader.stream, blob, failure.clone()));
+        let body = reqwest::Body::wrap_stream(VerifyingStream::new(
+            reader.stream,
+            blob,
+            failure.clone(),
+            self.progress.clone(),
+        ));
         match dst
             .upload_put(session.clone(), &blob.digest, blob.size, body)
             .await

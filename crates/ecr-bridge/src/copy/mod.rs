@@ -22,6 +22,7 @@ use crate::registry::{RegistryError, Repository};
 mod blobs;
 mod limits;
 mod plan;
+mod progress;
 mod push;
 mod referrers;
 mod report;
@@ -30,6 +31,7 @@ mod verify;
 pub use blobs::BlobCopier;
 pub use limits::{Limit, DEFAULT_MAX_BLOBS, DEFAULT_MAX_MANIFESTS, DEFAULT_MAX_MANIFEST_BYTES};
 use plan::PlannedManifest;
+pub use progress::{Progress, ProgressSnapshot};
 pub use report::CopyReport;
 use report::Stats;
 
@@ -56,6 +58,8 @@ pub struct CopyOptions {
     pub max_blobs: usize,
     /// Bytes of manifests one copy may hold in memory until they are pushed.
     pub max_manifest_bytes: u64,
+    /// Counted as blobs stream, for a caller that shows progress.
+    pub progress: Option<std::sync::Arc<Progress>>,
 }
 
 impl Default for CopyOptions {
@@ -69,6 +73,7 @@ impl Default for CopyOptions {
             max_manifests: DEFAULT_MAX_MANIFESTS,
             max_blobs: DEFAULT_MAX_BLOBS,
             max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
+            progress: None,
         }
     }
 }

@@ -72,6 +72,7 @@ pub(super) struct VerifyingStream {
     verified: bool,
     failed: bool,
     failure: Failure,
+    progress: Option<Arc<super::Progress>>,
 }
 
 impl VerifyingStream {
@@ -79,6 +80,7 @@ impl VerifyingStream {
         inner: Pin<Box<dyn Stream<Item = Result<Bytes, RegistryError>> + Send>>,
         blob: &Descriptor,
         failure: Failure,
+        progress: Option<Arc<super::Progress>>,
     ) -> Self {
         VerifyingStream {
             inner,
@@ -89,6 +91,7 @@ impl VerifyingStream {
             verified: false,
             failed: false,
             failure,
+            progress,
         }
     }
 
@@ -123,6 +126,9 @@ impl Stream for VerifyingStream {
             Poll::Ready(Some(Err(e))) => self.fail(e),
             Poll::Ready(Some(Ok(chunk))) => {
                 self.seen += chunk.len() as u64;
+                if let Some(p) = &self.progress {
+                    p.streamed(chunk.len() as u64);
+                }
                 if self.seen > self.size {
                     return self.size_mismatch();
                 }
@@ -171,7 +177,10 @@ mod tests {
             "size": size,
         }))
         .unwrap();
-        (VerifyingStream::new(inner, &blob, failure.clone()), failure)
+        (
+            VerifyingStream::new(inner, &blob, failure.clone(), None),
+            failure,
+        )
     }
 
     #[tokio::test]

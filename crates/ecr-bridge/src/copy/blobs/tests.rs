@@ -84,6 +84,7 @@ async fn copy_blob(url: &str, blob: &[u8], stats: &Stats) -> Result<(), CopyErro
         source: &src,
         target: &dst,
         mount: false,
+        progress: None,
     };
     copier.copy(&descriptor(blob), stats).await
 }
