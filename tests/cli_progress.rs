@@ -64,8 +64,7 @@ fn given_a_terminal_when_copying_then_a_progress_line_ends_at_every_blob_and_byt
     assert!(on_tty.status.success(), "{tty_text}");
     let last = tty_text
         .split(['\r', '\n'])
-        .filter(|l| l.contains(" blobs, "))
-        .last()
+        .rfind(|l| l.contains(" blobs, "))
         .unwrap_or_else(|| panic!("no progress line on the terminal: {tty_text:?}"));
     let mb = total as f64 / 1_000_000.0;
     assert!(
