@@ -3,6 +3,7 @@
 
 use clap::Args;
 use ecr_bridge::access::naming::{escaped_name, repository_name};
+use ecr_bridge::reference::is_valid_ecr_repository_name;
 
 use crate::Failure;
 
@@ -16,11 +17,47 @@ pub struct EscapeArgs {
 }
 
 pub fn run(args: EscapeArgs) -> Result<(), Failure> {
-    let name = match &args.prefix {
+    println!("{}", name_of(&args)?);
+    Ok(())
+}
+
+fn name_of(args: &EscapeArgs) -> Result<String, Failure> {
+    if let Some(prefix) = &args.prefix {
+        // Named before escaping: the user id is not what is wrong.
+        if !is_valid_ecr_repository_name(prefix.trim_end_matches('/')) {
+            return Err(Failure::permanent(format!(
+                "--prefix {prefix:?} is not a valid ECR repository name prefix (lower case letters, digits, single . _ - or / between them)"
+            )));
+        }
+    }
+    match &args.prefix {
         Some(prefix) => repository_name(prefix.trim_end_matches('/'), &args.user_id),
         None => escaped_name(&args.user_id),
     }
-    .map_err(|e| Failure::permanent(e.to_string()))?;
-    println!("{name}");
-    Ok(())
+    .map_err(|e| Failure::permanent(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_a_bad_prefix_when_escaping_then_the_error_names_the_prefix_not_the_user() {
+        let args = |prefix: &str| EscapeArgs {
+            user_id: "user@x.io".into(),
+            prefix: Some(prefix.into()),
+        };
+
+        let bad = name_of(&args("Bad Prefix")).err().expect("refused");
+
+        assert!(
+            bad.message.starts_with("--prefix \"Bad Prefix\""),
+            "{}",
+            bad.message
+        );
+        assert_eq!(
+            name_of(&args("nextflow-approved/")).ok().as_deref(),
+            Some("nextflow-approved/user-40x-2eio")
+        );
+    }
 }

@@ -12,14 +12,14 @@ use ecr_bridge_aws::preview::{self, Preview};
 use crate::Failure;
 
 #[derive(Args)]
+#[command(group(
+    clap::ArgGroup::new("mapping")
+        .required(true)
+        .args(["mapping_file", "mapping_parameter"])
+))]
 pub struct PlanArgs {
     /// The mapping config as a JSON file.
-    #[arg(
-        long,
-        value_name = "FILE",
-        conflicts_with = "mapping_parameter",
-        required_unless_present = "mapping_parameter"
-    )]
+    #[arg(long, value_name = "FILE")]
     mapping_file: Option<PathBuf>,
     /// The SSM parameter holding the mapping config (read with your AWS credentials).
     #[arg(long, value_name = "NAME")]
@@ -106,7 +106,14 @@ fn explain(
         Some(t) => format!("{repository}:{t}"),
         None => format!("{repository} (pushed by digest)"),
     };
-    println!("{pushed}: {decision}");
+    // The verdicts below say which rule decided and why: the headline only
+    // says what comes of it.
+    let outcome = match &decision {
+        Decision::Replicate(_) => "replicated",
+        Decision::TagFiltered { .. } => "not replicated: a tag filter refuses it",
+        Decision::NoMatchingRule => "not replicated: no rule matches",
+    };
+    println!("{pushed}: {outcome}");
     for v in verdicts {
         println!("  {v}");
     }
