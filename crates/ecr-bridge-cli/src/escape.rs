@@ -48,7 +48,7 @@ mod tests {
             prefix: Some(prefix.into()),
         };
 
-        let bad = name_of(&args("Bad Prefix")).err().expect("refused");
+        let bad = name_of(&args("Bad Prefix")).expect_err("refused");
 
         assert!(
             bad.message.starts_with("--prefix \"Bad Prefix\""),
