@@ -6,7 +6,7 @@
 mod access_rig;
 mod common;
 
-use common::events::{event, invoke, kuali_mapping, push_event, put_image_record};
+use common::events::{delete_event, invoke, kuali_mapping, push_event, put_image_record};
 use common::push_image;
 use common::stage::{Stage, REGION, SOURCE, TARGET};
 use ecr_bridge_aws::image_action::{ActionKind, ImageAction};
@@ -121,12 +121,7 @@ async fn given_a_bus_when_a_push_is_replicated_repeated_deleted_and_fails_then_e
     invoke(
         &r,
         &c,
-        event(
-            "image-delete.json",
-            "kuali-coeus",
-            &image.layout.digest,
-            Some("v1"),
-        ),
+        delete_event("kuali-coeus", &image.layout.digest, "v1"),
     )
     .await
     .unwrap();

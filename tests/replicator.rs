@@ -11,7 +11,9 @@ use image_replicator::handler::HandlerError;
 use rig::{assert_same_image, skopeo_digest, skopeo_inspect_raw, ImageSpec, Platform};
 use serde_json::json;
 
-use common::events::{event, invoke, kuali_mapping, list_tags, push_event, put_image_record};
+use common::events::{
+    delete_event, event, invoke, kuali_mapping, list_tags, push_event, put_image_record,
+};
 use common::stage::{role, Stage, OTHER, REGION, SOURCE, TARGET};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -433,27 +435,13 @@ async fn given_delete_propagation_on_and_off_when_a_tag_is_deleted_then_only_the
         assert_eq!(stage.source().http("DELETE", &path, &[], b"").status, 202);
     }
 
-    let on = invoke(
-        &r,
-        &c,
-        event(
-            "image-delete.json",
-            "kuali-coeus",
-            &a.layout.digest,
-            Some("old"),
-        ),
-    )
-    .await
-    .unwrap();
+    let on = invoke(&r, &c, delete_event("kuali-coeus", &a.layout.digest, "old"))
+        .await
+        .unwrap();
     let off = invoke(
         &r,
         &c,
-        event(
-            "image-delete.json",
-            "kuali-coeus-feature",
-            &b.layout.digest,
-            Some("old"),
-        ),
+        delete_event("kuali-coeus-feature", &b.layout.digest, "old"),
     )
     .await
     .unwrap();
@@ -463,18 +451,9 @@ async fn given_delete_propagation_on_and_off_when_a_tag_is_deleted_then_only_the
     assert!(list_tags(&ecr, "coeus").await.is_empty());
     assert_eq!(list_tags(&ecr, "coeus-feature").await, ["old"]);
     // Deleting again is harmless.
-    let again = invoke(
-        &r,
-        &c,
-        event(
-            "image-delete.json",
-            "kuali-coeus",
-            &a.layout.digest,
-            Some("old"),
-        ),
-    )
-    .await
-    .unwrap();
+    let again = invoke(&r, &c, delete_event("kuali-coeus", &a.layout.digest, "old"))
+        .await
+        .unwrap();
     assert_eq!(
         again["destinations"][0]["outcome"], "already_deleted",
         "{again}"

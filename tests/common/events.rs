@@ -29,6 +29,11 @@ pub fn push_event(repository: &str, digest: &str, tag: &str) -> Value {
     event("image-push-tagged.json", repository, digest, Some(tag))
 }
 
+/// ECR's event for a deleted tag (events/image-delete.json).
+pub fn delete_event(repository: &str, digest: &str, tag: &str) -> Value {
+    event("image-delete.json", repository, digest, Some(tag))
+}
+
 pub fn kuali_mapping() -> Value {
     let dest = |repo: &str| json!([{"account": TARGET, "region": REGION, "role_arn": role(TARGET), "external_id": "kuali-sync", "repository": repo}]);
     json!({"version": 1, "rules": [
