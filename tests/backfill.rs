@@ -79,15 +79,7 @@ impl Backfill {
     async fn new() -> Backfill {
         let stage = Stage::builder().accounts(&[SOURCE, TARGET]).build();
         let sdk = stage.sdk().await;
-        let queue_url = aws_sdk_sqs::Client::new(&sdk)
-            .create_queue()
-            .queue_name("ecr-bridge-backfill")
-            .send()
-            .await
-            .expect("create queue in moto")
-            .queue_url()
-            .expect("queue url")
-            .to_string();
+        let queue_url = common::create_queue(&sdk, "ecr-bridge-backfill").await;
 
         common::backfill::create_run_table(&sdk, RUN_TABLE).await;
         let ecr = aws_sdk_ecr::Client::new(&sdk);

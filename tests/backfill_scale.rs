@@ -189,15 +189,7 @@ async fn given_a_registry_larger_than_one_invocation_when_backfilled_with_short_
     let ecr = aws_sdk_ecr::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     stage.aws().delay("DescribeImages", PAGE_DELAY);
-    let queue_url = sqs
-        .create_queue()
-        .queue_name("ecr-bridge-backfill")
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
+    let queue_url = common::create_queue(&sdk, "ecr-bridge-backfill").await;
     common::backfill::create_run_table(&sdk, RUN_TABLE).await;
     let setup = Instant::now();
     for r in 0..repositories {

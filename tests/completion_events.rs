@@ -19,20 +19,9 @@ const BUS: &str = "deployments";
 /// A bus with a rule sending everything ecr-bridge puts there to a queue,
 /// in the account `sdk` acts in (moto's default); returns the queue's URL.
 async fn bus_to_queue(sdk: &aws_config::SdkConfig) -> String {
-    let (events, sqs) = (
-        aws_sdk_eventbridge::Client::new(sdk),
-        aws_sdk_sqs::Client::new(sdk),
-    );
+    let events = aws_sdk_eventbridge::Client::new(sdk);
     events.create_event_bus().name(BUS).send().await.unwrap();
-    let url = sqs
-        .create_queue()
-        .queue_name("landed")
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
+    let url = common::create_queue(sdk, "landed").await;
     let arn = format!("arn:aws:sqs:{REGION}:{SOURCE}:landed");
     events
         .put_rule()

@@ -254,3 +254,16 @@ pub fn platforms() -> Vec<Platform> {
 pub fn multi_arch_spec() -> ImageSpec {
     ImageSpec::multi_arch(&platforms(), &[400 << 10, 200 << 10, 64 << 10], 1)
 }
+
+/// An SQS queue named `name` in the account `sdk` acts in (moto); its URL.
+pub async fn create_queue(sdk: &aws_config::SdkConfig, name: &str) -> String {
+    aws_sdk_sqs::Client::new(sdk)
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create queue {name} in moto: {e:?}"))
+        .queue_url()
+        .expect("queue url")
+        .to_string()
+}
