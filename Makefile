@@ -8,8 +8,8 @@
 #   make install - the ecr-bridge CLI into ~/.cargo/bin (cargo install)
 #   make scale  - backfill of 20,000 image records over 200 repositories (50 real), and the
 #                 full reconcile of 10,000 users (SCALE_USERS) in 4 segments, paged
-#                 listings, short deadlines (the reconcile ~35 min; the backfill drives
-#                 all 20,000 work items, ~2 a second here: hours; CI runs both at 400/240)
+#                 listings, short deadlines (the reconcile ~35 min; the backfill lists
+#                 2,000 slowed pages with 16 workers; CI runs both at 400/240)
 SHELL := /bin/bash
 NEXTEST_PROFILE ?= default
 
@@ -51,7 +51,7 @@ SCALE_REAL ?= 50
 SCALE_USERS ?= 10000
 scale: setup
 	BACKFILL_SCALE_IMAGES=$(SCALE_IMAGES) BACKFILL_SCALE_REPOSITORIES=$(SCALE_REPOSITORIES) \
-	BACKFILL_SCALE_REAL=$(SCALE_REAL) \
+	BACKFILL_SCALE_REAL=$(SCALE_REAL) BACKFILL_SCALE_WORKERS=16 \
 	RECONCILE_SCALE_USERS=$(SCALE_USERS) RECONCILE_SCALE_SCAN_PAGE=100 RECONCILE_SCALE_REPOSITORY_PAGE=100 \
 	RECONCILE_SCALE_INVOCATION=20 \
 	cargo nextest run -p ecr-bridge-tests --test backfill_scale --test access_sync_fanout --profile scale --no-capture

@@ -7,9 +7,14 @@
 //! Sizes: `BACKFILL_SCALE_IMAGES` image records (default 400) over
 //! `BACKFILL_SCALE_REPOSITORIES` repositories (default 4), of which
 //! `BACKFILL_SCALE_REAL` (default 3) are real images in the source
-//! registry; `make scale` runs 20,000 / 200 / 50. The records are moto's
+//! registry; `make scale` runs 20,000 / 200 / 50 with
+//! `BACKFILL_SCALE_WORKERS` (default 4) at 16. The records are moto's
 //! (what DescribeImages lists): their work items fail permanently at the
-//! source (no such manifest), which is what this test also counts.
+//! source (no such manifest). The first `HANDLED_RECORDS` of them go
+//! through the handler to show that; the drain counts the rest in the run
+//! itself, as the handler would, since what grows with size is listing and
+//! enqueuing, and a handler call per record (about 0.5 s, most of it the
+//! source's retries) would turn 20,000 into hours.
 //!
 //! Stand-in: moto cannot run Lambda, so the SQS event source mapping is
 //! played by `drain` (as in tests/backfill.rs), each invocation with its
@@ -23,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use common::stage::{role, Stage, REGION, SOURCE, TARGET};
 use ecr_bridge_aws::deadline::work_deadline;
+use ecr_bridge_aws::backfill::ItemResult;
 use ecr_bridge_aws::replicator::Replicator;
 use futures_util::StreamExt;
 use image_replicator::config::Config;
@@ -41,7 +47,9 @@ const PAGE_DELAY: Duration = Duration::from_secs(1);
 /// A work item's: enough for a first copy into a new repository.
 const INVOCATION: Duration = Duration::from_secs(5);
 const PAGE_CAP: usize = 10;
-const WORKERS: usize = 4;
+/// Records (work items without content) taken through the handler; the
+/// rest are counted failed by the drain.
+const HANDLED_RECORDS: usize = 200;
 const RUN_TABLE: &str = "ecr-bridge-backfill-runs";
 
 fn mapping() -> Value {
@@ -59,6 +67,8 @@ struct Seen {
     items: HashMap<String, HashSet<String>>,
     steps: HashSet<String>,
     invocations: usize,
+    /// Work items without content taken off the queue so far.
+    records_handled: usize,
     retried: usize,
     longest: Duration,
     /// Invocations that ran past their time: (took, allowed).
@@ -69,9 +79,11 @@ async fn drain(
     replicator: &(Replicator, Config),
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
+    real: &HashSet<String>,
+    workers: usize,
     seen: &Mutex<Seen>,
 ) {
-    let workers = (0..WORKERS).map(|_| async move {
+    let workers = (0..workers).map(|_| async move {
         let mut idle = 0;
         while idle < 3 {
             let got = sqs
@@ -98,6 +110,22 @@ async fn drain(
                 "eventSourceARN": format!("arn:aws:sqs:{REGION}:{SOURCE}:ecr-bridge-backfill"),
             }]});
             let (r, c) = replicator;
+            let digest = parsed["detail"]["image-digest"].as_str();
+            let record_only = digest.is_some_and(|d| !real.contains(d)) && {
+                let mut seen = seen.lock().unwrap();
+                seen.records_handled += 1;
+                seen.records_handled > HANDLED_RECORDS
+            };
+            if record_only {
+                // What the handler records for a record without content.
+                let run = ecr_bridge_aws::work_queue::run_of(&parsed)
+                    .expect("run field")
+                    .expect("a run's work item");
+                r.backfill()
+                    .record(&run, ItemResult::Failed)
+                    .await
+                    .expect("record");
+            }
             let started = Instant::now();
             let allowed = if parsed.get("backfill_step").is_some() {
                 LISTING_INVOCATION
@@ -105,13 +133,17 @@ async fn drain(
                 INVOCATION
             };
             let deadline = work_deadline(started, allowed);
-            let response = handler::handle_until(r, c, event, Some(deadline))
-                .await
-                .expect("sqs batch");
+            let response = if record_only {
+                json!({"batchItemFailures": []})
+            } else {
+                handler::handle_until(r, c, event, Some(deadline))
+                    .await
+                    .expect("sqs batch")
+            };
             let took = started.elapsed();
             {
                 let mut seen = seen.lock().unwrap();
-                seen.invocations += 1;
+                seen.invocations += usize::from(!record_only);
                 seen.longest = seen.longest.max(took);
                 if took > allowed {
                     seen.overran.push((took, allowed));
@@ -172,6 +204,7 @@ async fn given_a_registry_larger_than_one_invocation_when_backfilled_with_short_
     let images = common::env_size("BACKFILL_SCALE_IMAGES", 400);
     let repositories = common::env_size("BACKFILL_SCALE_REPOSITORIES", 4);
     let real = common::env_size("BACKFILL_SCALE_REAL", 3);
+    let workers = common::env_size("BACKFILL_SCALE_WORKERS", 4);
     let per_repository = images / repositories;
     assert!(
         per_repository > real,
@@ -295,7 +328,8 @@ async fn given_a_registry_larger_than_one_invocation_when_backfilled_with_short_
     assert_eq!(second["run"]["joined"], true, "{second}");
 
     let seen = Mutex::new(Seen::default());
-    drain(&replicator, &sqs, &queue_url, &seen).await;
+    let real_digests: HashSet<String> = real_images.iter().map(|(_, d)| d.clone()).collect();
+    drain(&replicator, &sqs, &queue_url, &real_digests, workers, &seen).await;
     let took = started.elapsed();
     let seen = seen.into_inner().unwrap();
     let mut histogram: std::collections::BTreeMap<String, usize> = Default::default();
@@ -311,10 +345,11 @@ async fn given_a_registry_larger_than_one_invocation_when_backfilled_with_short_
         .count();
     eprintln!(
         "backfill scale: {total} images in {repositories} repositories (pages of {PAGE_CAP}): start {start_took:?}; \
-         {} listing steps + {} work items in {} invocations ({} retried; listing steps allowed {LISTING_INVOCATION:?}, work items {INVOCATION:?}; longest {:?}); {describe_pages} DescribeImages pages; \
-         all done in {took:?} ({:.0} invocations/s with {WORKERS} workers)",
+         {} listing steps + {} work items ({} counted by the drain) in {} invocations ({} retried; listing steps allowed {LISTING_INVOCATION:?}, work items {INVOCATION:?}; longest {:?}); {describe_pages} DescribeImages pages; \
+         all done in {took:?} ({:.0} invocations/s with {workers} workers)",
         seen.steps.len(),
         seen.items.len(),
+        seen.records_handled.saturating_sub(HANDLED_RECORDS),
         seen.invocations,
         seen.retried,
         seen.longest,
