@@ -152,74 +152,6 @@ async fn backfill(r: &Replicator, c: &Config, action: &str) -> Value {
     out["summary"].clone()
 }
 
-/// Plays the SQS event source mapping until the queue is empty: `WORKERS`
-/// concurrent loops, each taking one message at a time. Returns
-/// (invocations, retried).
-async fn drain(
-    replicator: &(Replicator, Config),
-    sqs: aws_sdk_sqs::Client,
-    queue_url: &str,
-) -> (usize, usize) {
-    let workers = (0..WORKERS).map(|w| {
-        let sqs = sqs.clone();
-        let queue_url = queue_url.to_string();
-        async move {
-            let (mut invocations, mut retried) = (0, 0);
-            loop {
-                let got = sqs
-                    .receive_message()
-                    .queue_url(&queue_url)
-                    .max_number_of_messages(1)
-                    .visibility_timeout(60)
-                    .send()
-                    .await
-                    .expect("receive");
-                let Some(message) = got.messages().first() else {
-                    break;
-                };
-                let event = json!({"Records": [{
-                    "messageId": message.message_id().unwrap(),
-                    "receiptHandle": message.receipt_handle().unwrap(),
-                    "body": message.body().unwrap(),
-                    "attributes": {}, "messageAttributes": {},
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": format!("arn:aws:sqs:{REGION}:{SOURCE}:ecr-bridge-backfill"),
-                    "awsRegion": REGION
-                }]});
-                let (r, c) = replicator;
-                let response = handler::handle(r, c, event).await.expect("sqs batch");
-                invocations += 1;
-                let handle = message.receipt_handle().unwrap();
-                if response["batchItemFailures"].as_array().unwrap().is_empty() {
-                    sqs.delete_message()
-                        .queue_url(&queue_url)
-                        .receipt_handle(handle)
-                        .send()
-                        .await
-                        .expect("delete");
-                } else {
-                    retried += 1;
-                    eprintln!("worker {w}: retrying {response}");
-                    sqs.change_message_visibility()
-                        .queue_url(&queue_url)
-                        .receipt_handle(handle)
-                        .visibility_timeout(0)
-                        .send()
-                        .await
-                        .expect("visibility");
-                }
-            }
-            (invocations, retried)
-        }
-    });
-    let mut totals = (0, 0);
-    for (i, r) in futures_util::future::join_all(workers).await {
-        totals.0 += i;
-        totals.1 += r;
-    }
-    totals
-}
-
 fn target_client(stage: &Stage) -> RegistryClient {
     common::client(stage.target())
 }
@@ -294,7 +226,7 @@ async fn given_a_repository_of_54_images_12_already_in_the_target_when_backfille
 
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let shared = (replicator, config);
-    let (invocations, retried) = drain(&shared, sqs, &queue_url).await;
+    let (invocations, retried) = common::backfill::drain(&shared, sqs, &queue_url, WORKERS).await;
     let total_ms = started.elapsed().as_millis();
     let (replicator, config) = &shared;
 

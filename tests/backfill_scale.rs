@@ -27,8 +27,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::stage::{role, Stage, REGION, SOURCE, TARGET};
-use ecr_bridge_aws::deadline::work_deadline;
 use ecr_bridge_aws::backfill::ItemResult;
+use ecr_bridge_aws::deadline::work_deadline;
 use ecr_bridge_aws::replicator::Replicator;
 use futures_util::StreamExt;
 use image_replicator::config::Config;

@@ -304,3 +304,61 @@ fn given_no_aws_credentials_anywhere_when_planned_then_a_permanent_error_says_so
         "one line, no provider dumps: {stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn given_a_hub_mapping_with_two_spokes_when_planned_then_each_spoke_is_listed_through_its_role_under_its_own_heading(
+) {
+    // Given: a repository in each spoke account (moto scopes ECR by the
+    // assumed role's account), and a mapping naming both as sources.
+    let moto = Moto::start();
+    let sdk = common::moto_sdk(&moto.url(), "secret").await;
+    let read_role = |account: &str| format!("arn:aws:iam::{account}:role/ecr-bridge-source-read");
+    for (account, repository) in [
+        ("333333333333", "team-a-api"),
+        ("444444444444", "team-b-api"),
+    ] {
+        common::ecr_as(&sdk, &read_role(account))
+            .await
+            .create_repository()
+            .repository_name(repository)
+            .send()
+            .await
+            .unwrap();
+    }
+    let source = |account: &str| json!({"account": account, "region": "us-east-1", "role_arn": read_role(account), "external_id": "ecr-bridge-hub"});
+    let config = json!({"sources": [source("333333333333"), source("444444444444")],
+        "rules": [{"match": {"prefix": "team-"}, "destinations": dest("mirror/{suffix}")}]});
+
+    // When: planned, as text and as JSON.
+    let out = plan(&moto, &config, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let doc = plan_json(&moto, &config);
+
+    // Then: each spoke under its own heading, with only its own repository.
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = text
+        .find("source 333333333333/us-east-1 as arn:aws:iam::333333333333:role/ecr-bridge-source-read:")
+        .unwrap_or_else(|| panic!("{text}"));
+    let b = text
+        .find("source 444444444444/us-east-1 as arn:aws:iam::444444444444:role/ecr-bridge-source-read:")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        text[a..b].contains("team-a-api -> 222222222222/us-east-1/mirror/a-api"),
+        "{text}"
+    );
+    assert!(
+        text[b..].contains("team-b-api -> 222222222222/us-east-1/mirror/b-api"),
+        "{text}"
+    );
+    assert!(!text[b..].contains("team-a-api"), "{text}");
+    let sources = doc["sources"].as_array().expect("one entry per source");
+    assert_eq!(sources.len(), 2, "{doc}");
+    assert_eq!(
+        by_repository(&sources[1]["preview"], "team-b-api")["rule"],
+        "rules[0]"
+    );
+}

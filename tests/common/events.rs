@@ -61,7 +61,9 @@ pub async fn invoke(r: &Replicator, c: &Config, e: Value) -> Result<Value, Handl
 
 /// moto keeps ECR images in its own store, apart from the docker-registry
 /// holding the bytes; deletes go through the control plane, so the test
-/// records the image there the way ECR would have on push.
+/// records the image there the way ECR would have on push. The digest is
+/// given because moto, unlike ECR, would otherwise derive it from the
+/// layer digests instead of the manifest bytes.
 pub async fn put_image_record(
     ecr: &aws_sdk_ecr::Client,
     repo: &str,
@@ -73,6 +75,7 @@ pub async fn put_image_record(
         .repository_name(repo)
         .image_manifest(manifest)
         .image_manifest_media_type(&layout.media_type)
+        .image_digest(&layout.digest)
         .image_tag(tag)
         .send()
         .await

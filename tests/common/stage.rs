@@ -176,6 +176,14 @@ impl Stage {
         &self.registries[2]
     }
 
+    /// The registry of `account`, one the builder was given.
+    pub fn registry_of(&self, account: &str) -> &Registry {
+        self.registries
+            .iter()
+            .find(|r| r.account() == account)
+            .unwrap_or_else(|| panic!("no registry for account {account} on this stage"))
+    }
+
     /// The ECR-like front before the target ([`StageBuilder::ecr_front`]).
     pub fn front(&self) -> &FaultProxy {
         self.front

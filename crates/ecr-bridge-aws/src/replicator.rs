@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ecr_bridge::copy::CopyOptions;
-use ecr_bridge::mapping::ImageDecision;
+use ecr_bridge::mapping::{ImageDecision, MappingConfig};
 use ecr_bridge::reference::Selector;
 use ecr_bridge::registry::{RegistryClient, RegistryError, Repository};
 use tokio::sync::Mutex;
@@ -44,6 +44,11 @@ pub enum ReplicationError {
         #[source]
         source: RegistryError,
     },
+    /// The mapping lists its sources and the event's registry is not one
+    /// (a spoke sending before it was added, or an account allowed on the
+    /// hub's bus that should not be).
+    #[error(transparent)]
+    NotASource(#[from] ecr_bridge::mapping::NotASource),
     #[error("{failed} of {total} destinations failed (rule {rule}); first: {first}")]
     Destinations {
         rule: String,
@@ -61,6 +66,7 @@ impl ReplicationError {
         match self {
             ReplicationError::Mapping(e) => e.is_retryable(),
             ReplicationError::Source { source, .. } => source.is_retryable(),
+            ReplicationError::NotASource(_) => false,
             ReplicationError::Destinations { retryable, .. } => *retryable,
         }
     }
@@ -156,6 +162,7 @@ impl Replicator {
         deadline: Option<Instant>,
     ) -> Result<ActionReport, ReplicationError> {
         let config = self.mapping.get().await?;
+        let access = self.source_access(&config, action)?;
         // The rule follows the repository; each tag passes its filter or not.
         // The source tags are asked again before each tag PUT (the copy's
         // `recheck_source_tags`), so a tag moved on meanwhile is left alone.
@@ -176,7 +183,7 @@ impl Replicator {
             });
         }
 
-        let source = self.source_location(action, deadline).await?;
+        let source = self.source_location(access, action, deadline).await?;
         let delete_id = match action.tags.first() {
             Some(t) => ImageId::Tag(t.clone()),
             None => ImageId::Digest(action.digest.to_string()),
@@ -249,12 +256,26 @@ impl Replicator {
         })
     }
 
+    /// How to read the event's registry: the role the mapping's `sources`
+    /// give it, else the deployment's source role; refused when the
+    /// mapping lists sources and not this one.
+    fn source_access(
+        &self,
+        config: &MappingConfig,
+        action: &ImageAction,
+    ) -> Result<RegistryAccess, ReplicationError> {
+        Ok(match config.source_for(&action.account, &action.region)? {
+            Some(listed) => listed.access(self.source_role.assume.as_ref()),
+            None => action.source(&self.source_role),
+        })
+    }
+
     async fn source_location(
         &self,
+        access: RegistryAccess,
         action: &ImageAction,
         deadline: Option<Instant>,
     ) -> Result<Repository, ReplicationError> {
-        let access = action.source(&self.source_role);
         let client: RegistryClient =
             self.registries
                 .registry(&access)

@@ -13,7 +13,7 @@ pub use item::{
     as_object, parse_image_action, run_of, work_item, Envelope, EventError, ImageActionDetail,
     Parsed, BACKFILL_SOURCE, DETAIL_TYPE, RUN_FIELD,
 };
-pub use step::{Listing, ListingStep, RunId, STEP_FIELD};
+pub use step::{Listing, ListingStep, RunId, SourceKey, STEP_FIELD};
 
 /// SQS takes at most 10 messages per SendMessageBatch.
 const SEND_BATCH: usize = 10;

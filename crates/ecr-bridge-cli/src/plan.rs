@@ -73,18 +73,56 @@ pub async fn run(args: PlanArgs) -> Result<(), Failure> {
     if let Some(repository) = &args.repository {
         return explain(&config, repository, args.tag.as_deref(), args.json);
     }
-    let ecr = aws_sdk_ecr::Client::new(&sdk().await);
-    let preview = preview::preview(&config, &ecr).await.map_err(|e| Failure {
+    let base = sdk().await;
+    let failure = |e: ecr_bridge_aws::error::AwsError| Failure {
         retryable: e.retryable,
         message: e.to_string(),
-    })?;
+    };
+    if config.sources().is_empty() {
+        let ecr = aws_sdk_ecr::Client::new(&base);
+        let preview = preview::preview(&config, &ecr).await.map_err(failure)?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&preview).unwrap_or_default()
+            );
+        } else {
+            print!("{}", render(&preview));
+        }
+        return Ok(());
+    }
+    // A hub's mapping: each source through its own role, as the replicator
+    // reads it (your credentials must be allowed to assume those roles).
+    let mut previews = Vec::new();
+    for source in config.sources() {
+        let ecr = ecr_bridge_aws::sts::ecr_client(
+            &base,
+            source.region_id(),
+            source.assume(),
+            "ecr-bridge-plan",
+        )
+        .await;
+        let label = source.access(None).to_string();
+        let preview = preview::preview(&config, &ecr).await.map_err(|e| Failure {
+            retryable: e.retryable,
+            message: format!("source {label}: {e}"),
+        })?;
+        previews.push((label, preview));
+    }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&preview).unwrap_or_default()
-        );
+        let doc: Vec<serde_json::Value> = previews
+            .iter()
+            .map(|(source, preview)| serde_json::json!({"source": source, "preview": preview}))
+            .collect();
+        let doc = serde_json::json!({ "sources": doc });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
-        print!("{}", render(&preview));
+        for (source, preview) in &previews {
+            println!("source {source}:");
+            for line in render(preview).lines() {
+                println!("  {line}");
+            }
+        }
     }
     Ok(())
 }

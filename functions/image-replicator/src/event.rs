@@ -372,7 +372,10 @@ mod tests {
         let run = RunId::new();
         let step = ListingStep {
             run: run.clone(),
-            listing: Listing::Repositories { next_token: None },
+            listing: Listing::Repositories {
+                source: None,
+                next_token: None,
+            },
         };
         let item = ecr_bridge_aws::work_queue::work_item(
             "123456789012",

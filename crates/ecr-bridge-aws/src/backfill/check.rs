@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 
 use super::{Backfill, BackfillAction, BackfillError, BackfillRequest, BackfillSummary};
 use crate::repositories::{
-    images_page, named_repositories, repositories_page, ImageListing, ListedRepository, SourceImage,
+    images_page, repositories_page, ImageListing, ListedRepository, SourceImage,
 };
 
 /// Target presence checks in flight at once (manifest HEADs).
@@ -27,38 +27,43 @@ impl Backfill {
         deadline: Option<Instant>,
     ) -> Result<BackfillSummary, BackfillError> {
         let config = self.mapping.get().await?;
-        let (ecr, _) = self.source_ecr().await?;
+        let sources = self.source_ecrs(&config).await?;
         let mut summary = BackfillSummary::new(BackfillAction::Check);
         let out_of_time = || deadline.is_some_and(|d| Instant::now() >= d);
         if !request.repositories.is_empty() {
-            let named = named_repositories(&ecr, &request.repositories)
-                .await
-                .map_err(BackfillError::Source)?
-                .map_err(BackfillError::UnknownRepository)?;
-            self.check_each(&config, &ecr, &named, &mut summary, deadline)
-                .await?;
+            for (i, named) in self.named_in(&sources, &request.repositories).await? {
+                if !self
+                    .check_each(&config, &sources[i].ecr, &named, &mut summary, deadline)
+                    .await?
+                {
+                    break;
+                }
+            }
             return Ok(summary);
         }
-        let mut token = None;
-        loop {
-            let page = repositories_page(&ecr, token.take())
-                .await
-                .map_err(BackfillError::Source)?;
-            if !self
-                .check_each(&config, &ecr, &page.items, &mut summary, deadline)
-                .await?
-            {
-                return Ok(summary);
-            }
-            match page.next_token {
-                None => return Ok(summary),
-                Some(_) if out_of_time() => {
-                    summary.complete = false;
+        for source in &sources {
+            let mut token = None;
+            loop {
+                let page = repositories_page(&source.ecr, token.take())
+                    .await
+                    .map_err(BackfillError::Source)?;
+                if !self
+                    .check_each(&config, &source.ecr, &page.items, &mut summary, deadline)
+                    .await?
+                {
                     return Ok(summary);
                 }
-                Some(next) => token = Some(next),
+                match page.next_token {
+                    None => break,
+                    Some(_) if out_of_time() => {
+                        summary.complete = false;
+                        return Ok(summary);
+                    }
+                    Some(next) => token = Some(next),
+                }
             }
         }
+        Ok(summary)
     }
 
     /// Counts each repository in turn; `false` when the deadline stopped it.

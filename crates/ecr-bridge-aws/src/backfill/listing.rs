@@ -15,12 +15,15 @@ use super::runs::{RunCounts, RunStore};
 use super::BackfillError;
 use crate::deadline::PageClock;
 use crate::repositories::{images_page, repositories_page, ImageListing, ListedRepository};
-use crate::work_queue::{work_item, Listing, ListingStep, RunId, WorkQueue};
+use crate::work_queue::{work_item, Listing, ListingStep, RunId, SourceKey, WorkQueue};
 
 pub(super) struct Lister<'a> {
     pub config: &'a MappingConfig,
     pub ecr: &'a aws_sdk_ecr::Client,
     pub region: &'a Region,
+    /// The mapping's source this lister reads, carried into every step
+    /// it enqueues; none: the function's own registry.
+    pub source: Option<SourceKey>,
     pub queue: &'a dyn WorkQueue,
     pub runs: &'a dyn RunStore,
     pub run: &'a RunId,
@@ -36,11 +39,12 @@ struct Sent {
 impl Lister<'_> {
     pub async fn step(&self, listing: &Listing) -> Result<(), BackfillError> {
         match listing {
-            Listing::Repositories { next_token } => self.repositories(next_token.clone()).await,
+            Listing::Repositories { next_token, .. } => self.repositories(next_token.clone()).await,
             Listing::Images {
                 account,
                 repository,
                 next_token,
+                ..
             } => self.images(account, repository, next_token.clone()).await,
         }
     }
@@ -151,6 +155,7 @@ impl Lister<'_> {
                     listing: Listing::Images {
                         account,
                         repository,
+                        source: self.source.clone(),
                         next_token: None,
                     },
                 }
@@ -178,10 +183,37 @@ impl Lister<'_> {
         Ok(())
     }
 
-    /// The repositories named in the request: one image step each.
-    pub async fn named(&self, repositories: &[ListedRepository]) -> Result<(), BackfillError> {
+    /// The repositories named in the request: one image step each. With
+    /// `last`, this invocation's listing is over (`-1`).
+    pub async fn named(
+        &self,
+        repositories: &[ListedRepository],
+        last: bool,
+    ) -> Result<(), BackfillError> {
         let mut counts = RunCounts::default();
         let bodies = self.image_steps(repositories, &mut counts);
+        self.enqueue_steps(&bodies, &mut counts).await?;
+        counts.listings_open -= i64::from(last);
+        self.add(&counts).await
+    }
+
+    /// A hub's start: one repositories step per source registry, each
+    /// listed in its own invocation through its own role.
+    pub async fn sources(&self, sources: &[SourceKey]) -> Result<(), BackfillError> {
+        let mut counts = RunCounts::default();
+        let bodies: Vec<String> = sources
+            .iter()
+            .map(|source| {
+                ListingStep {
+                    run: self.run.clone(),
+                    listing: Listing::Repositories {
+                        source: Some(source.clone()),
+                        next_token: None,
+                    },
+                }
+                .to_body()
+            })
+            .collect();
         self.enqueue_steps(&bodies, &mut counts).await?;
         counts.listings_open -= 1;
         self.add(&counts).await
@@ -200,6 +232,7 @@ impl Lister<'_> {
             self.clock.page_done(started);
             let finished = |c: &mut RunCounts| c.listings_open -= 1;
             let continuation = |next| Listing::Repositories {
+                source: self.source.clone(),
                 next_token: Some(next),
             };
             match self
@@ -273,6 +306,7 @@ impl Lister<'_> {
             let continuation = |next| Listing::Images {
                 account: account.clone(),
                 repository: repository.clone(),
+                source: self.source.clone(),
                 next_token: Some(next),
             };
             match self

@@ -13,6 +13,9 @@
 //! - each work item is an image action shaped like the ECR event
 //!   ([`crate::work_queue`] owns both formats), so the replicator handles
 //!   it as a push: a destination that already has the image costs one HEAD;
+//! - with the mapping's `sources` (a hub), `start` enqueues one repositories
+//!   step per source instead, each listed through that source's role, and
+//!   every step names its source ([`sources`]);
 //! - every step and item adds to the run's durable counts, which `status`
 //!   and `ecr-bridge backfill --wait` read.
 //!
@@ -24,6 +27,7 @@
 mod check;
 mod listing;
 pub mod runs;
+mod sources;
 mod summary;
 
 use std::sync::Arc;
@@ -35,8 +39,9 @@ use crate::error::AwsError;
 use crate::mapping_store::{MappingError, MappingStore};
 use crate::registries::{EcrRegistries, SourceRole};
 use crate::run_table::now_ms;
-use crate::work_queue::{QueueDepth, RunId, WorkQueue};
+use crate::work_queue::{Listing, QueueDepth, RunId, SourceKey, WorkQueue};
 use runs::{BackfillRun, Began, RunCounts, RunStore};
+use sources::SourceEcr;
 pub use summary::{BackfillSummary, ItemResult, RunInfo, RunState};
 
 /// A run whose counts say it is unfinished but whose queue is empty and
@@ -169,35 +174,20 @@ impl Backfill {
     fn lister<'a>(
         &'a self,
         config: &'a ecr_bridge::mapping::MappingConfig,
-        ecr: &'a aws_sdk_ecr::Client,
-        region: &'a ecr_bridge::ids::Region,
+        source: &'a SourceEcr,
         run: &'a RunId,
         deadline: Option<Instant>,
     ) -> Result<listing::Lister<'a>, BackfillError> {
         Ok(listing::Lister {
             config,
-            ecr,
-            region,
+            ecr: &source.ecr,
+            region: &source.region,
+            source: source.key.clone(),
             queue: self.queue()?,
             runs: self.runs()?,
             run,
             clock: crate::deadline::PageClock::new(deadline),
         })
-    }
-
-    /// The source registry's ECR API, in the function's region.
-    async fn source_ecr(
-        &self,
-    ) -> Result<(aws_sdk_ecr::Client, ecr_bridge::ids::Region), BackfillError> {
-        let region = self
-            .registries
-            .home_region()
-            .map_err(BackfillError::HomeRegion)?;
-        let ecr = self
-            .registries
-            .ecr_in(&region, self.source_role.assume.as_ref())
-            .await;
-        Ok((ecr, region))
     }
 
     /// Runs a backfill request; listing stops at `deadline` and hands the
@@ -251,14 +241,8 @@ impl Backfill {
         let mut scope = request.repositories.clone();
         scope.sort();
         scope.dedup();
-        let (ecr, region) = self.source_ecr().await?;
-        let named = match crate::repositories::named_repositories(&ecr, &scope)
-            .await
-            .map_err(BackfillError::Source)?
-        {
-            Ok(named) => named,
-            Err(unknown) => return Err(BackfillError::UnknownRepository(unknown)),
-        };
+        let sources = self.source_ecrs(&config).await?;
+        let named = self.named_in(&sources, &scope).await?;
 
         // Two starts at once: the conditional write lets one win; the other
         // reads again and joins it.
@@ -320,11 +304,23 @@ impl Backfill {
             }
         };
         tracing::info!(run = %run.id, scope = ?run.scope, "backfill run started");
-        let lister = self.lister(&config, &ecr, &region, &run.id, deadline)?;
-        if scope.is_empty() {
-            lister.repositories(None).await?;
+        let first = &sources[0];
+        if !scope.is_empty() {
+            // Each name was found in some source, so `named` is not empty.
+            for (n, (i, repositories)) in named.iter().enumerate() {
+                self.lister(&config, &sources[*i], &run.id, deadline)?
+                    .named(repositories, n + 1 == named.len())
+                    .await?;
+            }
+        } else if first.key.is_none() {
+            self.lister(&config, first, &run.id, deadline)?
+                .repositories(None)
+                .await?;
         } else {
-            lister.named(&named).await?;
+            let keys: Vec<SourceKey> = sources.iter().filter_map(|s| s.key.clone()).collect();
+            self.lister(&config, first, &run.id, deadline)?
+                .sources(&keys)
+                .await?;
         }
         let now = runs.current().await.map_err(BackfillError::Runs)?;
         let mut summary = BackfillSummary::new(BackfillAction::Start);
@@ -341,8 +337,29 @@ impl Backfill {
         deadline: Option<Instant>,
     ) -> Result<(), BackfillError> {
         let config = self.mapping.get().await?;
-        let (ecr, region) = self.source_ecr().await?;
-        self.lister(&config, &ecr, &region, &step.run, deadline)?
+        let key = match &step.listing {
+            Listing::Repositories { source, .. } | Listing::Images { source, .. } => source,
+        };
+        let source = match key {
+            None => self.home_ecr().await?,
+            Some(key) => match config.source_for(&key.account, &key.region) {
+                Ok(Some(listed)) => self.listed_ecr(listed).await,
+                Ok(None) | Err(_) => {
+                    // The mapping dropped this source since the step was enqueued.
+                    tracing::info!(run = %step.run, account = %key.account, region = %key.region, "no longer a source; not listed");
+                    let done = RunCounts {
+                        listings_open: -1,
+                        ..RunCounts::default()
+                    };
+                    self.runs()?
+                        .add(&step.run, &done)
+                        .await
+                        .map_err(BackfillError::Runs)?;
+                    return Ok(());
+                }
+            },
+        };
+        self.lister(&config, &source, &step.run, deadline)?
             .step(&step.listing)
             .await
     }

@@ -23,16 +23,21 @@ pub struct LoopDetected {
     pub rule: String,
 }
 
-/// `Some` when `target` is in the action's own account and region and a rule
-/// would replicate what the copy pushes there: the image by digest (every
-/// copy pushes manifests by digest) or any of the `tags` it sets.
+/// `Some` when `target` is in a registry whose events come back (the
+/// action's own, or any of the mapping's `sources`: a hub hears every
+/// spoke) and a rule would replicate what the copy pushes there: the image
+/// by digest (every copy pushes manifests by digest) or any of the `tags`
+/// it sets.
 pub fn check(
     config: &MappingConfig,
     action: &ImageAction,
     target: &Target,
     tags: &[String],
 ) -> Option<LoopDetected> {
-    if target.access.account != action.account || target.access.region != action.region {
+    let (account, region) = (&target.access.account, &target.access.region);
+    let own = *account == action.account && *region == action.region;
+    let listed = matches!(config.source_for(account, region), Ok(Some(_)));
+    if !own && !listed {
         return None;
     }
     let repository = target.repository.as_ref().ok()?;
@@ -116,6 +121,24 @@ mod tests {
             None,
             "{repository} -> destination {index} with tags {tags:?}"
         );
+    }
+
+    #[test]
+    fn given_a_hub_whose_regex_target_is_in_another_spoke_when_checked_then_a_loop_through_that_spoke(
+    ) {
+        // Given spokes 123456789012 and 222222222222: a copy from the first
+        // into the second is forwarded back to the hub by the second's rule.
+        let config = MappingConfig::from_json(
+            r#"{ "sources": [ { "account": "123456789012", "region": "us-east-1" },
+                              { "account": "222222222222", "region": "us-east-1" } ],
+                 "rules": [ { "match": { "regex": "app-(.+)" },
+                   "destinations": [ { "account": "222222222222", "region": "us-east-1", "repository": "app-{1}-copy" } ] } ] }"#,
+        )
+        .unwrap();
+        let targets = targets(&config, "app-web");
+        let found = check(&config, &action("app-web"), &targets[0], &["v1".into()])
+            .expect("a loop through the other spoke");
+        assert_eq!(found.repository, "app-web-copy");
     }
 
     #[test]

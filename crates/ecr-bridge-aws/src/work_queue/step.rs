@@ -3,7 +3,7 @@
 //! invocation nears its deadline and then enqueues its own continuation,
 //! so no listing is bound by one invocation.
 
-use ecr_bridge::ids::{AccountId, RepositoryName};
+use ecr_bridge::ids::{AccountId, Region, RepositoryName};
 use ecr_bridge::text::clip;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -20,6 +20,15 @@ crate::hex_id::hex_id!(
     "a backfill run id"
 );
 
+/// Which of the mapping's `sources` a step lists; absent: the function's
+/// own region through its source role (a mapping without `sources`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceKey {
+    pub account: AccountId,
+    pub region: Region,
+}
+
 /// What a step lists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "list", rename_all = "snake_case", deny_unknown_fields)]
@@ -28,6 +37,8 @@ pub enum Listing {
     /// the mapping routes gets an `Images` step.
     Repositories {
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<SourceKey>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         next_token: Option<String>,
     },
     /// One repository's images (DescribeImages): each one that replicates
@@ -35,6 +46,8 @@ pub enum Listing {
     Images {
         account: AccountId,
         repository: RepositoryName,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<SourceKey>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         next_token: Option<String>,
     },
@@ -73,13 +86,25 @@ mod tests {
     fn given_steps_when_written_and_read_then_they_round_trip_and_bad_ones_are_named() {
         let run = RunId::new();
         for listing in [
-            Listing::Repositories { next_token: None },
             Listing::Repositories {
+                source: None,
+                next_token: None,
+            },
+            Listing::Repositories {
+                source: None,
                 next_token: Some("t0k3n==".into()),
+            },
+            Listing::Repositories {
+                source: Some(SourceKey {
+                    account: "333333333333".parse().unwrap(),
+                    region: "eu-west-1".parse().unwrap(),
+                }),
+                next_token: None,
             },
             Listing::Images {
                 account: "123456789012".parse().unwrap(),
                 repository: "team/app".parse().unwrap(),
+                source: None,
                 next_token: Some("abc".into()),
             },
         ] {
@@ -102,6 +127,10 @@ mod tests {
                 "bf-",
             ),
             (json!({"run": "bf-00", "listing": {"list": "tags"}}), "tags"),
+            (
+                json!({"run": "bf-00", "listing": {"list": "repositories", "source": {"account": "333333333333", "region": "Mars"}}}),
+                "region",
+            ),
             (
                 json!({"run": "bf-00", "listing": {"list": "images", "account": "123456789012", "repository": "UPPER"}}),
                 "UPPER",

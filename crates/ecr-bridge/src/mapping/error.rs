@@ -110,7 +110,7 @@ pub enum Problem {
     Region { got: String },
     #[error("must be an IAM role ARN like arn:aws:iam::123456789012:role/name (got {got})")]
     RoleArn { got: String },
-    #[error("role is in account {role_account} but the destination account is {account}")]
+    #[error("role is in account {role_account} but the registry's account is {account}")]
     RoleAccount {
         role_account: String,
         account: String,
@@ -119,6 +119,10 @@ pub enum Problem {
     ExternalId { got: String },
     #[error("only used when assuming a role: set role_arn too, or remove external_id")]
     ExternalIdWithoutRole,
+    #[error("give either source or sources, not both")]
+    SourceAndSources,
+    #[error("same account and region as sources[{other}]")]
+    DuplicateSource { other: usize },
     #[error("same account, region and repository as destinations[{other}]")]
     DuplicateDestination { other: usize },
     #[error(

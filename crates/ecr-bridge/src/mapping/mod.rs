@@ -38,6 +38,7 @@ pub use schema::{
 };
 pub use template::{Template, TemplateError};
 
+use crate::ids::{AccountId, Region};
 use crate::reference::is_valid_ecr_repository_name;
 use quote::truncated;
 use template::Captured;
@@ -47,6 +48,8 @@ use template::Captured;
 /// document can cause, wherever the text comes from.
 pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 pub const MAX_RULES: usize = 500;
+/// Source registries of a hub (`sources`).
+pub const MAX_SOURCES: usize = 200;
 pub const MAX_DESTINATIONS: usize = 20;
 /// Per `include` or `exclude` list.
 pub const MAX_GLOBS: usize = 100;
@@ -62,7 +65,18 @@ const REGEX_NEST_LIMIT: u32 = 50;
 #[derive(Debug, Clone, PartialEq)]
 pub struct MappingConfig {
     rules: Vec<Rule>,
-    source: Option<SourceRegistry>,
+    /// Empty: the document names none, and takes events of any registry.
+    sources: Vec<SourceRegistry>,
+}
+
+/// An event's registry is not among the document's sources.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{account}/{region} is not among the mapping's sources ({listed}): add it to \"sources\" to replicate its images")]
+pub struct NotASource {
+    pub account: String,
+    pub region: String,
+    /// The sources listed, shortened past a few.
+    pub listed: String,
 }
 
 impl MappingConfig {
@@ -71,6 +85,10 @@ impl MappingConfig {
     /// ```json
     /// { "version": 1,
     ///   "source": { "account": "111111111111", "region": "us-east-1" },
+    ///   // or, for a hub taking the events of several accounts (not both):
+    ///   // "sources": [ { "account": "333333333333", "region": "us-east-1",
+    ///   //                "role_arn": "arn:aws:iam::333333333333:role/ecr-bridge-source-read",
+    ///   //                "external_id": "ecr-bridge-hub" } ],
     ///   "rules": [ { "name": "kuali",
     ///                "match": { "prefix": "kuali-" },
     ///                "destinations": [ { "account": "222222222222", "region": "us-east-1",
@@ -90,9 +108,47 @@ impl MappingConfig {
         parse::parse(text)
     }
 
-    /// The registry the document says its events come from, if it says so.
-    pub fn source(&self) -> Option<&SourceRegistry> {
-        self.source.as_ref()
+    /// The registries the document says its events come from (`source`
+    /// or `sources`); empty when it says nothing.
+    pub fn sources(&self) -> &[SourceRegistry] {
+        &self.sources
+    }
+
+    /// The source entry for an event of `account` in `region`: `Ok(None)`
+    /// when the document lists no sources (every registry's events are
+    /// taken), an error when it lists them and not this one.
+    pub fn source_for(
+        &self,
+        account: &AccountId,
+        region: &Region,
+    ) -> Result<Option<&SourceRegistry>, NotASource> {
+        if self.sources.is_empty() {
+            return Ok(None);
+        }
+        match self
+            .sources
+            .iter()
+            .find(|s| &s.account == account && &s.region == region)
+        {
+            Some(s) => Ok(Some(s)),
+            None => {
+                const SHOWN: usize = 5;
+                let mut listed: Vec<String> = self
+                    .sources
+                    .iter()
+                    .take(SHOWN)
+                    .map(|s| format!("{}/{}", s.account, s.region))
+                    .collect();
+                if self.sources.len() > SHOWN {
+                    listed.push(format!("and {} more", self.sources.len() - SHOWN));
+                }
+                Err(NotASource {
+                    account: account.to_string(),
+                    region: region.to_string(),
+                    listed: listed.join(", "),
+                })
+            }
+        }
     }
 
     /// The rules, in the order they are tried.

@@ -5,6 +5,7 @@
 //! `#[derive(Deserialize)]`: serde stops at the first wrong type or unknown
 //! field, while a person fixing a config wants every problem at once.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 
 use super::confine;
@@ -20,13 +21,13 @@ use super::tree::{
 };
 use super::{
     MappingConfig, MAX_DESTINATIONS, MAX_DOCUMENT_BYTES, MAX_GLOBS, MAX_NAME_LEN, MAX_REGEX_LEN,
-    MAX_RULES, REGEX_NEST_LIMIT, REGEX_SIZE_LIMIT,
+    MAX_RULES, MAX_SOURCES, REGEX_NEST_LIMIT, REGEX_SIZE_LIMIT,
 };
 use crate::ids::{AccountId, AssumeRole, ExternalId, Region, RegistryAccess, RoleArn};
 use crate::reference::is_valid_ecr_repository_name;
 
-const TOP_FIELDS: &[&str] = &["version", "source", "rules"];
-const SOURCE_FIELDS: &[&str] = &["account", "region"];
+const TOP_FIELDS: &[&str] = &["version", "source", "sources", "rules"];
+const SOURCE_FIELDS: &[&str] = &["account", "region", "role_arn", "external_id"];
 const RULE_FIELDS: &[&str] = &[
     "name",
     "match",
@@ -67,17 +68,14 @@ pub(super) fn parse(text: &str) -> Result<MappingConfig, ConfigError> {
     let mut errors = Errors::default();
     let parsed = document(&tree, &mut errors);
     match parsed {
-        Some((rules, source)) if errors.0.is_empty() => Ok(MappingConfig { rules, source }),
+        Some((rules, sources)) if errors.0.is_empty() => Ok(MappingConfig { rules, sources }),
         _ => Err(ConfigError::Invalid(errors.0)),
     }
 }
 
-fn document(tree: &Json, errors: &mut Errors) -> Option<(Vec<Rule>, Option<SourceRegistry>)> {
+fn document(tree: &Json, errors: &mut Errors) -> Option<(Vec<Rule>, Vec<SourceRegistry>)> {
     let top = Object::new(tree, ROOT, TOP_FIELDS, errors)?;
-    let source = match top.get("source") {
-        None => Some(None),
-        Some(v) => source_registry(v, &top.path("source"), errors).map(Some),
-    };
+    let sources = source_registries(&top, errors);
     match top.get("version") {
         None | Some(Json::Integer(1)) => {}
         Some(Json::Integer(n)) => errors.add(
@@ -107,26 +105,123 @@ fn document(tree: &Json, errors: &mut Errors) -> Option<(Vec<Rule>, Option<Sourc
             errors.add(&child(&destination, "repository"), problem);
         }
     }
-    let source = source?;
-    if let Some(source) = &source {
+    let sources = sources?;
+    let mut reported = HashSet::new();
+    for source in &sources {
         for found in super::loops::find(&rules, source) {
+            // Two sources in one registry find the same loop once.
+            if !reported.insert((found.rule_index, found.destination_index)) {
+                continue;
+            }
             let rule_path = item(&rules_path, found.rule_index);
             let path = item(&child(&rule_path, "destinations"), found.destination_index);
             errors.add(&path, found.problem);
         }
     }
-    Some((rules, source))
+    Some((rules, sources))
 }
 
-/// `{"account": "...", "region": "..."}`: where the events come from.
+/// `source` (one registry) or `sources` (a list, for a hub that takes the
+/// events of several accounts): where the events come from.
+fn source_registries(top: &Object<'_>, errors: &mut Errors) -> Option<Vec<SourceRegistry>> {
+    match (top.get("source"), top.get("sources")) {
+        (None, None) => Some(Vec::new()),
+        (Some(_), Some(_)) => {
+            errors.add(&top.path("sources"), Problem::SourceAndSources);
+            None
+        }
+        (Some(v), None) => source_registry(v, &top.path("source"), errors).map(|s| vec![s]),
+        (None, Some(v)) => {
+            let path = top.path("sources");
+            let items = non_empty_array(v, &path, errors)?;
+            if !at_most(items, MAX_SOURCES, &path, errors) {
+                return None;
+            }
+            let parsed: Vec<Option<SourceRegistry>> = items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| source_registry(v, &item(&path, i), errors))
+                .collect();
+            let sources: Vec<SourceRegistry> = parsed.into_iter().collect::<Option<_>>()?;
+            for (j, later) in sources.iter().enumerate() {
+                if let Some(other) = sources[..j]
+                    .iter()
+                    .position(|s| s.account == later.account && s.region == later.region)
+                {
+                    errors.add(&item(&path, j), Problem::DuplicateSource { other });
+                }
+            }
+            Some(sources)
+        }
+    }
+}
+
+/// `{"account": "...", "region": "...", "role_arn": "...", "external_id": "..."}`.
 fn source_registry(value: &Json, path: &str, errors: &mut Errors) -> Option<SourceRegistry> {
     let obj = Object::new(value, path, SOURCE_FIELDS, errors)?;
     let account = account_field(&obj, errors);
     let region = region_field(&obj, errors);
+    let assume = assume_role_fields(&obj, account.as_ref(), errors);
     Some(SourceRegistry {
         account: account?,
         region: region?,
+        assume: assume?,
     })
+}
+
+/// `role_arn` and `external_id` of an entry for `account`: the role must
+/// be in that account, and an ExternalId needs a role. `Some(None)`: no role.
+fn assume_role_fields(
+    obj: &Object<'_>,
+    account: Option<&AccountId>,
+    errors: &mut Errors,
+) -> Option<Option<AssumeRole>> {
+    let role_arn = match obj.string("role_arn", errors) {
+        None => Some(None),
+        Some(arn) => match arn.parse::<RoleArn>() {
+            Err(_) => {
+                errors.add(&obj.path("role_arn"), Problem::RoleArn { got: shown(arn) });
+                None
+            }
+            // A role in another account than the registry's is almost
+            // always a copy-paste slip.
+            Ok(role) => match account {
+                Some(account) if role.account() != account => {
+                    errors.add(
+                        &obj.path("role_arn"),
+                        Problem::RoleAccount {
+                            role_account: role.account().to_string(),
+                            account: account.to_string(),
+                        },
+                    );
+                    None
+                }
+                _ => Some(Some(role)),
+            },
+        },
+    };
+    let external_id = match obj.string("external_id", errors) {
+        None => Some(None),
+        Some(id) => match id.parse::<ExternalId>() {
+            Err(_) => {
+                errors.add(
+                    &obj.path("external_id"),
+                    Problem::ExternalId { got: shown(id) },
+                );
+                None
+            }
+            Ok(_) if !obj.has("role_arn") => {
+                errors.add(&obj.path("external_id"), Problem::ExternalIdWithoutRole);
+                None
+            }
+            Ok(id) => Some(Some(id)),
+        },
+    };
+    let (role_arn, external_id) = (role_arn?, external_id?);
+    Some(role_arn.map(|role_arn| AssumeRole {
+        role_arn,
+        external_id,
+    }))
 }
 
 fn account_field(obj: &Object<'_>, errors: &mut Errors) -> Option<AccountId> {
@@ -340,47 +435,7 @@ fn destination(
     let obj = Object::new(value, path, DESTINATION_FIELDS, errors)?;
     let account = account_field(&obj, errors);
     let region = region_field(&obj, errors);
-    let role_arn = match obj.string("role_arn", errors) {
-        None => Some(None),
-        Some(arn) => match arn.parse::<RoleArn>() {
-            Err(_) => {
-                errors.add(&obj.path("role_arn"), Problem::RoleArn { got: shown(arn) });
-                None
-            }
-            // Assuming a role in another account than the one pushed to is
-            // almost always a copy-paste slip.
-            Ok(role) => match &account {
-                Some(account) if role.account() != account => {
-                    errors.add(
-                        &obj.path("role_arn"),
-                        Problem::RoleAccount {
-                            role_account: role.account().to_string(),
-                            account: account.to_string(),
-                        },
-                    );
-                    None
-                }
-                _ => Some(Some(role)),
-            },
-        },
-    };
-    let external_id = match obj.string("external_id", errors) {
-        None => Some(None),
-        Some(id) => match id.parse::<ExternalId>() {
-            Err(_) => {
-                errors.add(
-                    &obj.path("external_id"),
-                    Problem::ExternalId { got: shown(id) },
-                );
-                None
-            }
-            Ok(_) if !obj.has("role_arn") => {
-                errors.add(&obj.path("external_id"), Problem::ExternalIdWithoutRole);
-                None
-            }
-            Ok(id) => Some(Some(id)),
-        },
-    };
+    let assume = assume_role_fields(&obj, account.as_ref(), errors);
     let repository_path = obj.path("repository");
     let template_text = match obj.get("repository") {
         None => Some(SAME_NAME),
@@ -411,15 +466,11 @@ fn destination(
         }
         Some(p) => Some(Some(p.to_string())),
     };
-    let (role_arn, external_id) = (role_arn?, external_id?);
     Some(Destination {
         access: RegistryAccess {
             account: account?,
             region: region?,
-            assume: role_arn.map(|role_arn| AssumeRole {
-                role_arn,
-                external_id,
-            }),
+            assume: assume?,
         },
         repository: repository?,
         confine_to: confine_to?,

@@ -7,7 +7,7 @@ use super::glob::Glob;
 use super::quote::truncated;
 use super::reasons::{Mismatch, TagFilterReason};
 use super::template::{Captured, Scope, Template};
-use crate::ids::{AccountId, Region, RegistryAccess};
+use crate::ids::{AccountId, AssumeRole, Region, RegistryAccess};
 
 /// One rule: which source repositories it takes and where they go.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -180,13 +180,19 @@ impl Serialize for NameRegex {
     }
 }
 
-/// The registry whose `ECR Image Action`s the mapping receives (the
-/// document's optional `source`). Only used to refuse, at load time,
-/// destinations in it that would re-trigger replication.
+/// A registry whose `ECR Image Action`s the mapping receives (the
+/// document's optional `source`, or one of its `sources`), and the role
+/// that reads it. Listed, they refuse at load time destinations in them
+/// that would re-trigger replication, and at event time the events of any
+/// registry not listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SourceRegistry {
     pub(super) account: AccountId,
     pub(super) region: Region,
+    /// `role_arn` and `external_id`; none: the deployment's source role
+    /// (`SOURCE_ROLE_ARN`) or its own credentials.
+    #[serde(flatten)]
+    pub(super) assume: Option<AssumeRole>,
 }
 
 impl SourceRegistry {
@@ -195,6 +201,23 @@ impl SourceRegistry {
     }
     pub fn region(&self) -> &str {
         self.region.as_str()
+    }
+    pub fn account_id(&self) -> &AccountId {
+        &self.account
+    }
+    pub fn region_id(&self) -> &Region {
+        &self.region
+    }
+    pub fn assume(&self) -> Option<&AssumeRole> {
+        self.assume.as_ref()
+    }
+    /// How to read it: its own role, else `default`.
+    pub fn access(&self, default: Option<&AssumeRole>) -> RegistryAccess {
+        RegistryAccess::new(
+            self.account.clone(),
+            self.region.clone(),
+            self.assume.as_ref().or(default).cloned(),
+        )
     }
 }
 

@@ -106,4 +106,5 @@ mod loops;
 mod many_problems;
 mod matching;
 mod rendering;
+mod sources;
 mod tags;

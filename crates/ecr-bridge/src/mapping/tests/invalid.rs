@@ -51,7 +51,7 @@ fn given_role_in_another_account_when_loaded_then_it_is_refused() {
         with_destination(json!({ "account": A, "region": "us-east-1",
             "role_arn": "arn:aws:iam::111111111111:role/push" })),
         "rules[0].destinations[0].role_arn",
-        "role is in account 111111111111 but the destination account is 222222222222",
+        "role is in account 111111111111 but the registry's account is 222222222222",
     );
     assert_refused(
         with_destination(json!({ "account": A, "region": "us-east-1", "role_arn": "push-role" })),
@@ -102,7 +102,7 @@ fn given_unknown_fields_when_loaded_then_typos_are_not_ignored() {
     assert_refused(
         json!({ "rules": [], "rule": [] }),
         "rule",
-        "unknown field (expected one of: version, source, rules)",
+        "unknown field (expected one of: version, source, sources, rules)",
     );
     assert_refused(
         with_destination(json!({ "account": A, "region": "us-east-1", "repo": "x1" })),

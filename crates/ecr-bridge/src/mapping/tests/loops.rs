@@ -109,7 +109,9 @@ fn given_a_prefix_rule_in_the_source_registry_whose_names_no_rule_matches_when_l
         { "match": { "exact": "research" }, "destinations": [at(B, "eu-west-1", "research")] },
         { "match": { "prefix": "team-" }, "destinations": [at(B, "eu-west-1", "{suffix}")] },
     ])));
-    let source = config.source().expect("source kept");
+    let [source] = config.sources() else {
+        panic!("one source kept")
+    };
     assert_eq!((source.account(), source.region()), (A, SOURCE_REGION));
 }
 
@@ -136,7 +138,7 @@ fn given_no_source_when_a_looping_shape_is_loaded_then_accepted_because_undecida
     let config = load(json!({ "rules": [
         { "match": { "prefix": "app-" }, "destinations": [home("app-mirror-{suffix}")] },
     ]}));
-    assert!(config.source().is_none());
+    assert!(config.sources().is_empty());
 }
 
 #[test]
