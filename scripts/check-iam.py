@@ -24,6 +24,14 @@ and for roles:
   M1  no managed policies (ManagedPolicyArns): everything is written out
   T1  a trust policy that lets AWS principals (other accounts or roles)
       assume the role requires sts:ExternalId; Principal "*" is refused
+  T2  a trust policy that lets a service other than Lambda assume the role
+      (events.amazonaws.com, ...) requires aws:SourceAccount or
+      aws:SourceArn (confused deputy: else that service could use the role
+      for another account's resources)
+and for event bus policies (AWS::Events::EventBusPolicy, AWS::Events::EventBus
+Policy), which let other accounts put events on a bus:
+  E1  only events:PutEvents, on a named bus (no Resource "*"), and Principal
+      "*" only with an aws:PrincipalOrgID or aws:PrincipalAccount condition
 and for Lambda functions:
   F1  a function whose role may sts:AssumeRole can send an ExternalId: its
       environment has a *_EXTERNAL_ID variable set from a template parameter
@@ -284,12 +292,45 @@ class Checker:
             if principal == "*" or (isinstance(principal, dict) and "*" in _flatten(principal.get("AWS", []))):
                 self.fail("T1", "trust policy allows Principal '*'")
                 continue
-            if not (isinstance(principal, dict) and "AWS" in principal):
-                continue  # service principals (lambda.amazonaws.com): not cross-account
             cond = stmt.get("Condition") or {}
             keys = {k.lower() for op in cond.values() if isinstance(op, dict) for k in op}
+            if not (isinstance(principal, dict) and "AWS" in principal):
+                # Service principals. Lambda's execution roles are assumed for
+                # this account's functions only; any other service must be
+                # pinned to this account or resource.
+                services = _flatten(principal.get("Service", [])) if isinstance(principal, dict) else []
+                others = [x for x in services if x != "lambda.amazonaws.com"]
+                if others and not keys & {"aws:sourceaccount", "aws:sourcearn"}:
+                    self.fail("T2", f"trust policy for {', '.join(map(str, others))} has no aws:SourceAccount "
+                                    "or aws:SourceArn condition")
+                continue
             if "sts:externalid" not in keys:
                 self.fail("T1", "trust policy for AWS principals has no sts:ExternalId condition")
+
+    def check_bus_statement(self, stmt: dict, legacy: bool = False):
+        """E1: an event bus policy lets others put events on this bus, nothing more."""
+        if stmt.get("Effect", "Allow") != "Allow":
+            return
+        actions = [a.lower() if isinstance(a, str) else a for a in _flatten(stmt.get("Action", []))]
+        if actions != ["events:putevents"]:
+            self.fail("E1", f"event bus policy allows {actions!r}: only events:PutEvents")
+        if not legacy:
+            resources = []
+            for r in _flatten(stmt.get("Resource", [])):
+                resources.extend(self.render(r))
+            if not resources or any("*" in r for r in resources):
+                self.fail("E1", f"event bus policy on {resources!r}: name the bus")
+        principal = stmt.get("Principal")
+        anyone = principal == "*" or (isinstance(principal, dict) and "*" in _flatten(principal.get("AWS", [])))
+        if legacy:
+            if anyone and not stmt.get("Condition"):
+                self.fail("E1", "event bus policy for Principal '*' without a Condition")
+            return
+        cond = stmt.get("Condition") or {}
+        keys = {k.lower() for op in cond.values() if isinstance(op, dict) for k in op}
+        if anyone and not keys & {"aws:principalorgid", "aws:principalaccount"}:
+            self.fail("E1", "event bus policy for Principal '*' without an aws:PrincipalOrgID or "
+                            "aws:PrincipalAccount condition")
 
     # -- resources ----------------------------------------------------------
     def run(self):
@@ -304,6 +345,19 @@ class Checker:
                 for arn in _flatten(props.get("ManagedPolicyArns", [])):
                     self.fail("M1", f"managed policy {arn!r} attached: write the permissions out inline")
                 self.check_trust(props.get("AssumeRolePolicyDocument"), f"{base}.AssumeRolePolicyDocument")
+            if t == "AWS::Events::EventBusPolicy":
+                self._where = f"{base}.Statement"
+                if "Statement" in props:
+                    for branch in _if_branches(props["Statement"]):
+                        if isinstance(branch, dict):
+                            self.check_bus_statement(branch)
+                else:
+                    self.check_bus_statement({"Action": props.get("Action"), "Principal": props.get("Principal"),
+                                              "Condition": props.get("Condition")}, legacy=True)
+            if t == "AWS::Events::EventBus" and isinstance(props.get("Policy"), dict):
+                for stmt, path in self._statements(props["Policy"], f"{base}.Policy"):
+                    self._where = path
+                    self.check_bus_statement(stmt)
             self._role = logical if t == "AWS::IAM::Role" else None
             if t in ("AWS::IAM::Role", "AWS::IAM::User", "AWS::IAM::Group"):
                 for pol in _flatten(props.get("Policies", [])):
@@ -496,6 +550,22 @@ Resources:
 """
 
 
+# An event bus and one policy statement on it ({statement}).
+_BUS = """
+Resources:
+  B:
+    Type: AWS::Events::EventBus
+    Properties:
+      Name: b
+  P:
+    Type: AWS::Events::EventBusPolicy
+    Properties:
+      EventBusName: !Ref B
+      StatementId: s
+      Statement:{statement}
+"""
+
+
 def _role(stmts=_TOKEN, trust=_LAMBDA_TRUST, params=""):
     return _ROLE.format(stmts=stmts, trust=trust, params=params)
 
@@ -565,6 +635,41 @@ SELF_TESTS = [
     ("function with a hard-coded ExternalId", "F1", _FUNCTION.format(env="""
           ECR_ROLE_EXTERNAL_ID: fixed""")),
     ("SAM inline policy statement", "A1", _SAM_ECR_STAR),
+    ("EventBridge trust without aws:SourceAccount", "T2", _role(trust="""          - Effect: Allow
+            Principal: { Service: events.amazonaws.com }
+            Action: sts:AssumeRole""")),
+    ("EventBridge trust with aws:SourceAccount passes", None, _role(trust="""          - Effect: Allow
+            Principal: { Service: events.amazonaws.com }
+            Action: sts:AssumeRole
+            Condition:
+              StringEquals: { aws:SourceAccount: !Ref AWS::AccountId }""")),
+    ("event bus policy for anyone", "E1", _BUS.format(statement="""
+        Effect: Allow
+        Principal: '*'
+        Action: events:PutEvents
+        Resource: !GetAtt B.Arn""")),
+    ("event bus policy for an organisation passes", None, _BUS.format(statement="""
+        Effect: Allow
+        Principal: '*'
+        Action: events:PutEvents
+        Resource: !GetAtt B.Arn
+        Condition:
+          StringEquals: { aws:PrincipalOrgID: o-abcdef1234 }""")),
+    ("event bus policy for accounts passes", None, _BUS.format(statement="""
+        Effect: Allow
+        Principal: { AWS: ['333333333333', '444444444444'] }
+        Action: events:PutEvents
+        Resource: !GetAtt B.Arn""")),
+    ("event bus policy beyond PutEvents", "E1", _BUS.format(statement="""
+        Effect: Allow
+        Principal: { AWS: '333333333333' }
+        Action: 'events:*'
+        Resource: !GetAtt B.Arn""")),
+    ("event bus policy on any bus", "E1", _BUS.format(statement="""
+        Effect: Allow
+        Principal: { AWS: '333333333333' }
+        Action: events:PutEvents
+        Resource: '*'""")),
 ]
 
 
