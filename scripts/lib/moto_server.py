@@ -18,6 +18,16 @@ would give it pages of up to 1,000. A request with `maxResults` (and no
 `repositoryNames`) gets ECR's page of that many and a `nextToken` (the
 offset; the rig's AWS front, which pages itself, sends moto neither).
 
+SQS: moto computes every queue attribute, the message counts among them (a
+pass over every message each), for each message sent (to read
+ContentBasedDeduplication) and for each message received (to read
+MessageRetentionPeriod), so a queue of N messages costs N passes per
+send or receive: a backfill of 20,000 work items slowed to a few a second.
+Queue attributes are computed when asked for, one by one, and the
+retention check reads the queue's retention; the visible messages are
+walked only as far as a receive reads them; a delete makes one pass. The
+answers are the same.
+
 Run as moto_server is: `python moto_server.py -H 127.0.0.1 -p PORT`. Used
 by the test rig (tests/rig/moto.rs), the stand-ins (stand-ins.sh) and the
 benches; `MOTO_SERVER` still picks another server.
@@ -26,10 +36,12 @@ benches; `MOTO_SERVER` still picks another server.
 import inspect
 import sys
 import threading
+from collections.abc import Mapping
 
 from moto.core.responses import ActionResult
 from moto.dynamodb.models import table as tables
 from moto.ecr.responses import ECRResponse
+from moto.sqs import models as sqs_models
 
 _local = threading.local()
 _stock_query = tables.Table.query
@@ -99,6 +111,100 @@ def describe_repositories(self):
     return ActionResult(answer)
 
 
+class LazyQueueAttributes(Mapping):
+    """A queue's attributes as moto's `Queue.attributes` gives them, each
+    computed only when read."""
+
+    def __init__(self, queue):
+        self._queue = queue
+
+    def _names(self):
+        queue = self._queue
+        names = list(queue.BASE_ATTRIBUTES)
+        if queue.fifo_queue:
+            names += queue.FIFO_ATTRIBUTES
+        if queue.kms_master_key_id:
+            names += queue.KMS_ATTRIBUTES
+        if queue.policy:
+            names.append("Policy")
+        if queue.redrive_policy:
+            names.append("RedrivePolicy")
+        return names
+
+    def __getitem__(self, name):
+        queue = self._queue
+        if name == "Policy" and queue.policy:
+            return queue.policy
+        if name == "RedrivePolicy" and queue.redrive_policy:
+            return sqs_models.json.dumps(queue.redrive_policy)
+        if name not in self._names():
+            raise KeyError(name)
+        value = getattr(queue, sqs_models.camelcase_to_underscores(name))
+        return str(value).lower() if isinstance(value, bool) else value
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self):
+        return len(self._names())
+
+
+def queue_attributes(self):
+    return LazyQueueAttributes(self)
+
+
+def is_message_valid_based_on_retention_period(self, queue_name, message):
+    retention_period = self.get_queue(queue_name).message_retention_period
+    return int(retention_period) + message.sent_timestamp / 1000 > sqs_models.unix_time()
+
+
+_stock_get_queue_attributes = sqs_models.SQSBackend.get_queue_attributes
+
+
+def get_queue_attributes(self, queue_name, attribute_names):
+    # "All" answers the mapping itself: the caller gets a plain dict.
+    return dict(_stock_get_queue_attributes(self, queue_name, attribute_names))
+
+
+class VisibleMessages:
+    """`Queue.messages` (visible, not delayed) walked as far as it is read."""
+
+    def __init__(self, queue):
+        self._queue = queue
+
+    def __iter__(self):
+        return (m for m in list(self._queue._messages) if m.visible and not m.delayed)
+
+    def __len__(self):
+        return sum(1 for _ in self)
+
+    def __bool__(self):
+        return any(True for _ in self)
+
+
+def visible_messages(self):
+    return VisibleMessages(self)
+
+
+def delete_message(self, receipt_handle):
+    if receipt_handle in self.deleted_messages:
+        return
+    for i, message in enumerate(self._messages):
+        if message.had_receipt_handle(receipt_handle):
+            self.pending_messages.discard(message)
+            self.deleted_messages.update(message.all_receipt_handles)
+            del self._messages[i]
+            return
+    raise sqs_models.ReceiptHandleIsInvalid()
+
+
+sqs_models.Queue.messages = property(visible_messages)
+sqs_models.Queue.delete_message = delete_message
+sqs_models.Queue.attributes = property(queue_attributes)
+sqs_models.SQSBackend.get_queue_attributes = get_queue_attributes
+sqs_models.SQSBackend.is_message_valid_based_on_retention_period = (
+    is_message_valid_based_on_retention_period
+)
 _stock_describe_repositories = ECRResponse.describe_repositories
 ECRResponse.describe_repositories = describe_repositories
 tables.Table.put_item = put_item
