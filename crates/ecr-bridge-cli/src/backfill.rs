@@ -3,6 +3,7 @@
 //! counts (listing, then copying) until it finishes, then prints what was
 //! copied and what failed.
 
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -40,6 +41,9 @@ pub struct BackfillArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// With --wait: no progress line on the terminal.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 /// What `--wait` concludes, from the run's counts.
@@ -74,9 +78,12 @@ pub async fn run(args: BackfillArgs) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    if !args.json {
+    if !args.json && !args.quiet {
         eprintln!("{}", describe(&first));
     }
+    // Progress is redrawn in place on a terminal; a pipe or a log file
+    // gets the start and the end only.
+    let redraw = shows_progress(args.quiet, args.json, std::io::stderr().is_terminal());
 
     let deadline = started + Duration::from_secs(args.timeout_seconds);
     let mut last = first.clone();
@@ -92,9 +99,14 @@ pub async fn run(args: BackfillArgs) -> Result<(), Failure> {
         }
         tokio::time::sleep(Duration::from_secs(args.poll_seconds)).await;
         last = invoke(&lambda, &args, BackfillAction::Status).await?;
-        if !args.json && !finished(&last) {
-            eprintln!("{} ({} s)", progress(&last), started.elapsed().as_secs());
+        if redraw {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r{}\x1b[K", progress(&last, started.elapsed()));
+            let _ = err.flush();
         }
+    }
+    if redraw {
+        eprintln!();
     }
     let c = &last.counts;
     let outcome = WaitReport {
@@ -139,8 +151,21 @@ fn finished(s: &BackfillSummary) -> bool {
     s.run.as_ref().is_none_or(|r| r.state == RunState::Finished)
 }
 
-/// One line of `--wait` progress.
-fn progress(s: &BackfillSummary) -> String {
+/// Whether `--wait` redraws a progress line: on a terminal, not asked
+/// to be quiet, not writing JSON.
+fn shows_progress(quiet: bool, json: bool, terminal: bool) -> bool {
+    terminal && !quiet && !json
+}
+
+/// The `--wait` progress line: the run's counts, and work items done per
+/// second since the command started.
+fn progress(s: &BackfillSummary, elapsed: Duration) -> String {
+    let rate = s.counts.items_done() as f64 / elapsed.as_secs_f64().max(0.001);
+    format!("{}, {rate:.1}/s, {} s", counts(s), elapsed.as_secs())
+}
+
+/// Listing, then work items done of enqueued.
+fn counts(s: &BackfillSummary) -> String {
     let c = &s.counts;
     let state = match s.run.as_ref().map(|r| r.state) {
         Some(RunState::Listing) => "listing",
@@ -148,10 +173,11 @@ fn progress(s: &BackfillSummary) -> String {
         _ => "finished",
     };
     format!(
-        "{state}: {} of {} repositories listed, {} images found, {} enqueued; {} copied, {} already present, {} failed",
+        "{state}: {}/{} repositories listed, {} images found; {}/{} done ({} copied, {} already present, {} failed)",
         c.repositories_listed,
         c.repositories_matched,
         c.images_found,
+        c.items_done(),
         c.enqueued,
         c.copied,
         c.already_present,
@@ -185,7 +211,7 @@ fn describe(s: &BackfillSummary) -> String {
             "backfill run {}{}: {}{}",
             run.id,
             if run.joined { " (joined: it was already going)" } else { "" },
-            progress(s),
+            counts(s),
             if c.archived > 0 { format!("; {}", archived(c.archived)) } else { String::new() }
         ),
         (_, None) => "no backfill has run".to_string(),
@@ -248,4 +274,37 @@ async fn invoke(
             args.function_name
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_a_run_half_copied_when_its_progress_is_drawn_then_listing_items_and_rate_read_plainly()
+    {
+        // As the function answers `status`.
+        let s: BackfillSummary = serde_json::from_value(json!({
+            "action": "status", "complete": true, "duration_ms": 40, "missing": 0,
+            "repositories_matched": 200, "repositories_listed": 150, "repositories_unmatched": 0,
+            "images_found": 15000, "filtered": 0, "archived": 0, "enqueued": 15000, "enqueue_failed": 0,
+            "copied": 6000, "already_present": 1000, "skipped": 0, "failed": 500, "listings_open": 50,
+            "run": {"id": "bf-0123456789abcdef", "state": "listing", "scope": [],
+                    "started_at_ms": 0, "updated_at_ms": 0, "joined": false}
+        }))
+        .expect("a status summary");
+
+        assert_eq!(
+            progress(&s, Duration::from_secs(300)),
+            "listing: 150/200 repositories listed, 15000 images found; 7500/15000 done (6000 copied, 1000 already present, 500 failed), 25.0/s, 300 s"
+        );
+    }
+
+    #[test]
+    fn given_each_output_when_waiting_then_only_a_terminal_without_quiet_or_json_gets_progress() {
+        assert!(shows_progress(false, false, true));
+        assert!(!shows_progress(true, false, true), "--quiet");
+        assert!(!shows_progress(false, true, true), "--json");
+        assert!(!shows_progress(false, false, false), "a pipe");
+    }
 }
