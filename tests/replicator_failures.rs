@@ -282,7 +282,10 @@ async fn given_the_target_registry_is_unreachable_when_pushed_then_a_transient_e
 
     assert!(err.is_retryable(), "{err}");
     assert!(err.to_string().starts_with("transient:"), "{err}");
-    assert!(err.to_string().contains("cannot connect"), "{err}");
+    assert!(
+        err.to_string().contains("connection refused by 127.0.0.1:"),
+        "{err}"
+    );
     let diag: lambda_runtime::Diagnostic = err.into();
     assert_eq!(diag.error_type, "TransientReplicationFailure");
     assert!(

@@ -6,6 +6,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use url::Url;
 
+use super::connect_errors::{connect_cause, ConnectCause};
 use super::tls_errors::{answered_plain_http, certificate_problem};
 
 /// `host[:port]` of a URL: how errors and logs name where a request went.
@@ -169,7 +170,18 @@ pub enum RegistryError {
     #[error("{request}: {kind}: {source}")]
     Transport {
         request: String,
-        kind: &'static str,
+        /// What went wrong, with the host where it says more.
+        kind: String,
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// The registry's host name does not exist in DNS: a wrong address,
+    /// not a network to wait out.
+    #[error("{request}: host {host} not found (DNS): check the registry address")]
+    UnknownHost {
+        request: String,
+        host: String,
         #[source]
         source: reqwest::Error,
     },
@@ -264,7 +276,7 @@ impl RegistryError {
             Self::RepositoryNotFound { .. } | Self::ManifestNotFound { .. } => false,
             Self::BlobNotFound { .. } => false,
             Self::InvalidEndpoint { .. } | Self::Certificate { .. } => false,
-            Self::PlainHttp { .. } => false,
+            Self::PlainHttp { .. } | Self::UnknownHost { .. } => false,
             Self::Protocol { .. } | Self::UnsafeLocation { .. } => false,
         }
     }
@@ -329,14 +341,30 @@ impl RegistryError {
                 source,
             };
         }
+        let host = source.url().map(host_port).unwrap_or_default();
         let kind = if source.is_timeout() {
-            "timed out"
+            "timed out".to_string()
         } else if source.is_connect() {
-            "cannot connect"
+            match connect_cause(&source) {
+                ConnectCause::Refused => format!(
+                    "connection refused by {host}: nothing listens there (check the address and port, or whether the registry is up)"
+                ),
+                ConnectCause::UnknownHost => {
+                    return RegistryError::UnknownHost {
+                        request,
+                        host,
+                        source,
+                    }
+                }
+                ConnectCause::DnsFailed => {
+                    format!("cannot resolve {host} (DNS failed for now)")
+                }
+                ConnectCause::Other => format!("cannot connect to {host}"),
+            }
         } else if source.is_body() || source.is_decode() {
-            "connection broke while transferring the body"
+            "connection broke while transferring the body".to_string()
         } else {
-            "request failed"
+            "request failed".to_string()
         };
         RegistryError::Transport {
             request,

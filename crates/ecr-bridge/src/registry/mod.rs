@@ -17,6 +17,7 @@
 mod auth;
 mod blobs;
 mod client;
+mod connect_errors;
 mod endpoint;
 mod error;
 mod manifests;
