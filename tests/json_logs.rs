@@ -66,8 +66,8 @@ fn run_json(
 }
 
 /// Every line is JSON; from the first line that names an invocation on,
-/// every log line names one of `ids`, and each id is named. EMF metric
-/// records (`_aws`) are not log lines: CloudWatch turns them into metrics.
+/// every line (log lines and EMF metric records alike) names one of `ids`,
+/// and each id is named.
 fn assert_every_invocation_line_has_its_request_id(lines: &[String], ids: &[String]) {
     let parsed: Vec<Value> = lines
         .iter()
@@ -78,7 +78,7 @@ fn assert_every_invocation_line_has_its_request_id(lines: &[String], ids: &[Stri
         .position(|l| l.get("requestId").is_some())
         .unwrap_or_else(|| panic!("no line names an invocation: {lines:#?}"));
     let logs = parsed[first..].iter().zip(&lines[first..]);
-    for (line, raw) in logs.filter(|(l, _)| l.get("_aws").is_none()) {
+    for (line, raw) in logs {
         let id = line["requestId"].as_str();
         assert!(
             id.is_some_and(|id| ids.iter().any(|i| i == id)),

@@ -7,6 +7,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// Runs an invocation's handler with its request id, which every EMF
+/// record it flushes then carries (Lambda's own field name, as the JSON
+/// log lines have it).
+pub async fn in_invocation<F: std::future::Future>(request_id: String, handler: F) -> F::Output {
+    REQUEST_ID.scope(request_id, handler).await
+}
+
 /// Metrics of one invocation, with one set of dimensions.
 #[derive(Debug, Clone)]
 pub struct MetricSet {
@@ -43,7 +54,9 @@ impl MetricSet {
         self.values.is_empty()
     }
 
-    /// The EMF document.
+    /// The EMF document; during [`in_invocation`], with its `requestId`
+    /// (a plain property, not a dimension: it joins the record to the
+    /// invocation's log lines without a metric per request).
     pub fn to_json(&self) -> Value {
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -69,6 +82,9 @@ impl MetricSet {
         for (k, (v, _)) in &self.values {
             doc.insert(k.clone(), json!(v));
         }
+        if let Ok(id) = REQUEST_ID.try_with(Clone::clone) {
+            doc.insert("requestId".into(), Value::String(id));
+        }
         Value::Object(doc)
     }
 
@@ -83,6 +99,25 @@ impl MetricSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn given_an_invocation_when_its_metrics_are_serialised_then_they_carry_its_request_id_and_others_none(
+    ) {
+        let record = || {
+            let mut m = MetricSet::new("ecr-bridge");
+            m.count("Replicated", 1);
+            m.to_json()
+        };
+
+        let inside = in_invocation("8476a536-e9f4-11e8-9739-2dfe598c3fcd".into(), async {
+            record()
+        })
+        .await;
+        let outside = record();
+
+        assert_eq!(inside["requestId"], "8476a536-e9f4-11e8-9739-2dfe598c3fcd");
+        assert!(outside.get("requestId").is_none(), "{outside}");
+    }
 
     #[test]
     fn given_counts_when_serialised_then_emf_names_each_metric_with_unit_and_value() {

@@ -10,7 +10,10 @@ async fn main() -> Result<(), Error> {
     let sync = config.build().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let deadline = ecr_bridge_aws::deadline::invocation_deadline(event.context.deadline);
-        handler::handle_until(&sync, &config, event.payload, deadline)
+        ecr_bridge_aws::emf::in_invocation(
+            event.context.request_id,
+            handler::handle_until(&sync, &config, event.payload, deadline),
+        )
     }))
     .await
 }
