@@ -11,9 +11,10 @@ SourceRoleArns).
         them), list parameters passed as lists (a parameter file); and one
         deploy that must be refused, so that the parameters are seen at all
 
-Offline, without AWS, like check-target-account.py: parameters are checked
-the way CloudFormation checks them at deploy time (a value for every
-parameter without a Default, AllowedPattern per value or per list item,
+Offline, without AWS, with check-target-account.py's evaluator
+(scripts/lib/cfn_eval.py): parameters are checked the way CloudFormation
+checks them at deploy time (a value for every parameter without a Default,
+MinLength, MaxLength, AllowedPattern per value or per list item,
 AllowedValues, and the template's Rules), resources are rendered for those
 values (Ref, Fn::Sub, Fn::If, Fn::Join, Fn::Split, Fn::Select, conditions),
 and requests are decided as IAM decides within one policy.
@@ -34,23 +35,21 @@ role lost its ExternalId, expecting failure, so the check can fail.
 from __future__ import annotations
 
 import copy
-import fnmatch
-import importlib.util
 import json
-import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
+
+from cfn_eval import REGION, Renderer, check_iam, decide, load_template, parameters, refused, report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HUB = "111111111111"
 SPOKE = "333333333333"
 SPOKE_B = "444444444444"
 TARGET = "222222222222"
-REGION = "us-east-1"
-STACK = "ecr-bridge"
-NO_VALUE = object()
 
 REPLICATOR = f"arn:aws:iam::{HUB}:role/ecr-bridge-replicator"
 HUB_BUS = f"arn:aws:events:{REGION}:{HUB}:event-bus/ecr-bridge-hub"
@@ -62,143 +61,8 @@ HUB_BASE = {"DeployAccessSync": "false", "TargetRoleArns": PUSH_ROLE,
             "MappingDocument": '{"version":1,"rules":[]}'}
 
 
-def _check_iam():
-    spec = importlib.util.spec_from_file_location("check_iam", ROOT / "scripts" / "check-iam.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-CHECK_IAM = _check_iam()
-
-
 def load(path: str) -> dict:
-    return CHECK_IAM.load_template((ROOT / path).read_text())
-
-
-class ParameterError(Exception):
-    """CloudFormation refuses the stack before creating anything."""
-
-
-def parameters(template: dict, given: dict) -> dict:
-    values = {}
-    for name, p in template["Parameters"].items():
-        if name in given:
-            value = str(given[name])
-        elif "Default" in p:
-            value = str(p["Default"])
-        else:
-            raise ParameterError(f"Parameters: [{name}] must have values")
-        is_list = p.get("Type") == "CommaDelimitedList"
-        items = value.split(",") if is_list else [value]
-        pattern = p.get("AllowedPattern")
-        for item in items:
-            if pattern is not None and not re.fullmatch(pattern, item):
-                raise ParameterError(f"{name}: {item!r} does not match AllowedPattern {pattern}")
-        if "AllowedValues" in p and value not in [str(v) for v in p["AllowedValues"]]:
-            raise ParameterError(f"{name}: {value!r} not in AllowedValues")
-        values[name] = items if is_list else value
-    r = Renderer(template, values, "")
-    for rule_name, rule in (template.get("Rules") or {}).items():
-        if "RuleCondition" in rule and not r.render(rule["RuleCondition"]):
-            continue
-        for a in rule["Assertions"]:
-            if not r.render(a["Assert"]):
-                raise ParameterError(f"Rules: {rule_name}: {a.get('AssertDescription')}")
-    return values
-
-
-class Renderer:
-    def __init__(self, template: dict, values: dict, account: str):
-        self.template = template
-        self.values = {**values, "AWS::Partition": "aws", "AWS::Region": REGION,
-                       "AWS::AccountId": account, "AWS::StackName": STACK}
-        self.conditions: dict[str, bool] = {}
-
-    def condition(self, name: str) -> bool:
-        if name not in self.conditions:
-            self.conditions[name] = bool(self.render(self.template["Conditions"][name]))
-        return self.conditions[name]
-
-    def ref(self, name: str):
-        if name == "AWS::NoValue":
-            return NO_VALUE
-        if name in self.values:
-            return self.values[name]
-        return f"Ref:{name}"  # a resource: its physical id, unknown here
-
-    def render(self, v):
-        if isinstance(v, list):
-            return [x for x in (self.render(i) for i in v) if x is not NO_VALUE]
-        if not isinstance(v, dict):
-            return v
-        if len(v) == 1:
-            (fn, arg), = v.items()
-            if fn == "Ref":
-                return self.ref(arg)
-            if fn == "Condition":
-                return self.condition(arg)
-            if fn == "Fn::If":
-                return self.render(arg[1] if self.condition(arg[0]) else arg[2])
-            if fn == "Fn::Equals":
-                return self.render(arg[0]) == self.render(arg[1])
-            if fn == "Fn::Not":
-                return not self.render(arg[0])
-            if fn == "Fn::And":
-                return all(self.render(a) for a in arg)
-            if fn == "Fn::Or":
-                return any(self.render(a) for a in arg)
-            if fn == "Fn::Contains":
-                return self.render(arg[1]) in self.render(arg[0])
-            if fn == "Fn::EachMemberEquals":
-                return all(x == self.render(arg[1]) for x in self.render(arg[0]))
-            if fn == "Fn::Join":
-                items = self.render(arg[1])
-                return arg[0].join(items if isinstance(items, list) else [items])
-            if fn == "Fn::Split":
-                return self.render(arg[1]).split(arg[0])
-            if fn == "Fn::Select":
-                return self.render(arg[1])[int(arg[0])]
-            if fn == "Fn::GetAtt":
-                name, att = arg if isinstance(arg, list) else arg.split(".", 1)
-                return f"GetAtt:{name}.{att}"
-            if fn == "Fn::Sub":
-                text, names = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
-                local = {k: self.render(x) for k, x in names.items()}
-
-                def sub(m):
-                    var = m[1]
-                    if var in local:
-                        return str(local[var])
-                    if "." in var:
-                        return f"GetAtt:{var}"
-                    return str(self.ref(var))
-                return re.sub(r"\$\{([^}!]+)\}", sub, text)
-        return {k: r for k, r in ((k, self.render(x)) for k, x in v.items()) if r is not NO_VALUE}
-
-    def resource(self, logical: str) -> dict | None:
-        res = self.template["Resources"][logical]
-        if "Condition" in res and not self.condition(res["Condition"]):
-            return None
-        return self.render(res["Properties"])
-
-
-def decide(statements: list[dict], action: str, resource: str) -> str:
-    def matches(stmt):
-        actions = stmt["Action"] if isinstance(stmt["Action"], list) else [stmt["Action"]]
-        resources = stmt["Resource"] if isinstance(stmt["Resource"], list) else [stmt["Resource"]]
-        return (any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in actions)
-                and any(fnmatch.fnmatchcase(resource, x) for x in resources))
-    hits = [s["Effect"] for s in statements if matches(s)]
-    return "Deny" if "Deny" in hits else "Allow" if "Allow" in hits else "ImplicitDeny"
-
-
-def refused(template: dict, base: dict, given: dict) -> str | None:
-    try:
-        parameters(template, {**base, **given})
-    except ParameterError as e:
-        return str(e)
-    return None
+    return load_template(ROOT / path)
 
 
 def spoke(template: dict, given: dict) -> Renderer:
@@ -225,15 +89,15 @@ WRITE_ACTIONS = ["ecr:PutImage", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart
 
 def spoke_scenarios(t: dict, hub_template: dict):
     for name in SPOKE_BASE:
-        why = refused(t, {k: v for k, v in SPOKE_BASE.items() if k != name}, {})
+        why = refused(t, {k: v for k, v in SPOKE_BASE.items() if k != name})
         yield (f"spoke: given no {name} when deploying then refused", why is not None and name in why, why)
     for name, bad in [("HubEventBusArn", "*"), ("HubEventBusArn", f"arn:aws:events:{REGION}:*:event-bus/x"),
                       ("ReplicatorRoleArn", f"arn:aws:iam::{HUB}:role/*"), ("ReadExternalId", "x"),
                       ("SourceRepositoryPrefixes", "*"), ("SourceRepositoryPrefixes", "team-a,,team-b"),
                       ("SourceRepositoryPrefixes", "a,b,c,d,e,f")]:
-        why = refused(t, SPOKE_BASE, {name: bad})
+        why = refused(t, {**SPOKE_BASE, name: bad})
         yield f"spoke: given {name} {bad!r} when deploying then refused", why is not None, why
-    why = refused(t, SPOKE_BASE, {"SourceRepositoryPrefixes": "team-a,team-b,c,d,e"})
+    why = refused(t, {**SPOKE_BASE, "SourceRepositoryPrefixes": "team-a,team-b,c,d,e"})
     yield "spoke: given 5 prefixes when deploying then accepted", why is None, why
 
     r = spoke(t, {"SourceRepositoryPrefixes": "team-a,team-b"})
@@ -289,7 +153,7 @@ def hub_scenarios(t: dict):
     for name, bad in [("SpokeAccountIds", "12"), ("SpokeAccountIds", f"{SPOKE},,{SPOKE_B}"),
                       ("SpokeAccountIds", f"{SPOKE},"), ("SpokeOrganizationId", "o-x"),
                       ("SourceRoleArns", f"arn:aws:iam::{SPOKE}:role/*"), ("SourceRoleArns", f"{READ_A},")]:
-        why = refused(t, HUB_BASE, {name: bad})
+        why = refused(t, {**HUB_BASE, name: bad})
         yield f"hub: given {name} {bad!r} when deploying then refused", why is not None, why
 
     targets = [PUSH_ROLE, f"arn:aws:iam::555555555555:role/ecr-bridge-push"]
@@ -352,7 +216,7 @@ def self_test(t: dict):
 
 def hub_lint(cfn_lint: str) -> int:
     """cfn-lint of template.yaml, expanded by SAM, with hub parameters."""
-    expanded = CHECK_IAM.sam_transform(load("template.yaml"))
+    expanded = check_iam().sam_transform(load("template.yaml"))
     cases = [
         ("spoke accounts", {"SpokeAccountIds": [SPOKE, SPOKE_B]}, True),
         ("spoke organisation", {"SpokeOrganizationId": "o-abcdef1234"}, True),
@@ -394,13 +258,8 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     spoke_t, hub_t = load("deploy/source-account.yaml"), load("template.yaml")
-    total = failed = 0
-    for name, ok, detail in [*spoke_scenarios(spoke_t, hub_t), *hub_scenarios(hub_t), *self_test(spoke_t)]:
-        total += 1
-        failed += not ok
-        print(f"check-source-account: {'ok' if ok else 'FAIL'}: {name}" + ("" if ok else f" (got {detail})"))
-    print(f"check-source-account: {total - failed} passed, {failed} failed")
-    return 1 if failed else 0
+    return report("check-source-account",
+                  [*spoke_scenarios(spoke_t, hub_t), *hub_scenarios(hub_t), *self_test(spoke_t)])
 
 
 if __name__ == "__main__":
