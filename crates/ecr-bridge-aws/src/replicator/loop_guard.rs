@@ -36,7 +36,7 @@ pub fn check(
 ) -> Option<LoopDetected> {
     let (account, region) = (&target.access.account, &target.access.region);
     let own = *account == action.account && *region == action.region;
-    let listed = matches!(config.source_for(account, region), Ok(Some(_)));
+    let listed = config.lists_source(account, region);
     if !own && !listed {
         return None;
     }

@@ -114,6 +114,13 @@ impl MappingConfig {
         &self.sources
     }
 
+    /// Whether the document lists `account` in `region` among its sources.
+    pub fn lists_source(&self, account: &AccountId, region: &Region) -> bool {
+        self.sources
+            .iter()
+            .any(|s| &s.account == account && &s.region == region)
+    }
+
     /// The source entry for an event of `account` in `region`: `Ok(None)`
     /// when the document lists no sources (every registry's events are
     /// taken), an error when it lists them and not this one.
