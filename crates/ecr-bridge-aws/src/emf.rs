@@ -15,7 +15,9 @@ tokio::task_local! {
 /// record it flushes then carries (Lambda's own field name, as the JSON
 /// log lines have it).
 pub async fn in_invocation<F: std::future::Future>(request_id: String, handler: F) -> F::Output {
-    REQUEST_ID.scope(request_id, handler).await
+    // Boxed: a handler's future nested in the scope's inline is too deep a
+    // type for the compiler's layout query in the functions' main.
+    REQUEST_ID.scope(request_id, Box::pin(handler)).await
 }
 
 /// Metrics of one invocation, with one set of dimensions.

@@ -12,14 +12,7 @@ async fn main() -> Result<(), Error> {
         let deadline = ecr_bridge_aws::deadline::invocation_deadline(event.context.deadline);
         ecr_bridge_aws::emf::in_invocation(
             event.context.request_id,
-            // Boxed: the handler's future nested in the scope's is too deep
-            // a type for the compiler's layout query otherwise.
-            Box::pin(handler::handle_until(
-                &replicator,
-                &config,
-                event.payload,
-                deadline,
-            )),
+            handler::handle_until(&replicator, &config, event.payload, deadline),
         )
     }))
     .await
